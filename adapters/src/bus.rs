@@ -1,0 +1,310 @@
+//! The point bus: where adapters publish and every consumer reads.
+//!
+//! Two views of the same data:
+//! - the **latest table**, one slot per tag, read by anyone at any time (OPC UA reads, a sink
+//!   starting late, a consumer that fell behind);
+//! - the **change stream**, batches of changes in publication order, fanned out to every
+//!   subscriber through a bounded ring ([`tokio::sync::broadcast`]).
+//!
+//! Publishing costs one short lock per changed tag and one allocation per batch; a value equal
+//! to the one already on the bus (same value, same quality) is dropped at the door, so
+//! consumers only ever see real changes. The ring is bounded: a subscriber that falls more than
+//! `capacity` batches behind is not allowed to hold memory hostage. It is told how many batches
+//! it missed and resynchronises from the latest table, which is exactly what a latest-value
+//! consumer (the OPC UA address space) needs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+
+use crate::point::{Point, PointUpdate, Quality, Timestamp, Value};
+use crate::tag::{TagCatalog, TagId};
+
+/// A batch of changes as it travels on the bus; shared, never copied per subscriber.
+pub type PointBatch = Vec<PointUpdate>;
+
+/// Counters of the bus itself, for diagnostics and benchmarks.
+#[derive(Debug, Default)]
+pub struct BusCounters {
+    /// Changes accepted onto the bus.
+    pub changes: AtomicU64,
+    /// Updates dropped at the door because nothing changed.
+    pub unchanged: AtomicU64,
+    /// Batches a subscriber missed because it fell behind (summed over subscribers).
+    pub lagged_batches: AtomicU64,
+}
+
+struct Inner {
+    catalog: Arc<TagCatalog>,
+    latest: Box<[Mutex<Point>]>,
+    changes: broadcast::Sender<Arc<PointBatch>>,
+    counters: BusCounters,
+}
+
+/// Cheap to clone: every clone is the same bus.
+#[derive(Clone)]
+pub struct PointBus {
+    inner: Arc<Inner>,
+}
+
+impl PointBus {
+    /// A bus for the tags of `catalog`, keeping up to `capacity` batches for slow subscribers.
+    pub fn new(catalog: Arc<TagCatalog>, capacity: usize) -> Self {
+        let latest = (0..catalog.len()).map(|_| Mutex::new(Point::initial())).collect();
+        let (changes, _) = broadcast::channel(capacity.max(1));
+        PointBus {
+            inner: Arc::new(Inner {
+                catalog,
+                latest,
+                changes,
+                counters: BusCounters::default(),
+            }),
+        }
+    }
+
+    pub fn catalog(&self) -> &Arc<TagCatalog> {
+        &self.inner.catalog
+    }
+
+    pub fn counters(&self) -> &BusCounters {
+        &self.inner.counters
+    }
+
+    /// Publish a batch of updates. Unknown tags and unchanged values are dropped; the rest
+    /// update the latest table and go out to subscribers as one batch.
+    pub fn publish(&self, mut batch: PointBatch) {
+        let inner = &*self.inner;
+        let before = batch.len();
+        batch.retain(|update| {
+            let Some(slot) = inner.latest.get(update.tag.index()) else {
+                return false;
+            };
+            let mut current = slot.lock();
+            if current.value == update.point.value && current.quality == update.point.quality {
+                return false;
+            }
+            current.clone_from(&update.point);
+            true
+        });
+        let kept = batch.len() as u64;
+        inner
+            .counters
+            .unchanged
+            .fetch_add(before as u64 - kept, Ordering::Relaxed);
+        if kept == 0 {
+            return;
+        }
+        inner.counters.changes.fetch_add(kept, Ordering::Relaxed);
+        // No subscriber is not an error: the latest table still holds the state.
+        let _ = inner.changes.send(Arc::new(batch));
+    }
+
+    /// The latest point of a tag (the initial Bad/WaitingForInitialData point for unknown ids).
+    pub fn latest(&self, tag: TagId) -> Point {
+        self.inner
+            .latest
+            .get(tag.index())
+            .map_or_else(Point::initial, |slot| slot.lock().clone())
+    }
+
+    /// Every tag's latest point, in tag order.
+    pub fn snapshot(&self) -> PointBatch {
+        self.inner
+            .latest
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| PointUpdate {
+                tag: TagId(i as u32),
+                point: slot.lock().clone(),
+            })
+            .collect()
+    }
+
+    pub fn subscribe(&self) -> BusReceiver {
+        BusReceiver {
+            changes: self.inner.changes.subscribe(),
+            bus: self.clone(),
+        }
+    }
+
+    /// A publisher that collects changes and sends them as one batch on [`Publisher::flush`].
+    pub fn publisher(&self) -> Publisher {
+        Publisher {
+            bus: self.clone(),
+            pending: Vec::new(),
+        }
+    }
+}
+
+/// What a subscriber gets from [`BusReceiver::recv`].
+#[derive(Debug)]
+pub enum BusEvent {
+    /// The next batch of changes, in publication order.
+    Changes(Arc<PointBatch>),
+    /// The subscriber fell behind and missed `missed` batches: here is the full latest state.
+    Resync { missed: u64, state: PointBatch },
+}
+
+/// One consumer's view of the change stream.
+pub struct BusReceiver {
+    changes: broadcast::Receiver<Arc<PointBatch>>,
+    bus: PointBus,
+}
+
+impl BusReceiver {
+    /// The next event, or `None` once the bus is gone.
+    pub async fn recv(&mut self) -> Option<BusEvent> {
+        match self.changes.recv().await {
+            Ok(batch) => Some(BusEvent::Changes(batch)),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                self.bus
+                    .counters()
+                    .lagged_batches
+                    .fetch_add(missed, Ordering::Relaxed);
+                tracing::warn!(missed, "bus subscriber fell behind; resynchronising from the latest values");
+                Some(BusEvent::Resync {
+                    missed,
+                    state: self.bus.snapshot(),
+                })
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+/// An adapter's handle on the bus: stage changes, then flush them as one batch.
+pub struct Publisher {
+    bus: PointBus,
+    pending: PointBatch,
+}
+
+impl Publisher {
+    pub fn bus(&self) -> &PointBus {
+        &self.bus
+    }
+
+    /// Stage a Good value.
+    pub fn set(&mut self, tag: TagId, value: Value, timestamp: Timestamp) {
+        self.set_point(
+            tag,
+            Point {
+                value: Some(value),
+                quality: Quality::GOOD,
+                timestamp,
+            },
+        );
+    }
+
+    pub fn set_point(&mut self, tag: TagId, point: Point) {
+        self.pending.push(PointUpdate { tag, point });
+    }
+
+    /// Stage a quality change for `tags`, keeping each tag's last value: a device that went
+    /// away shows its last known value with a Bad status, never a stale Good one.
+    pub fn set_quality(&mut self, tags: &[TagId], quality: Quality, timestamp: Timestamp) {
+        for &tag in tags {
+            let value = self.bus.latest(tag).value;
+            self.set_point(
+                tag,
+                Point {
+                    value,
+                    quality,
+                    timestamp,
+                },
+            );
+        }
+    }
+
+    /// Publish everything staged since the last flush.
+    pub fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let capacity = self.pending.capacity();
+            let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(capacity));
+            self.bus.publish(batch);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tag::{AdapterId, DataType, TagCatalogBuilder, TagSpec};
+
+    fn bus_with(n: usize, capacity: usize) -> PointBus {
+        let mut b = TagCatalogBuilder::new();
+        for i in 0..n {
+            b.register(AdapterId(0), TagSpec::new(format!("T/{i}"), DataType::Float64))
+                .unwrap();
+        }
+        PointBus::new(Arc::new(b.build()), capacity)
+    }
+
+    #[tokio::test]
+    async fn subscribers_see_changes_in_order_and_unchanged_values_are_dropped() {
+        let bus = bus_with(2, 16);
+        let mut rx = bus.subscribe();
+        let mut p = bus.publisher();
+        let t = Timestamp::now();
+        p.set(TagId(0), Value::Float(1.0), t);
+        p.set(TagId(1), Value::Float(2.0), t);
+        p.flush();
+        p.set(TagId(0), Value::Float(1.0), t); // unchanged
+        p.set(TagId(1), Value::Float(3.0), t);
+        p.flush();
+
+        let Some(BusEvent::Changes(first)) = rx.recv().await else {
+            panic!("expected a batch")
+        };
+        assert_eq!(first.len(), 2);
+        let Some(BusEvent::Changes(second)) = rx.recv().await else {
+            panic!("expected a batch")
+        };
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].tag, TagId(1));
+        assert_eq!(second[0].point.value, Some(Value::Float(3.0)));
+        assert_eq!(bus.counters().unchanged.load(Ordering::Relaxed), 1);
+        assert_eq!(bus.latest(TagId(1)).value, Some(Value::Float(3.0)));
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_resyncs_from_the_latest_table() {
+        let bus = bus_with(1, 2);
+        let mut rx = bus.subscribe();
+        let mut p = bus.publisher();
+        for i in 0..10 {
+            p.set(TagId(0), Value::Float(i as f64), Timestamp::now());
+            p.flush();
+        }
+        match rx.recv().await {
+            Some(BusEvent::Resync { missed, state }) => {
+                assert_eq!(missed, 8);
+                assert_eq!(state[0].point.value, Some(Value::Float(9.0)));
+            }
+            other => panic!("expected a resync, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn set_quality_keeps_the_last_value() {
+        let bus = bus_with(1, 4);
+        let mut p = bus.publisher();
+        p.set(TagId(0), Value::Float(7.0), Timestamp::now());
+        p.flush();
+        p.set_quality(&[TagId(0)], Quality::BAD_NO_COMMUNICATION, Timestamp::now());
+        p.flush();
+        let point = bus.latest(TagId(0));
+        assert_eq!(point.value, Some(Value::Float(7.0)));
+        assert_eq!(point.quality, Quality::BAD_NO_COMMUNICATION);
+    }
+
+    #[test]
+    fn updates_for_unknown_tags_are_ignored() {
+        let bus = bus_with(1, 4);
+        let mut p = bus.publisher();
+        p.set(TagId(5), Value::Float(1.0), Timestamp::now());
+        p.flush();
+        assert_eq!(bus.counters().changes.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,68 @@
+//! The one place that knows every protocol: a `[[devices]]` block in, adapters out.
+//!
+//! Adding a protocol means one module and one variant here.
+
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::Adapter;
+use crate::device::Identification;
+use crate::simulator::{
+    line::LineConfig, SimulatedDevice, SimulationConfig, SyntheticLoad, TruckSimulator,
+};
+
+/// One `[[devices]]` block; `protocol` selects the adapter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "protocol", rename_all = "lowercase")]
+pub enum DeviceConfig {
+    Simulator(SimulatedDevice),
+}
+
+impl DeviceConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            DeviceConfig::Simulator(d) => &d.name,
+        }
+    }
+
+    pub fn station(&self) -> &str {
+        match self {
+            DeviceConfig::Simulator(d) => &d.station,
+        }
+    }
+
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            DeviceConfig::Simulator(_) => "simulator",
+        }
+    }
+
+    pub fn identification(&self) -> &Identification {
+        match self {
+            DeviceConfig::Simulator(d) => &d.identification,
+        }
+    }
+}
+
+/// Build the adapters for a configuration: the simulated truck (line and simulated machines,
+/// on one clock), the synthetic load if asked for, then one adapter per real device.
+pub fn build_adapters(
+    simulation: &SimulationConfig,
+    line: &LineConfig,
+    devices: &[DeviceConfig],
+) -> Vec<Box<dyn Adapter>> {
+    let simulated = devices
+        .iter()
+        .map(|d| match d {
+            DeviceConfig::Simulator(sim) => sim.clone(),
+        })
+        .collect();
+    let mut adapters: Vec<Box<dyn Adapter>> = vec![Box::new(TruckSimulator::new(
+        simulation.clone(),
+        line.clone(),
+        simulated,
+    ))];
+    if simulation.synthetic.tags > 0 {
+        adapters.push(Box::new(SyntheticLoad::new(simulation.synthetic.clone())));
+    }
+    adapters
+}

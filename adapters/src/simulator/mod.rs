@@ -1,0 +1,256 @@
+//! The built-in simulator: the whole truck, alive, with no external service.
+//!
+//! One adapter, [`TruckSimulator`], runs the production line and every simulated machine on a
+//! single simulated clock, so that what the machines show matches the order the line has at
+//! their step. [`SyntheticLoad`] is a separate adapter that only exists to load the gateway in
+//! benchmarks.
+
+pub mod line;
+pub mod machines;
+mod noise;
+mod synthetic;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::{Adapter, AdapterContext, CallError, CallRequest, Command, DeviceStatus, TagRegistrar, WriteError, WriteRequest};
+use crate::device::{device_path, Identification};
+use crate::point::{Timestamp, Value};
+use crate::tag::{CatalogError, TagId};
+
+use line::{Line, LineConfig, LineEvent};
+use machines::{LineView, MachineKind, SimMachine};
+use noise::exponential;
+
+pub use synthetic::{SyntheticConfig, SyntheticLoad};
+
+/// `[simulation]`: the simulated truck's clock, randomness and load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulationConfig {
+    /// Seed of the random generator: the same seed gives the same orders, noise and verdicts.
+    pub seed: u64,
+    /// How many simulated seconds pass per real second (20 runs a 9-minute order in 27 s).
+    pub speed: f64,
+    /// Real time between two simulation steps, in milliseconds.
+    pub tick_ms: u64,
+    /// Orders placed on their own, as visitors would, per simulated hour (0: only explicit orders).
+    pub orders_per_hour: f64,
+    /// Probability that a part comes out of tolerance and is scrapped at metrology.
+    pub defect_rate: f64,
+    pub synthetic: SyntheticConfig,
+}
+
+impl Default for SimulationConfig {
+    fn default() -> Self {
+        SimulationConfig {
+            seed: 2026,
+            speed: 1.0,
+            tick_ms: 100,
+            orders_per_hour: 12.0,
+            defect_rate: 0.03,
+            synthetic: SyntheticConfig::default(),
+        }
+    }
+}
+
+impl SimulationConfig {
+    /// Checks what serde cannot: returns the offending key and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(self.speed.is_finite() && self.speed > 0.0 && self.speed <= 1000.0) {
+            return Err(("simulation.speed", format!("must be in (0, 1000], got {}", self.speed)));
+        }
+        if !(10..=10_000).contains(&self.tick_ms) {
+            return Err(("simulation.tick_ms", format!("must be between 10 and 10000, got {}", self.tick_ms)));
+        }
+        if !(self.orders_per_hour.is_finite() && (0.0..=3600.0).contains(&self.orders_per_hour)) {
+            return Err(("simulation.orders_per_hour", format!("must be between 0 and 3600, got {}", self.orders_per_hour)));
+        }
+        if !(0.0..=1.0).contains(&self.defect_rate) {
+            return Err(("simulation.defect_rate", format!("must be between 0 and 1, got {}", self.defect_rate)));
+        }
+        self.synthetic.validate()
+    }
+}
+
+/// A `[[devices]]` block with `protocol = "simulator"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedDevice {
+    pub name: String,
+    pub station: String,
+    /// Which machine to simulate.
+    pub kind: MachineKind,
+    #[serde(default)]
+    pub identification: Identification,
+}
+
+struct Machine {
+    name: String,
+    kind: MachineKind,
+    status: DeviceStatus,
+    model: Box<dyn SimMachine>,
+}
+
+/// Texts visitors type at the kiosk, for orders that arrive on their own.
+const SAMPLE_TEXTS: [&str; 12] = [
+    "Léa", "Hugo", "Chloé", "Nathan", "Inès", "Lucas", "Manon", "Yanis", "Go Lens!", "Merci",
+    "Zoé & Tom", "Team 3B",
+];
+
+/// The line and the simulated machines of the truck, on one clock.
+pub struct TruckSimulator {
+    config: SimulationConfig,
+    line: Line,
+    devices: Vec<SimulatedDevice>,
+    machines: Vec<Machine>,
+    /// Which machine owns each writable tag.
+    writable: HashMap<TagId, usize>,
+}
+
+impl TruckSimulator {
+    pub fn new(config: SimulationConfig, line: LineConfig, devices: Vec<SimulatedDevice>) -> Self {
+        let defect_rate = config.defect_rate;
+        TruckSimulator {
+            config,
+            line: Line::new(line, defect_rate),
+            devices,
+            machines: Vec::new(),
+            writable: HashMap::new(),
+        }
+    }
+
+    fn call(&mut self, request: &CallRequest, rng: &mut StdRng) -> Result<Vec<Value>, CallError> {
+        match request.method.as_str() {
+            "Line/SubmitOrder" => {
+                let [Value::Text(model), Value::Text(text)] = request.args.as_slice() else {
+                    return Err(CallError::InvalidArgument("expects (Model: String, Text: String)".into()));
+                };
+                let id = self.line.submit(model, text, Timestamp::now(), rng)?;
+                tracing::info!(order = %id, %model, "order placed");
+                Ok(vec![Value::text(id)])
+            }
+            "Line/Start" => {
+                self.line.set_running(true);
+                Ok(Vec::new())
+            }
+            "Line/Stop" => {
+                self.line.set_running(false);
+                Ok(Vec::new())
+            }
+            other => Err(CallError::UnknownMethod(other.to_owned())),
+        }
+    }
+
+    fn write(&mut self, request: &WriteRequest) -> Result<(), WriteError> {
+        let machine = self.writable.get(&request.tag).ok_or(WriteError::NotWritable)?;
+        self.machines[*machine].model.write(request.tag, &request.value)
+    }
+
+    fn place_random_order(&mut self, rng: &mut StdRng) {
+        let models = &self.line.config().models;
+        let model = models[rng.random_range(0..models.len())].clone();
+        let text = SAMPLE_TEXTS[rng.random_range(0..SAMPLE_TEXTS.len())];
+        if let Ok(id) = self.line.submit(&model, text, Timestamp::now(), rng) {
+            tracing::debug!(order = %id, "order arrived from the kiosk");
+        }
+    }
+
+    fn dispatch(&mut self, events: &[LineEvent], rng: &mut StdRng) {
+        for event in events {
+            for machine in &mut self.machines {
+                machine.model.on_event(event, rng);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Adapter for TruckSimulator {
+    fn name(&self) -> &str {
+        "simulator"
+    }
+
+    fn declare_tags(&mut self, tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
+        self.line.declare_tags(tags)?;
+        for device in &self.devices {
+            let path = device_path(&device.station, &device.name);
+            let status = DeviceStatus::declare(tags, &path)?;
+            let before = tags.registered();
+            let model = machines::build(device.kind, &path, tags)?;
+            for tag in tags.registered_since(before) {
+                if tags.is_writable(tag) {
+                    self.writable.insert(tag, self.machines.len());
+                }
+            }
+            self.machines.push(Machine {
+                name: device.name.clone(),
+                kind: device.kind,
+                status,
+                model,
+            });
+        }
+        Ok(())
+    }
+
+    async fn run(mut self: Box<Self>, mut ctx: AdapterContext) {
+        let mut rng = StdRng::seed_from_u64(self.config.seed);
+        let tick = Duration::from_millis(self.config.tick_ms);
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mean_arrival_s = (self.config.orders_per_hour > 0.0).then(|| 3600.0 / self.config.orders_per_hour);
+        let mut next_arrival_s = mean_arrival_s.map(|m| exponential(&mut rng, m));
+        let mut last = tokio::time::Instant::now();
+        let mut first = true;
+        tracing::info!(machines = self.machines.len(), speed = self.config.speed, "truck simulator started");
+
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => break,
+                Some(command) = ctx.commands.recv() => match command {
+                    Command::Write(request) => {
+                        let result = self.write(&request);
+                        let _ = request.reply.send(result);
+                    }
+                    Command::Call(request) => {
+                        let result = self.call(&request, &mut rng);
+                        let _ = request.reply.send(result);
+                    }
+                },
+                _ = interval.tick() => {}
+            }
+            // Every wake-up advances the clock, so a write or an order is published at once.
+            let now_instant = tokio::time::Instant::now();
+            let dt = now_instant.duration_since(last).as_secs_f64() * self.config.speed;
+            last = now_instant;
+            if let (Some(mean), Some(next)) = (mean_arrival_s, next_arrival_s.as_mut()) {
+                *next -= dt;
+                while *next <= 0.0 {
+                    self.place_random_order(&mut rng);
+                    *next += exponential(&mut rng, mean);
+                }
+            }
+            let now = Timestamp::now();
+            let events = self.line.advance(dt, now, &mut rng);
+            self.dispatch(&events, &mut rng);
+
+            let out = &mut ctx.publisher;
+            self.line.publish(out, now, first);
+            let busy = (1..=line::STEP_COUNT).any(|s| self.line.at_step(s).is_some());
+            for machine in &mut self.machines {
+                let occupant = machine.kind.step().and_then(|s| self.line.at_step(s));
+                machine.model.tick(dt, LineView { occupant, busy }, &mut rng, out, now);
+                if first {
+                    machine.status.healthy(out, 0, now);
+                    tracing::debug!(device = %machine.name, "simulated device online");
+                }
+            }
+            out.flush();
+            first = false;
+        }
+    }
+}
