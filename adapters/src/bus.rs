@@ -52,7 +52,9 @@ pub struct PointBus {
 impl PointBus {
     /// A bus for the tags of `catalog`, keeping up to `capacity` batches for slow subscribers.
     pub fn new(catalog: Arc<TagCatalog>, capacity: usize) -> Self {
-        let latest = (0..catalog.len()).map(|_| Mutex::new(Point::initial())).collect();
+        let latest = (0..catalog.len())
+            .map(|_| Mutex::new(Point::initial()))
+            .collect();
         let (changes, _) = broadcast::channel(capacity.max(1));
         PointBus {
             inner: Arc::new(Inner {
@@ -163,7 +165,10 @@ impl BusReceiver {
                     .counters()
                     .lagged_batches
                     .fetch_add(missed, Ordering::Relaxed);
-                tracing::warn!(missed, "bus subscriber fell behind; resynchronising from the latest values");
+                tracing::warn!(
+                    missed,
+                    "bus subscriber fell behind; resynchronising from the latest values"
+                );
                 Some(BusEvent::Resync {
                     missed,
                     state: self.bus.snapshot(),
@@ -235,8 +240,11 @@ mod tests {
     fn bus_with(n: usize, capacity: usize) -> PointBus {
         let mut b = TagCatalogBuilder::new();
         for i in 0..n {
-            b.register(AdapterId(0), TagSpec::new(format!("T/{i}"), DataType::Float64))
-                .unwrap();
+            b.register(
+                AdapterId(0),
+                TagSpec::new(format!("T/{i}"), DataType::Float64),
+            )
+            .unwrap();
         }
         PointBus::new(Arc::new(b.build()), capacity)
     }

@@ -19,8 +19,13 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.len() > 64 {
         return Err(format!("`{name}` is longer than 64 characters"));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
-        return Err(format!("`{name}` contains `{c}`; use letters, digits, `-` and `_`"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(format!(
+            "`{name}` contains `{c}`; use letters, digits, `-` and `_`"
+        ));
     }
     Ok(())
 }

@@ -15,12 +15,13 @@ pub mod simulator;
 pub mod tag;
 
 pub use adapter::{
-    Adapter, AdapterContext, CallError, CallRequest, Command, DeviceStatus, TagRegistrar, WriteError,
-    WriteRequest,
+    Adapter, AdapterContext, CallError, CallRequest, Command, DeviceStatus, TagRegistrar,
+    WriteError, WriteRequest,
 };
 pub use bus::{BusReceiver, PointBus, Publisher};
 pub use point::{Point, PointUpdate, Quality, Timestamp, Value};
 pub use registry::DeviceConfig;
 pub use tag::{
-    Access, AdapterId, CatalogError, DataType, EuRange, TagCatalog, TagCatalogBuilder, TagId, TagSpec,
+    Access, AdapterId, CatalogError, DataType, EuRange, TagCatalog, TagCatalogBuilder, TagId,
+    TagSpec,
 };

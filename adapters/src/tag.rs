@@ -119,6 +119,9 @@ pub struct TagSpec {
     pub unit: Option<String>,
     pub range: Option<EuRange>,
     pub description: Option<String>,
+    /// A fixed characteristic (a name, a position on the line) rather than a live measurement;
+    /// OPC UA shows it as a property.
+    pub property: bool,
 }
 
 impl TagSpec {
@@ -130,7 +133,13 @@ impl TagSpec {
             unit: None,
             range: None,
             description: None,
+            property: false,
         }
+    }
+
+    pub fn property(mut self) -> Self {
+        self.property = true;
+        self
     }
 
     pub fn writable(mut self) -> Self {

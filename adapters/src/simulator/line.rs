@@ -65,7 +65,10 @@ impl LineConfig {
     /// Checks what serde cannot: returns the offending key and why.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.models.is_empty() || self.models.iter().any(|m| m.trim().is_empty()) {
-            return Err(("line.models", "needs at least one non-empty model name".into()));
+            return Err((
+                "line.models",
+                "needs at least one non-empty model name".into(),
+            ));
         }
         if self.max_text_length == 0 || self.max_text_length > 200 {
             return Err(("line.max_text_length", "must be between 1 and 200".into()));
@@ -76,11 +79,21 @@ impl LineConfig {
         if self.step_durations_s.len() != STEP_COUNT {
             return Err((
                 "line.step_durations_s",
-                format!("needs exactly {STEP_COUNT} durations, got {}", self.step_durations_s.len()),
+                format!(
+                    "needs exactly {STEP_COUNT} durations, got {}",
+                    self.step_durations_s.len()
+                ),
             ));
         }
-        if self.step_durations_s.iter().any(|d| !(d.is_finite() && *d > 0.0)) {
-            return Err(("line.step_durations_s", "durations must be positive seconds".into()));
+        if self
+            .step_durations_s
+            .iter()
+            .any(|d| !(d.is_finite() && *d > 0.0))
+        {
+            return Err((
+                "line.step_durations_s",
+                "durations must be positive seconds".into(),
+            ));
         }
         Ok(())
     }
@@ -95,7 +108,9 @@ impl LineConfig {
         }
         let text = text.trim();
         if text.is_empty() {
-            return Err(CallError::InvalidArgument("the personalisation text is empty".into()));
+            return Err(CallError::InvalidArgument(
+                "the personalisation text is empty".into(),
+            ));
         }
         let length = text.chars().count();
         if length > self.max_text_length {
@@ -252,17 +267,35 @@ impl Line {
     }
 
     pub fn declare_tags(&mut self, tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
-        fn reg(tags: &mut TagRegistrar<'_>, path: String, dt: DataType, text: &str) -> Result<TagId, CatalogError> {
+        fn reg(
+            tags: &mut TagRegistrar<'_>,
+            path: String,
+            dt: DataType,
+            text: &str,
+        ) -> Result<TagId, CatalogError> {
             tags.register(TagSpec::new(path, dt).describe(text))
         }
         let steps = (1..=STEP_COUNT)
             .map(|n| {
                 let p = |tag: &str| format!("Line/Steps/Step{n}/{tag}");
                 Ok(StepTags {
-                    number: reg(tags, p("Number"), DataType::UInt16, "Position of the step on the route")?,
-                    name: reg(tags, p("Name"), DataType::String, "What happens at this step")?,
+                    number: tags.register(
+                        TagSpec::new(p("Number"), DataType::UInt16)
+                            .property()
+                            .describe("Position of the step on the route"),
+                    )?,
+                    name: tags.register(
+                        TagSpec::new(p("Name"), DataType::String)
+                            .property()
+                            .describe("What happens at this step"),
+                    )?,
                     state: reg(tags, p("State"), DataType::String, "Idle, Busy or Blocked")?,
-                    current_order: reg(tags, p("CurrentOrder"), DataType::String, "Order at this step, empty when idle")?,
+                    current_order: reg(
+                        tags,
+                        p("CurrentOrder"),
+                        DataType::String,
+                        "Order at this step, empty when idle",
+                    )?,
                     progress: tags.register(
                         TagSpec::new(p("Progress"), DataType::Float64)
                             .unit("%")
@@ -274,7 +307,12 @@ impl Line {
                             .unit("s")
                             .describe("Duration of the last completed cycle, simulated seconds"),
                     )?,
-                    count: reg(tags, p("Count"), DataType::UInt32, "Orders completed at this step")?,
+                    count: reg(
+                        tags,
+                        p("Count"),
+                        DataType::UInt32,
+                        "Orders completed at this step",
+                    )?,
                 })
             })
             .collect::<Result<Vec<_>, CatalogError>>()?;
@@ -282,26 +320,96 @@ impl Line {
             .map(|n| {
                 let p = |tag: &str| format!("Orders/Recent/Order{n:02}/{tag}");
                 Ok(OrderSlotTags {
-                    id: reg(tags, p("Id"), DataType::String, "Order id, empty while the slot is unused")?,
+                    id: reg(
+                        tags,
+                        p("Id"),
+                        DataType::String,
+                        "Order id, empty while the slot is unused",
+                    )?,
                     model: reg(tags, p("Model"), DataType::String, "Model ordered")?,
                     text: reg(tags, p("Text"), DataType::String, "Personalisation text")?,
-                    step: reg(tags, p("Step"), DataType::UInt16, "Current step, 0 while queued")?,
-                    state: reg(tags, p("State"), DataType::String, "Empty, Queued, InProgress, Delivered or Scrapped")?,
-                    submitted_at: reg(tags, p("SubmittedAt"), DataType::DateTime, "When the order was placed")?,
-                    completed_at: reg(tags, p("CompletedAt"), DataType::DateTime, "When it was delivered or scrapped")?,
-                    verdict: reg(tags, p("Verdict"), DataType::String, "Metrology verdict: OK, NOK or empty")?,
+                    step: reg(
+                        tags,
+                        p("Step"),
+                        DataType::UInt16,
+                        "Current step, 0 while queued",
+                    )?,
+                    state: reg(
+                        tags,
+                        p("State"),
+                        DataType::String,
+                        "Empty, Queued, InProgress, Delivered or Scrapped",
+                    )?,
+                    submitted_at: reg(
+                        tags,
+                        p("SubmittedAt"),
+                        DataType::DateTime,
+                        "When the order was placed",
+                    )?,
+                    completed_at: reg(
+                        tags,
+                        p("CompletedAt"),
+                        DataType::DateTime,
+                        "When it was delivered or scrapped",
+                    )?,
+                    verdict: reg(
+                        tags,
+                        p("Verdict"),
+                        DataType::String,
+                        "Metrology verdict: OK, NOK or empty",
+                    )?,
                 })
             })
             .collect::<Result<Vec<_>, CatalogError>>()?;
         self.tags = Some(LineTags {
-            state: reg(tags, "Line/State".into(), DataType::String, "Running or Stopped")?,
-            mode: reg(tags, "Line/Mode".into(), DataType::String, "Where orders and timings come from")?,
-            queued: reg(tags, "Line/OrdersQueued".into(), DataType::UInt32, "Orders waiting for step 1")?,
-            in_progress: reg(tags, "Line/OrdersInProgress".into(), DataType::UInt32, "Orders on the line")?,
-            delivered: reg(tags, "Line/PartsDelivered".into(), DataType::UInt32, "Parts delivered since start")?,
-            scrapped: reg(tags, "Line/PartsScrapped".into(), DataType::UInt32, "Parts scrapped at metrology since start")?,
-            last_order_id: reg(tags, "Orders/LastOrderId".into(), DataType::String, "Id of the last order placed")?,
-            submitted: reg(tags, "Orders/Submitted".into(), DataType::UInt32, "Orders placed since start")?,
+            state: reg(
+                tags,
+                "Line/State".into(),
+                DataType::String,
+                "Running or Stopped",
+            )?,
+            mode: reg(
+                tags,
+                "Line/Mode".into(),
+                DataType::String,
+                "Where orders and timings come from",
+            )?,
+            queued: reg(
+                tags,
+                "Line/OrdersQueued".into(),
+                DataType::UInt32,
+                "Orders waiting for step 1",
+            )?,
+            in_progress: reg(
+                tags,
+                "Line/OrdersInProgress".into(),
+                DataType::UInt32,
+                "Orders on the line",
+            )?,
+            delivered: reg(
+                tags,
+                "Line/PartsDelivered".into(),
+                DataType::UInt32,
+                "Parts delivered since start",
+            )?,
+            scrapped: reg(
+                tags,
+                "Line/PartsScrapped".into(),
+                DataType::UInt32,
+                "Parts scrapped at metrology since start",
+            )?,
+            last_order_id: reg(
+                tags,
+                "Orders/LastOrderId".into(),
+                DataType::String,
+                "Id of the last order placed",
+            )?,
+            submitted: reg(
+                tags,
+                "Orders/Submitted".into(),
+                DataType::UInt32,
+                "Orders placed since start",
+            )?,
             steps,
             recent,
         });
@@ -373,7 +481,9 @@ impl Line {
         loop {
             let mut moved = false;
             for k in (0..STEP_COUNT).rev() {
-                let done = self.stations[k].as_ref().is_some_and(|o| o.remaining_s <= 0.0);
+                let done = self.stations[k]
+                    .as_ref()
+                    .is_some_and(|o| o.remaining_s <= 0.0);
                 let next_free = k + 1 == STEP_COUNT || self.stations[k + 1].is_none();
                 if !(done && next_free) {
                     continue;
@@ -388,7 +498,10 @@ impl Line {
                 if step == METROLOGY_STEP {
                     order.verdict = Some(!order.defective);
                 }
-                events.push(LineEvent::Left { step, order: order.clone() });
+                events.push(LineEvent::Left {
+                    step,
+                    order: order.clone(),
+                });
                 moved = true;
                 if step == METROLOGY_STEP && order.defective {
                     order.state = OrderState::Scrapped;
@@ -429,7 +542,10 @@ impl Line {
         order.step = k + 1;
         order.duration_s = self.draw_duration(k + 1, rng);
         order.remaining_s = order.duration_s - carry;
-        events.push(LineEvent::Entered { step: k + 1, order: order.clone() });
+        events.push(LineEvent::Entered {
+            step: k + 1,
+            order: order.clone(),
+        });
         self.stations[k] = Some(order);
     }
 
@@ -439,7 +555,10 @@ impl Line {
             return;
         };
         let mut set = |tag: TagId, value: Value| publisher.set(tag, value, now);
-        set(tags.state, Value::text(if self.running { "Running" } else { "Stopped" }));
+        set(
+            tags.state,
+            Value::text(if self.running { "Running" } else { "Stopped" }),
+        );
         set(tags.mode, Value::text("Simulation"));
         set(tags.queued, Value::UInt(self.queue.len() as u64));
         let on_line = self.stations.iter().flatten().count();
@@ -467,9 +586,18 @@ impl Line {
                 set(step_tags.name, Value::text(STEP_NAMES[k]));
             }
             set(step_tags.state, Value::text(state));
-            set(step_tags.current_order, Value::text(order.map_or("", |o| o.id.as_str())));
-            set(step_tags.progress, Value::Float(order.map_or(0.0, |o| 100.0 * o.step_progress())));
-            set(step_tags.last_cycle_time, Value::Float(self.stats[k].last_cycle_s));
+            set(
+                step_tags.current_order,
+                Value::text(order.map_or("", |o| o.id.as_str())),
+            );
+            set(
+                step_tags.progress,
+                Value::Float(order.map_or(0.0, |o| 100.0 * o.step_progress())),
+            );
+            set(
+                step_tags.last_cycle_time,
+                Value::Float(self.stats[k].last_cycle_s),
+            );
             set(step_tags.count, Value::UInt(self.stats[k].count));
         }
 
@@ -513,7 +641,10 @@ fn stage_order(slot: &OrderSlotTags, order: &Order, set: &mut impl FnMut(TagId, 
     set(slot.step, Value::UInt(order.step as u64));
     set(slot.state, Value::text(order.state.as_str()));
     set(slot.submitted_at, Value::Time(order.submitted_at));
-    set(slot.completed_at, Value::Time(order.completed_at.unwrap_or(Timestamp::NULL)));
+    set(
+        slot.completed_at,
+        Value::Time(order.completed_at.unwrap_or(Timestamp::NULL)),
+    );
     let verdict = match order.verdict {
         Some(true) => "OK",
         Some(false) => "NOK",
@@ -542,7 +673,9 @@ mod tests {
     fn an_order_visits_the_nine_steps_in_order_and_is_delivered() {
         let mut rng = StdRng::seed_from_u64(1);
         let mut line = Line::new(LineConfig::default(), 0.0);
-        let id = line.submit("Wave", "Léa", Timestamp::now(), &mut rng).unwrap();
+        let id = line
+            .submit("Wave", "Léa", Timestamp::now(), &mut rng)
+            .unwrap();
         let events = run_until_idle(&mut line, &mut rng);
         let entered: Vec<usize> = events
             .iter()
@@ -560,9 +693,12 @@ mod tests {
     fn defective_parts_are_scrapped_at_metrology() {
         let mut rng = StdRng::seed_from_u64(2);
         let mut line = Line::new(LineConfig::default(), 1.0);
-        line.submit("Hexa", "Hugo", Timestamp::now(), &mut rng).unwrap();
+        line.submit("Hexa", "Hugo", Timestamp::now(), &mut rng)
+            .unwrap();
         let events = run_until_idle(&mut line, &mut rng);
-        assert!(!events.iter().any(|e| matches!(e, LineEvent::Entered { step: 9, .. })));
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, LineEvent::Entered { step: 9, .. })));
         assert_eq!(line.scrapped, 1);
         assert_eq!(line.delivered, 0);
     }
@@ -572,7 +708,8 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let mut line = Line::new(LineConfig::default(), 0.0);
         for i in 0..5 {
-            line.submit("Classic", &format!("n{i}"), Timestamp::now(), &mut rng).unwrap();
+            line.submit("Classic", &format!("n{i}"), Timestamp::now(), &mut rng)
+                .unwrap();
         }
         let events = run_until_idle(&mut line, &mut rng);
         let delivered: Vec<u64> = events
@@ -589,10 +726,16 @@ mod tests {
     fn bad_orders_are_refused_with_a_reason() {
         let config = LineConfig::default();
         assert!(config.check_order("Wave", "Ok").is_ok());
-        assert!(matches!(config.check_order("Rocket", "x"), Err(CallError::InvalidArgument(m)) if m.contains("unknown model")));
-        assert!(matches!(config.check_order("Wave", "   "), Err(CallError::InvalidArgument(m)) if m.contains("empty")));
+        assert!(
+            matches!(config.check_order("Rocket", "x"), Err(CallError::InvalidArgument(m)) if m.contains("unknown model"))
+        );
+        assert!(
+            matches!(config.check_order("Wave", "   "), Err(CallError::InvalidArgument(m)) if m.contains("empty"))
+        );
         let long = "x".repeat(config.max_text_length + 1);
-        assert!(matches!(config.check_order("Wave", &long), Err(CallError::InvalidArgument(m)) if m.contains("at most")));
+        assert!(
+            matches!(config.check_order("Wave", &long), Err(CallError::InvalidArgument(m)) if m.contains("at most"))
+        );
     }
 
     #[test]
@@ -600,7 +743,8 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(4);
         let mut line = Line::new(LineConfig::default(), 0.0);
         line.set_running(false);
-        line.submit("Wave", "a", Timestamp::now(), &mut rng).unwrap();
+        line.submit("Wave", "a", Timestamp::now(), &mut rng)
+            .unwrap();
         assert!(line.advance(1000.0, Timestamp::now(), &mut rng).is_empty());
         assert_eq!(line.queue.len(), 1);
     }

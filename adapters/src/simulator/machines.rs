@@ -54,7 +54,14 @@ pub trait SimMachine: Send {
     /// React to an order entering or leaving a step.
     fn on_event(&mut self, event: &LineEvent, rng: &mut dyn rand::RngCore);
     /// Advance by `dt` simulated seconds and stage every tag (the bus drops what did not change).
-    fn tick(&mut self, dt: f64, view: LineView<'_>, rng: &mut dyn rand::RngCore, out: &mut Publisher, now: Timestamp);
+    fn tick(
+        &mut self,
+        dt: f64,
+        view: LineView<'_>,
+        rng: &mut dyn rand::RngCore,
+        out: &mut Publisher,
+        now: Timestamp,
+    );
     /// Apply a client write to one of this machine's writable tags.
     fn write(&mut self, tag: TagId, value: &Value) -> Result<(), WriteError>;
 }
@@ -84,9 +91,15 @@ struct Tags<'r, 'a> {
 }
 
 impl Tags<'_, '_> {
-    fn add(&mut self, name: &str, data_type: DataType, description: &str) -> Result<TagId, CatalogError> {
-        self.tags
-            .register(TagSpec::new(format!("{}/{name}", self.path), data_type).describe(description))
+    fn add(
+        &mut self,
+        name: &str,
+        data_type: DataType,
+        description: &str,
+    ) -> Result<TagId, CatalogError> {
+        self.tags.register(
+            TagSpec::new(format!("{}/{name}", self.path), data_type).describe(description),
+        )
     }
 
     fn analog(
@@ -119,7 +132,12 @@ impl Tags<'_, '_> {
                 .writable()
                 .describe(description),
         )?;
-        Ok(Setpoint { tag, low, high, value: initial })
+        Ok(Setpoint {
+            tag,
+            low,
+            high,
+            value: initial,
+        })
     }
 }
 
@@ -137,7 +155,11 @@ impl Setpoint {
             return Err(WriteError::TypeMismatch(DataType::Float64));
         };
         if !(x >= self.low && x <= self.high) {
-            return Err(WriteError::OutOfRange { value: x, low: self.low, high: self.high });
+            return Err(WriteError::OutOfRange {
+                value: x,
+                low: self.low,
+                high: self.high,
+            });
         }
         self.value = x;
         Ok(())
@@ -185,11 +207,36 @@ impl Printer3d {
         Ok(Printer3d {
             state: t.add("State", DataType::String, "Idle, Heating or Printing")?,
             job: t.add("JobName", DataType::String, "Order being printed")?,
-            progress: t.analog("JobProgress", "%", (0.0, 100.0), "Progress of the print job")?,
-            nozzle: t.analog("NozzleTemperature", "°C", (0.0, 300.0), "Hot-end temperature")?,
-            bed: t.analog("BedTemperature", "°C", (0.0, 120.0), "Heated bed temperature")?,
-            parts: t.add("PrintedParts", DataType::UInt32, "Parts printed since start")?,
-            standby: t.setpoint("StandbyTemperature", "°C", (0.0, 250.0), 170.0, "Nozzle temperature between jobs")?,
+            progress: t.analog(
+                "JobProgress",
+                "%",
+                (0.0, 100.0),
+                "Progress of the print job",
+            )?,
+            nozzle: t.analog(
+                "NozzleTemperature",
+                "°C",
+                (0.0, 300.0),
+                "Hot-end temperature",
+            )?,
+            bed: t.analog(
+                "BedTemperature",
+                "°C",
+                (0.0, 120.0),
+                "Heated bed temperature",
+            )?,
+            parts: t.add(
+                "PrintedParts",
+                DataType::UInt32,
+                "Parts printed since start",
+            )?,
+            standby: t.setpoint(
+                "StandbyTemperature",
+                "°C",
+                (0.0, 250.0),
+                170.0,
+                "Nozzle temperature between jobs",
+            )?,
             nozzle_c: 25.0,
             bed_c: 25.0,
             printed: 0,
@@ -204,7 +251,14 @@ impl SimMachine for Printer3d {
         }
     }
 
-    fn tick(&mut self, dt: f64, view: LineView<'_>, rng: &mut dyn rand::RngCore, out: &mut Publisher, now: Timestamp) {
+    fn tick(
+        &mut self,
+        dt: f64,
+        view: LineView<'_>,
+        rng: &mut dyn rand::RngCore,
+        out: &mut Publisher,
+        now: Timestamp,
+    ) {
         let printing = view.occupant;
         let (nozzle_target, bed_target) = match printing {
             Some(_) => (Self::PRINT_NOZZLE_C, Self::PRINT_BED_C),
@@ -218,8 +272,16 @@ impl SimMachine for Printer3d {
             Some(_) => "Printing",
         };
         out.set(self.state, Value::text(state), now);
-        out.set(self.job, Value::text(printing.map_or("", |o| o.id.as_str())), now);
-        out.set(self.progress, Value::Float(printing.map_or(0.0, |o| 100.0 * o.step_progress())), now);
+        out.set(
+            self.job,
+            Value::text(printing.map_or("", |o| o.id.as_str())),
+            now,
+        );
+        out.set(
+            self.progress,
+            Value::Float(printing.map_or(0.0, |o| 100.0 * o.step_progress())),
+            now,
+        );
         out.set(self.nozzle, Value::Float(self.nozzle_c), now);
         out.set(self.bed, Value::Float(self.bed_c), now);
         out.set(self.parts, Value::UInt(self.printed), now);
@@ -257,7 +319,13 @@ impl Cnc {
             feed: t.analog("FeedRate", "mm/min", (0.0, 5_000.0), "Actual feed rate")?,
             load: t.analog("SpindleLoad", "%", (0.0, 100.0), "Spindle motor load")?,
             parts: t.add("PartCount", DataType::UInt32, "Parts machined since start")?,
-            feed_override: t.setpoint("FeedOverride", "%", (0.0, 150.0), 100.0, "Feed override set by the operator")?,
+            feed_override: t.setpoint(
+                "FeedOverride",
+                "%",
+                (0.0, 150.0),
+                100.0,
+                "Feed override set by the operator",
+            )?,
             spindle_rpm: 0.0,
             part_count: 0,
         })
@@ -271,9 +339,20 @@ impl SimMachine for Cnc {
         }
     }
 
-    fn tick(&mut self, dt: f64, view: LineView<'_>, rng: &mut dyn rand::RngCore, out: &mut Publisher, now: Timestamp) {
+    fn tick(
+        &mut self,
+        dt: f64,
+        view: LineView<'_>,
+        rng: &mut dyn rand::RngCore,
+        out: &mut Publisher,
+        now: Timestamp,
+    ) {
         let cutting = view.occupant;
-        let target = if cutting.is_some() { Self::CUTTING_RPM } else { 0.0 };
+        let target = if cutting.is_some() {
+            Self::CUTTING_RPM
+        } else {
+            0.0
+        };
         self.spindle_rpm = approach(self.spindle_rpm, target, 1.5, dt).max(0.0);
         let (feed, load) = match cutting {
             Some(_) => (
@@ -282,8 +361,14 @@ impl SimMachine for Cnc {
             ),
             None => (0.0, 0.0),
         };
-        let program = cutting.map_or(String::new(), |o| format!("HOLDER_{}.NC", o.model.to_uppercase()));
-        out.set(self.state, Value::text(if cutting.is_some() { "Running" } else { "Idle" }), now);
+        let program = cutting.map_or(String::new(), |o| {
+            format!("HOLDER_{}.NC", o.model.to_uppercase())
+        });
+        out.set(
+            self.state,
+            Value::text(if cutting.is_some() { "Running" } else { "Idle" }),
+            now,
+        );
         out.set(self.program, Value::text(program), now);
         out.set(self.spindle, Value::Float(self.spindle_rpm.round()), now);
         out.set(self.feed, Value::Float(feed), now);
@@ -313,11 +398,26 @@ impl Laser {
     fn new(t: &mut Tags<'_, '_>) -> Result<Self, CatalogError> {
         Ok(Laser {
             state: t.add("State", DataType::String, "Idle or Engraving")?,
-            progress: t.analog("JobProgress", "%", (0.0, 100.0), "Progress of the engraving")?,
-            text: t.add("EngravedText", DataType::String, "Personalisation being engraved")?,
+            progress: t.analog(
+                "JobProgress",
+                "%",
+                (0.0, 100.0),
+                "Progress of the engraving",
+            )?,
+            text: t.add(
+                "EngravedText",
+                DataType::String,
+                "Personalisation being engraved",
+            )?,
             power: t.analog("LaserPower", "%", (0.0, 100.0), "Actual laser power")?,
             jobs: t.add("Jobs", DataType::UInt32, "Engravings done since start")?,
-            power_setpoint: t.setpoint("PowerSetpoint", "%", (10.0, 100.0), 80.0, "Laser power used for engraving")?,
+            power_setpoint: t.setpoint(
+                "PowerSetpoint",
+                "%",
+                (10.0, 100.0),
+                80.0,
+                "Laser power used for engraving",
+            )?,
             done: 0,
         })
     }
@@ -330,15 +430,34 @@ impl SimMachine for Laser {
         }
     }
 
-    fn tick(&mut self, _dt: f64, view: LineView<'_>, rng: &mut dyn rand::RngCore, out: &mut Publisher, now: Timestamp) {
+    fn tick(
+        &mut self,
+        _dt: f64,
+        view: LineView<'_>,
+        rng: &mut dyn rand::RngCore,
+        out: &mut Publisher,
+        now: Timestamp,
+    ) {
         let job = view.occupant;
         let power = match job {
             Some(_) => (self.power_setpoint.value + 0.5 * normal(rng)).clamp(0.0, 100.0),
             None => 0.0,
         };
-        out.set(self.state, Value::text(if job.is_some() { "Engraving" } else { "Idle" }), now);
-        out.set(self.progress, Value::Float(job.map_or(0.0, |o| 100.0 * o.step_progress())), now);
-        out.set(self.text, Value::text(job.map_or("", |o| o.text.as_str())), now);
+        out.set(
+            self.state,
+            Value::text(if job.is_some() { "Engraving" } else { "Idle" }),
+            now,
+        );
+        out.set(
+            self.progress,
+            Value::Float(job.map_or(0.0, |o| 100.0 * o.step_progress())),
+            now,
+        );
+        out.set(
+            self.text,
+            Value::text(job.map_or("", |o| o.text.as_str())),
+            now,
+        );
         out.set(self.power, Value::Float(power), now);
         out.set(self.jobs, Value::UInt(self.done), now);
         self.power_setpoint.stage(out, now);
@@ -366,14 +485,28 @@ impl Cobot {
     const SWING: [f64; 6] = [60.0, 25.0, 30.0, 40.0, 15.0, 90.0];
 
     fn new(t: &mut Tags<'_, '_>) -> Result<Self, CatalogError> {
-        let mut joint = |n: usize| t.analog(&format!("Joint{n}"), "°", (-360.0, 360.0), "Joint angle");
-        let joints = [joint(1)?, joint(2)?, joint(3)?, joint(4)?, joint(5)?, joint(6)?];
+        let mut joint =
+            |n: usize| t.analog(&format!("Joint{n}"), "°", (-360.0, 360.0), "Joint angle");
+        let joints = [
+            joint(1)?,
+            joint(2)?,
+            joint(3)?,
+            joint(4)?,
+            joint(5)?,
+            joint(6)?,
+        ];
         Ok(Cobot {
             joints,
             state: t.add("ProgramState", DataType::String, "Idle or Running")?,
             program: t.add("Program", DataType::String, "Robot program")?,
             cycles: t.add("Cycles", DataType::UInt32, "Assembly cycles since start")?,
-            speed: t.setpoint("SpeedOverride", "%", (0.0, 100.0), 80.0, "Speed override, as on the teach pendant")?,
+            speed: t.setpoint(
+                "SpeedOverride",
+                "%",
+                (0.0, 100.0),
+                80.0,
+                "Speed override, as on the teach pendant",
+            )?,
             angles: Self::HOME,
             done: 0,
         })
@@ -387,21 +520,37 @@ impl SimMachine for Cobot {
         }
     }
 
-    fn tick(&mut self, dt: f64, view: LineView<'_>, _rng: &mut dyn rand::RngCore, out: &mut Publisher, now: Timestamp) {
+    fn tick(
+        &mut self,
+        dt: f64,
+        view: LineView<'_>,
+        _rng: &mut dyn rand::RngCore,
+        out: &mut Publisher,
+        now: Timestamp,
+    ) {
         let running = view.occupant;
         for (i, angle) in self.angles.iter_mut().enumerate() {
             let target = match running {
                 // Three pick-and-place moves per assembly, each joint on its own phase.
                 Some(o) => {
-                    let phase = 2.0 * std::f64::consts::PI * (3.0 * o.step_progress() + i as f64 / 6.0);
+                    let phase =
+                        2.0 * std::f64::consts::PI * (3.0 * o.step_progress() + i as f64 / 6.0);
                     Self::HOME[i] + Self::SWING[i] * phase.sin() * self.speed.value / 100.0
                 }
                 None => Self::HOME[i],
             };
             *angle = approach(*angle, target, 0.3, dt);
-            out.set(self.joints[i], Value::Float((*angle * 100.0).round() / 100.0), now);
+            out.set(
+                self.joints[i],
+                Value::Float((*angle * 100.0).round() / 100.0),
+                now,
+            );
         }
-        out.set(self.state, Value::text(if running.is_some() { "Running" } else { "Idle" }), now);
+        out.set(
+            self.state,
+            Value::text(if running.is_some() { "Running" } else { "Idle" }),
+            now,
+        );
         out.set(self.program, Value::text("ASSEMBLE_HOLDER"), now);
         out.set(self.cycles, Value::UInt(self.done), now);
         self.speed.stage(out, now);
@@ -437,22 +586,35 @@ struct Metrology {
 
 impl Metrology {
     fn new(t: &mut Tags<'_, '_>) -> Result<Self, CatalogError> {
-        let mut dim = |name: &str, nominal: f64, tolerance: f64| -> Result<Dimension, CatalogError> {
-            Ok(Dimension {
-                tag: t.analog(name, "mm", (0.0, 200.0), "Last measured dimension")?,
-                nominal,
-                tolerance,
-                last: nominal,
-            })
-        };
-        let dims = [dim("Width", 80.0, 0.15)?, dim("Thickness", 6.0, 0.10)?, dim("SlotWidth", 12.0, 0.08)?];
+        let mut dim =
+            |name: &str, nominal: f64, tolerance: f64| -> Result<Dimension, CatalogError> {
+                Ok(Dimension {
+                    tag: t.analog(name, "mm", (0.0, 200.0), "Last measured dimension")?,
+                    nominal,
+                    tolerance,
+                    last: nominal,
+                })
+            };
+        let dims = [
+            dim("Width", 80.0, 0.15)?,
+            dim("Thickness", 6.0, 0.10)?,
+            dim("SlotWidth", 12.0, 0.08)?,
+        ];
         Ok(Metrology {
             dims,
             state: t.add("State", DataType::String, "Idle or Measuring")?,
             verdict: t.add("Verdict", DataType::String, "OK or NOK for the last part")?,
-            last_order: t.add("LastOrder", DataType::String, "Order of the last part measured")?,
+            last_order: t.add(
+                "LastOrder",
+                DataType::String,
+                "Order of the last part measured",
+            )?,
             measured: t.add("Measured", DataType::UInt32, "Parts measured since start")?,
-            rejected: t.add("Rejected", DataType::UInt32, "Parts out of tolerance since start")?,
+            rejected: t.add(
+                "Rejected",
+                DataType::UInt32,
+                "Parts out of tolerance since start",
+            )?,
             measured_count: 0,
             rejected_count: 0,
             last_verdict: "",
@@ -467,7 +629,9 @@ impl SimMachine for Metrology {
             return;
         };
         // Good parts scatter well inside the tolerance; a defective part has one dimension out.
-        let bad_dim = order.defective.then(|| rng.random_range(0..self.dims.len()));
+        let bad_dim = order
+            .defective
+            .then(|| rng.random_range(0..self.dims.len()));
         for (i, d) in self.dims.iter_mut().enumerate() {
             let deviation = if bad_dim == Some(i) {
                 let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
@@ -485,8 +649,23 @@ impl SimMachine for Metrology {
         self.last_order_id = order.id.clone();
     }
 
-    fn tick(&mut self, _dt: f64, view: LineView<'_>, _rng: &mut dyn rand::RngCore, out: &mut Publisher, now: Timestamp) {
-        out.set(self.state, Value::text(if view.occupant.is_some() { "Measuring" } else { "Idle" }), now);
+    fn tick(
+        &mut self,
+        _dt: f64,
+        view: LineView<'_>,
+        _rng: &mut dyn rand::RngCore,
+        out: &mut Publisher,
+        now: Timestamp,
+    ) {
+        out.set(
+            self.state,
+            Value::text(if view.occupant.is_some() {
+                "Measuring"
+            } else {
+                "Idle"
+            }),
+            now,
+        );
         for d in &self.dims {
             out.set(d.tag, Value::Float(d.last), now);
         }
@@ -519,8 +698,18 @@ impl Conveyor {
             running: t.add("Running", DataType::Bool, "Belt moving")?,
             speed: t.analog("Speed", "m/min", (0.0, 30.0), "Actual belt speed")?,
             current: t.analog("MotorCurrent", "A", (0.0, 10.0), "Drive motor current")?,
-            items: t.add("ItemsTransported", DataType::UInt32, "Transfers between steps since start")?,
-            setpoint: t.setpoint("SpeedSetpoint", "m/min", (0.0, 30.0), 12.0, "Belt speed when running")?,
+            items: t.add(
+                "ItemsTransported",
+                DataType::UInt32,
+                "Transfers between steps since start",
+            )?,
+            setpoint: t.setpoint(
+                "SpeedSetpoint",
+                "m/min",
+                (0.0, 30.0),
+                12.0,
+                "Belt speed when running",
+            )?,
             speed_m_min: 0.0,
             transported: 0,
         })
@@ -534,13 +723,28 @@ impl SimMachine for Conveyor {
         }
     }
 
-    fn tick(&mut self, dt: f64, view: LineView<'_>, rng: &mut dyn rand::RngCore, out: &mut Publisher, now: Timestamp) {
+    fn tick(
+        &mut self,
+        dt: f64,
+        view: LineView<'_>,
+        rng: &mut dyn rand::RngCore,
+        out: &mut Publisher,
+        now: Timestamp,
+    ) {
         let target = if view.busy { self.setpoint.value } else { 0.0 };
         self.speed_m_min = approach(self.speed_m_min, target, 1.0, dt);
         let moving = self.speed_m_min > 0.05;
-        let current = if moving { 1.2 + 0.12 * self.speed_m_min + 0.05 * normal(rng) } else { 0.0 };
+        let current = if moving {
+            1.2 + 0.12 * self.speed_m_min + 0.05 * normal(rng)
+        } else {
+            0.0
+        };
         out.set(self.running, Value::Bool(moving), now);
-        out.set(self.speed, Value::Float((self.speed_m_min * 100.0).round() / 100.0), now);
+        out.set(
+            self.speed,
+            Value::Float((self.speed_m_min * 100.0).round() / 100.0),
+            now,
+        );
         out.set(self.current, Value::Float(current.max(0.0)), now);
         out.set(self.items, Value::UInt(self.transported), now);
         self.setpoint.stage(out, now);
@@ -565,8 +769,16 @@ impl Packaging {
     fn new(t: &mut Tags<'_, '_>) -> Result<Self, CatalogError> {
         Ok(Packaging {
             state: t.add("State", DataType::String, "Idle or Packing")?,
-            packed: t.add("Packed", DataType::UInt32, "Parts packed and handed over since start")?,
-            label: t.add("LastLabel", DataType::String, "Label printed for the last parcel")?,
+            packed: t.add(
+                "Packed",
+                DataType::UInt32,
+                "Parts packed and handed over since start",
+            )?,
+            label: t.add(
+                "LastLabel",
+                DataType::String,
+                "Label printed for the last parcel",
+            )?,
             packed_count: 0,
             last_label: String::new(),
         })
@@ -581,8 +793,23 @@ impl SimMachine for Packaging {
         }
     }
 
-    fn tick(&mut self, _dt: f64, view: LineView<'_>, _rng: &mut dyn rand::RngCore, out: &mut Publisher, now: Timestamp) {
-        out.set(self.state, Value::text(if view.occupant.is_some() { "Packing" } else { "Idle" }), now);
+    fn tick(
+        &mut self,
+        _dt: f64,
+        view: LineView<'_>,
+        _rng: &mut dyn rand::RngCore,
+        out: &mut Publisher,
+        now: Timestamp,
+    ) {
+        out.set(
+            self.state,
+            Value::text(if view.occupant.is_some() {
+                "Packing"
+            } else {
+                "Idle"
+            }),
+            now,
+        );
         out.set(self.packed, Value::UInt(self.packed_count), now);
         out.set(self.label, Value::text(&self.last_label), now);
     }

@@ -17,7 +17,10 @@ use async_trait::async_trait;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::{Adapter, AdapterContext, CallError, CallRequest, Command, DeviceStatus, TagRegistrar, WriteError, WriteRequest};
+use crate::adapter::{
+    Adapter, AdapterContext, CallError, CallRequest, Command, DeviceStatus, TagRegistrar,
+    WriteError, WriteRequest,
+};
 use crate::device::{device_path, Identification};
 use crate::point::{Timestamp, Value};
 use crate::tag::{CatalogError, TagId};
@@ -43,6 +46,9 @@ pub struct SimulationConfig {
     /// Probability that a part comes out of tolerance and is scrapped at metrology.
     pub defect_rate: f64,
     pub synthetic: SyntheticConfig,
+    /// The truck's machines as simulated by default. The gateway drops those of a station that
+    /// has a device in `[[devices]]`.
+    pub devices: Vec<SimulatedDevice>,
 }
 
 impl Default for SimulationConfig {
@@ -54,6 +60,7 @@ impl Default for SimulationConfig {
             orders_per_hour: 12.0,
             defect_rate: 0.03,
             synthetic: SyntheticConfig::default(),
+            devices: Vec::new(),
         }
     }
 }
@@ -62,16 +69,28 @@ impl SimulationConfig {
     /// Checks what serde cannot: returns the offending key and why.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if !(self.speed.is_finite() && self.speed > 0.0 && self.speed <= 1000.0) {
-            return Err(("simulation.speed", format!("must be in (0, 1000], got {}", self.speed)));
+            return Err((
+                "simulation.speed",
+                format!("must be in (0, 1000], got {}", self.speed),
+            ));
         }
         if !(10..=10_000).contains(&self.tick_ms) {
-            return Err(("simulation.tick_ms", format!("must be between 10 and 10000, got {}", self.tick_ms)));
+            return Err((
+                "simulation.tick_ms",
+                format!("must be between 10 and 10000, got {}", self.tick_ms),
+            ));
         }
         if !(self.orders_per_hour.is_finite() && (0.0..=3600.0).contains(&self.orders_per_hour)) {
-            return Err(("simulation.orders_per_hour", format!("must be between 0 and 3600, got {}", self.orders_per_hour)));
+            return Err((
+                "simulation.orders_per_hour",
+                format!("must be between 0 and 3600, got {}", self.orders_per_hour),
+            ));
         }
         if !(0.0..=1.0).contains(&self.defect_rate) {
-            return Err(("simulation.defect_rate", format!("must be between 0 and 1, got {}", self.defect_rate)));
+            return Err((
+                "simulation.defect_rate",
+                format!("must be between 0 and 1, got {}", self.defect_rate),
+            ));
         }
         self.synthetic.validate()
     }
@@ -98,8 +117,18 @@ struct Machine {
 
 /// Texts visitors type at the kiosk, for orders that arrive on their own.
 const SAMPLE_TEXTS: [&str; 12] = [
-    "Léa", "Hugo", "Chloé", "Nathan", "Inès", "Lucas", "Manon", "Yanis", "Go Lens!", "Merci",
-    "Zoé & Tom", "Team 3B",
+    "Léa",
+    "Hugo",
+    "Chloé",
+    "Nathan",
+    "Inès",
+    "Lucas",
+    "Manon",
+    "Yanis",
+    "Go Lens!",
+    "Merci",
+    "Zoé & Tom",
+    "Team 3B",
 ];
 
 /// The line and the simulated machines of the truck, on one clock.
@@ -128,7 +157,9 @@ impl TruckSimulator {
         match request.method.as_str() {
             "Line/SubmitOrder" => {
                 let [Value::Text(model), Value::Text(text)] = request.args.as_slice() else {
-                    return Err(CallError::InvalidArgument("expects (Model: String, Text: String)".into()));
+                    return Err(CallError::InvalidArgument(
+                        "expects (Model: String, Text: String)".into(),
+                    ));
                 };
                 let id = self.line.submit(model, text, Timestamp::now(), rng)?;
                 tracing::info!(order = %id, %model, "order placed");
@@ -147,8 +178,13 @@ impl TruckSimulator {
     }
 
     fn write(&mut self, request: &WriteRequest) -> Result<(), WriteError> {
-        let machine = self.writable.get(&request.tag).ok_or(WriteError::NotWritable)?;
-        self.machines[*machine].model.write(request.tag, &request.value)
+        let machine = self
+            .writable
+            .get(&request.tag)
+            .ok_or(WriteError::NotWritable)?;
+        self.machines[*machine]
+            .model
+            .write(request.tag, &request.value)
     }
 
     fn place_random_order(&mut self, rng: &mut StdRng) {
@@ -202,11 +238,16 @@ impl Adapter for TruckSimulator {
         let tick = Duration::from_millis(self.config.tick_ms);
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mean_arrival_s = (self.config.orders_per_hour > 0.0).then(|| 3600.0 / self.config.orders_per_hour);
+        let mean_arrival_s =
+            (self.config.orders_per_hour > 0.0).then(|| 3600.0 / self.config.orders_per_hour);
         let mut next_arrival_s = mean_arrival_s.map(|m| exponential(&mut rng, m));
         let mut last = tokio::time::Instant::now();
         let mut first = true;
-        tracing::info!(machines = self.machines.len(), speed = self.config.speed, "truck simulator started");
+        tracing::info!(
+            machines = self.machines.len(),
+            speed = self.config.speed,
+            "truck simulator started"
+        );
 
         loop {
             tokio::select! {
@@ -243,7 +284,9 @@ impl Adapter for TruckSimulator {
             let busy = (1..=line::STEP_COUNT).any(|s| self.line.at_step(s).is_some());
             for machine in &mut self.machines {
                 let occupant = machine.kind.step().and_then(|s| self.line.at_step(s));
-                machine.model.tick(dt, LineView { occupant, busy }, &mut rng, out, now);
+                machine
+                    .model
+                    .tick(dt, LineView { occupant, busy }, &mut rng, out, now);
                 if first {
                     machine.status.healthy(out, 0, now);
                     tracing::debug!(device = %machine.name, "simulated device online");

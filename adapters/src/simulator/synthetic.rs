@@ -5,7 +5,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::{Adapter, AdapterContext, CallError, Command, DeviceStatus, TagRegistrar, WriteError};
+use crate::adapter::{
+    Adapter, AdapterContext, CallError, Command, DeviceStatus, TagRegistrar, WriteError,
+};
 use crate::device::device_path;
 use crate::point::{Timestamp, Value};
 use crate::tag::{CatalogError, DataType, TagId, TagSpec};
@@ -36,10 +38,16 @@ impl Default for SyntheticConfig {
 impl SyntheticConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.tags > 1_000_000 {
-            return Err(("simulation.synthetic.tags", format!("at most 1000000, got {}", self.tags)));
+            return Err((
+                "simulation.synthetic.tags",
+                format!("at most 1000000, got {}", self.tags),
+            ));
         }
         if !(self.rate_hz.is_finite() && self.rate_hz > 0.0 && self.rate_hz <= 1000.0) {
-            return Err(("simulation.synthetic.rate_hz", format!("must be in (0, 1000], got {}", self.rate_hz)));
+            return Err((
+                "simulation.synthetic.rate_hz",
+                format!("must be in (0, 1000], got {}", self.rate_hz),
+            ));
         }
         Ok(())
     }

@@ -1,0 +1,168 @@
+//! The gateway assembled: the whole data flow, readable from this one file.
+//!
+//! ```text
+//! adapters ──► point bus ──► OPC UA address space (bridge)
+//!    ▲                            │
+//!    └──── command router ◄───────┘  writes and method calls
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fabrique_adapters::registry::build_adapters;
+use fabrique_adapters::{
+    Adapter, AdapterContext, AdapterId, PointBus, TagCatalog, TagCatalogBuilder, TagRegistrar,
+};
+use opcua::nodes::NodeSet2Import;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::CommandRouter;
+use crate::config::GatewayConfig;
+use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
+
+/// The gateway's own information model, parsed at start.
+const TYPES_NODESET: &str = include_str!("../../nodesets/Fabrique.NodeSet2.xml");
+
+/// Commands waiting for one adapter; a full queue makes clients wait, up to the command timeout.
+const COMMAND_QUEUE: usize = 64;
+
+/// Adapters with their tags declared: everything that can be checked without running.
+pub struct Plan {
+    pub adapters: Vec<Box<dyn Adapter>>,
+    pub catalog: Arc<TagCatalog>,
+}
+
+/// Build the adapters of `config` and collect their tags.
+pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
+    let devices = config.effective_devices();
+    let mut adapters = build_adapters(&config.simulation, &config.line, &devices);
+    let mut catalog = TagCatalogBuilder::new();
+    for (i, adapter) in adapters.iter_mut().enumerate() {
+        let owner = AdapterId(u16::try_from(i).context("more than 65535 adapters")?);
+        adapter
+            .declare_tags(&mut TagRegistrar::new(&mut catalog, owner))
+            .with_context(|| format!("adapter `{}`", adapter.name()))?;
+    }
+    Ok(Plan {
+        adapters,
+        catalog: Arc::new(catalog.build()),
+    })
+}
+
+fn static_model(config: &GatewayConfig) -> StaticModel {
+    let stop = &config.stop;
+    StaticModel {
+        site_name: config.site.name.clone(),
+        stop: [
+            ("Town", stop.town.clone()),
+            ("Venue", stop.venue.clone()),
+            ("FirstDay", stop.first_day.clone()),
+            ("LastDay", stop.last_day.clone()),
+        ],
+        line_models: config.line.models.clone(),
+        devices: config
+            .effective_devices()
+            .iter()
+            .map(|d| DeviceNameplate {
+                path: fabrique_adapters::device::device_path(d.station(), d.name()),
+                protocol: d.protocol().to_owned(),
+                identification: d.identification().clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Run the gateway until Ctrl-C or SIGTERM.
+pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let Plan { adapters, catalog } = plan(&config)?;
+    let bus = PointBus::new(catalog.clone(), config.bus.capacity);
+
+    let (senders, receivers): (Vec<_>, Vec<_>) = adapters
+        .iter()
+        .map(|_| mpsc::channel(COMMAND_QUEUE))
+        .unzip();
+    let router = CommandRouter::new(
+        senders,
+        catalog.clone(),
+        Duration::from_millis(config.opcua.command_timeout_ms),
+    );
+
+    let types = NodeSet2Import::new_str("en", TYPES_NODESET, Vec::new())
+        .context("cannot parse nodesets/Fabrique.NodeSet2.xml")?;
+    let opcua = build_server(
+        &config.opcua,
+        GatewayNodesBuilder {
+            types: Box::new(types),
+            model: static_model(&config),
+            catalog: catalog.clone(),
+            router,
+        },
+    )?;
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    for (adapter, commands) in adapters.into_iter().zip(receivers) {
+        let context = AdapterContext {
+            publisher: bus.publisher(),
+            commands,
+            shutdown: shutdown.clone(),
+        };
+        tasks.spawn(adapter.run(context));
+    }
+    let bridge = Bridge {
+        bus: bus.clone(),
+        manager: opcua.nodes.clone(),
+        subscriptions: opcua.handle.subscriptions().clone(),
+    };
+    tasks.spawn(bridge.run(shutdown.clone()));
+
+    let handle = opcua.handle.clone();
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        tracing::info!("stopping");
+        handle.cancel();
+    });
+
+    tracing::info!(
+        endpoint = %config.opcua.endpoint_url(),
+        tags = catalog.len(),
+        devices = config.effective_devices().len(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "gateway ready"
+    );
+    let served = opcua.server.run().await;
+    shutdown.cancel();
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        tracing::warn!("some tasks did not stop within 5 s");
+    }
+    served.map_err(|e| anyhow::anyhow!("OPC UA server on {}: {e}", config.opcua.endpoint_url()))
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,465 @@
+//! Builds the gateway's instance address space from the tag catalogue and the configuration.
+//!
+//! Every tag becomes a variable at its path under `Objects/Fabrique`; the objects along the
+//! way are created on demand and typed from where they sit (a child of `Stations` is a
+//! station, a child of a station a device, and so on: see [`type_for`]). NodeIds are strings
+//! equal to the browse path, so a NodeId tells a person where the node is.
+
+use std::collections::{HashMap, HashSet};
+
+use fabrique_adapters::device::Identification;
+use fabrique_adapters::{Access, TagCatalog, TagId, TagSpec};
+use opcua::nodes::{AccessLevel, MethodBuilder, NodeType, ObjectBuilder, VariableBuilder};
+use opcua::server::address_space::AddressSpace;
+use opcua::types::{
+    DataTypeId, DataValue, ExtensionObject, LocalizedText, NodeId, ObjectId, ObjectTypeId,
+    QualifiedName, Range, StatusCode, UAString, VariableTypeId, Variant,
+};
+
+use super::convert::{data_type_id, engineering_units};
+
+/// Namespace of the gateway's types (`nodesets/Fabrique.NodeSet2.xml`).
+pub const TYPES_NAMESPACE: &str = "urn:fabrique-gateway:types";
+/// Namespace of the instances built here.
+pub const INSTANCES_NAMESPACE: &str = "urn:fabrique-gateway:instances";
+/// Browse name and NodeId of the site object under `Objects`.
+pub const ROOT: &str = "Fabrique";
+
+/// Numeric ids of the object types in the types NodeSet.
+mod types {
+    pub const SITE: u32 = 1001;
+    pub const LINE: u32 = 1002;
+    pub const PRODUCTION_STEP: u32 = 1003;
+    pub const STATION: u32 = 1004;
+    pub const DEVICE: u32 = 1005;
+    pub const ORDER: u32 = 1006;
+    pub const INDICATORS: u32 = 1007;
+    pub const VISITS: u32 = 1008;
+    pub const DEVICE_STATUS: u32 = 1009;
+    pub const ORDERS: u32 = 1010;
+    pub const STOP: u32 = 1011;
+}
+
+/// How an object is typed, from where it sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ObjectKind {
+    Folder,
+    Typed(u32),
+    Plain,
+}
+
+fn type_for(path: &str) -> ObjectKind {
+    let segments: Vec<&str> = path.split('/').collect();
+    match segments.as_slice() {
+        ["Line"] => ObjectKind::Typed(types::LINE),
+        ["Line", "Steps"] | ["Stations"] | ["Orders", "Recent"] => ObjectKind::Folder,
+        ["Line", "Steps", _] => ObjectKind::Typed(types::PRODUCTION_STEP),
+        ["Stations", _] => ObjectKind::Typed(types::STATION),
+        ["Stations", _, _] => ObjectKind::Typed(types::DEVICE),
+        ["Stations", _, _, "Status"] => ObjectKind::Typed(types::DEVICE_STATUS),
+        ["Orders"] => ObjectKind::Typed(types::ORDERS),
+        ["Orders", "Recent", _] => ObjectKind::Typed(types::ORDER),
+        ["Indicators"] => ObjectKind::Typed(types::INDICATORS),
+        ["Visits"] => ObjectKind::Typed(types::VISITS),
+        ["Stop"] => ObjectKind::Typed(types::STOP),
+        _ => ObjectKind::Plain,
+    }
+}
+
+/// What the address space shows that does not come from the bus.
+pub struct StaticModel {
+    pub site_name: String,
+    pub stop: [(&'static str, String); 4],
+    pub line_models: Vec<String>,
+    pub devices: Vec<DeviceNameplate>,
+}
+
+pub struct DeviceNameplate {
+    pub path: String,
+    pub protocol: String,
+    pub identification: Identification,
+}
+
+/// The methods the gateway offers, by NodeId, with the adapter method they forward to.
+pub struct MethodSpec {
+    pub parent: &'static str,
+    pub name: &'static str,
+    pub inputs: &'static [&'static str],
+    pub outputs: &'static [&'static str],
+    pub description: &'static str,
+}
+
+pub const LINE_METHODS: [MethodSpec; 3] = [
+    MethodSpec {
+        parent: "Line",
+        name: "SubmitOrder",
+        inputs: &["Model", "Text"],
+        outputs: &["OrderId"],
+        description: "Place a personalised order, as the QR code at the kiosk does",
+    },
+    MethodSpec {
+        parent: "Line",
+        name: "Start",
+        inputs: &[],
+        outputs: &[],
+        description: "Start the line",
+    },
+    MethodSpec {
+        parent: "Line",
+        name: "Stop",
+        inputs: &[],
+        outputs: &[],
+        description: "Stop the line; orders keep queueing",
+    },
+];
+
+/// What the node manager needs to know about the nodes built here.
+pub struct BuiltNodes {
+    /// Index: `TagId`.
+    pub tag_nodes: Vec<NodeId>,
+    pub node_tags: HashMap<NodeId, TagId>,
+    /// Method NodeId → `Parent/Name`, the name adapters know it by.
+    pub methods: HashMap<NodeId, String>,
+}
+
+pub fn instance_node_id(ns: u16, path: &str) -> NodeId {
+    if path.is_empty() {
+        NodeId::new(ns, ROOT)
+    } else {
+        NodeId::new(ns, format!("{ROOT}/{path}"))
+    }
+}
+
+struct Builder<'a> {
+    space: &'a mut AddressSpace,
+    ns: u16,
+    types_ns: u16,
+    objects: HashSet<String>,
+}
+
+impl Builder<'_> {
+    fn id(&self, path: &str) -> NodeId {
+        instance_node_id(self.ns, path)
+    }
+
+    fn name(&self, text: &str) -> QualifiedName {
+        QualifiedName::new(self.ns, text)
+    }
+
+    /// Create the object at `path` and its missing ancestors; returns its NodeId.
+    fn ensure_object(&mut self, path: &str) -> NodeId {
+        let id = self.id(path);
+        if path.is_empty() || self.objects.contains(path) {
+            return id;
+        }
+        let (parent_path, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let parent = self.ensure_object(parent_path);
+        let kind = type_for(path);
+        let type_id = match kind {
+            ObjectKind::Folder => ObjectTypeId::FolderType.into(),
+            ObjectKind::Typed(n) => NodeId::new(self.types_ns, n),
+            ObjectKind::Plain => ObjectTypeId::BaseObjectType.into(),
+        };
+        let builder = ObjectBuilder::new(&id, self.name(name), name).has_type_definition(type_id);
+        let builder = if parent_path.is_empty() || type_for(parent_path) != ObjectKind::Folder {
+            builder.component_of(parent)
+        } else {
+            builder.organized_by(parent)
+        };
+        builder.insert(self.space);
+        self.objects.insert(path.to_owned());
+        id
+    }
+
+    fn root(&mut self) {
+        let id = self.id("");
+        ObjectBuilder::new(&id, self.name(ROOT), ROOT)
+            .description("The mobile mini-factory at its current stop")
+            .has_type_definition(NodeId::new(self.types_ns, types::SITE))
+            .organized_by(ObjectId::ObjectsFolder)
+            .insert(self.space);
+        self.objects.insert(String::new());
+    }
+
+    /// A variable whose value does not come from the bus.
+    fn constant(
+        &mut self,
+        parent_path: &str,
+        name: &str,
+        value: Variant,
+        data_type: DataTypeId,
+        property: bool,
+    ) {
+        let parent = self.ensure_object(parent_path);
+        let path = if parent_path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{parent_path}/{name}")
+        };
+        let id = self.id(&path);
+        let rank = if matches!(value, Variant::Array(_)) {
+            1
+        } else {
+            -1
+        };
+        let mut builder = VariableBuilder::new(&id, self.name(name), name)
+            .data_type(data_type)
+            .value_rank(rank)
+            .value(value)
+            .access_level(AccessLevel::CURRENT_READ)
+            .user_access_level(AccessLevel::CURRENT_READ);
+        if rank == 1 {
+            builder = builder.array_dimensions(&[0]);
+        }
+        let builder = if property {
+            builder
+                .has_type_definition(VariableTypeId::PropertyType)
+                .property_of(parent)
+        } else {
+            builder
+                .has_type_definition(VariableTypeId::BaseDataVariableType)
+                .component_of(parent)
+        };
+        builder.insert(self.space);
+    }
+
+    fn tag(&mut self, spec: &TagSpec) -> NodeId {
+        let parent = self.ensure_object(spec.parent());
+        let id = self.id(&spec.path);
+        let name = spec.name();
+        let access = match spec.access {
+            Access::Read => AccessLevel::CURRENT_READ,
+            Access::ReadWrite => AccessLevel::CURRENT_READ | AccessLevel::CURRENT_WRITE,
+        };
+        let analog = spec.data_type.is_numeric() && (spec.unit.is_some() || spec.range.is_some());
+        let type_definition = if spec.property {
+            VariableTypeId::PropertyType
+        } else if analog {
+            VariableTypeId::AnalogItemType
+        } else {
+            VariableTypeId::BaseDataVariableType
+        };
+        let mut builder = VariableBuilder::new(&id, self.name(name), name)
+            .data_type(data_type_id(spec.data_type))
+            .value_rank(-1)
+            .access_level(access)
+            .user_access_level(access)
+            .minimum_sampling_interval(0.0)
+            .has_type_definition(type_definition);
+        if let Some(text) = &spec.description {
+            builder = builder.description(LocalizedText::new("en", text));
+        }
+        let builder = if spec.property {
+            builder.property_of(parent)
+        } else {
+            builder.component_of(parent)
+        };
+        builder.insert(self.space);
+        if let Some(NodeType::Variable(variable)) = self.space.find_mut(&id) {
+            variable.set_data_value(DataValue {
+                value: Some(Variant::Empty),
+                status: Some(StatusCode::BadWaitingForInitialData),
+                ..DataValue::null()
+            });
+        }
+        if let Some(unit) = &spec.unit {
+            let eu = ExtensionObject::from_message(engineering_units(unit));
+            self.standard_property(
+                &id,
+                &spec.path,
+                "EngineeringUnits",
+                Variant::ExtensionObject(eu),
+                DataTypeId::EUInformation,
+            );
+        }
+        if let Some(range) = spec.range {
+            let range = ExtensionObject::from_message(Range {
+                low: range.low,
+                high: range.high,
+            });
+            self.standard_property(
+                &id,
+                &spec.path,
+                "EURange",
+                Variant::ExtensionObject(range),
+                DataTypeId::Range,
+            );
+        }
+        id
+    }
+
+    /// A property defined by OPC UA itself (browse name in namespace 0).
+    fn standard_property(
+        &mut self,
+        owner: &NodeId,
+        owner_path: &str,
+        name: &str,
+        value: Variant,
+        data_type: DataTypeId,
+    ) {
+        let id = self.id(&format!("{owner_path}/{name}"));
+        VariableBuilder::new(&id, QualifiedName::new(0, name), name)
+            .data_type(data_type)
+            .value_rank(-1)
+            .value(value)
+            .access_level(AccessLevel::CURRENT_READ)
+            .user_access_level(AccessLevel::CURRENT_READ)
+            .has_type_definition(VariableTypeId::PropertyType)
+            .property_of(owner.clone())
+            .insert(self.space);
+    }
+
+    fn method(&mut self, spec: &MethodSpec) -> NodeId {
+        let parent = self.ensure_object(spec.parent);
+        let path = format!("{}/{}", spec.parent, spec.name);
+        let id = self.id(&path);
+        let args = |names: &[&str]| -> Vec<opcua::types::Argument> {
+            names
+                .iter()
+                .map(|n| (*n, DataTypeId::String).into())
+                .collect()
+        };
+        let mut builder = MethodBuilder::new(&id, self.name(spec.name), spec.name)
+            .description(LocalizedText::new("en", spec.description))
+            .executable(true)
+            .user_executable(true)
+            .component_of(parent);
+        if !spec.inputs.is_empty() {
+            builder = builder.input_args(
+                self.space,
+                &self.id(&format!("{path}/InputArguments")),
+                &args(spec.inputs),
+            );
+        }
+        if !spec.outputs.is_empty() {
+            builder = builder.output_args(
+                self.space,
+                &self.id(&format!("{path}/OutputArguments")),
+                &args(spec.outputs),
+            );
+        }
+        builder.insert(self.space);
+        id
+    }
+}
+
+/// Build the instances into `space`. `ns` and `types_ns` are the namespace indexes.
+pub fn build(
+    space: &mut AddressSpace,
+    ns: u16,
+    types_ns: u16,
+    model: &StaticModel,
+    catalog: &TagCatalog,
+) -> BuiltNodes {
+    let mut b = Builder {
+        space,
+        ns,
+        types_ns,
+        objects: HashSet::new(),
+    };
+    b.root();
+    b.constant(
+        "",
+        "Name",
+        Variant::from(model.site_name.as_str()),
+        DataTypeId::String,
+        true,
+    );
+    for (key, value) in &model.stop {
+        b.constant(
+            "Stop",
+            key,
+            Variant::from(value.as_str()),
+            DataTypeId::String,
+            false,
+        );
+    }
+    // The top-level objects exist even before anything fills them.
+    for path in [
+        "Line",
+        "Line/Steps",
+        "Stations",
+        "Orders",
+        "Orders/Recent",
+        "Indicators",
+        "Visits",
+    ] {
+        b.ensure_object(path);
+    }
+    let models: Vec<UAString> = model
+        .line_models
+        .iter()
+        .map(|m| UAString::from(m.as_str()))
+        .collect();
+    b.constant(
+        "Line",
+        "Models",
+        Variant::from(models),
+        DataTypeId::String,
+        false,
+    );
+    for device in &model.devices {
+        b.ensure_object(&device.path);
+        let plate = [
+            ("Manufacturer", &device.identification.manufacturer),
+            ("Model", &device.identification.model),
+            ("SerialNumber", &device.identification.serial),
+            ("Protocol", &device.protocol),
+        ];
+        for (name, value) in plate {
+            b.constant(
+                &device.path,
+                name,
+                Variant::from(value.as_str()),
+                DataTypeId::String,
+                true,
+            );
+        }
+    }
+    let mut tag_nodes = Vec::with_capacity(catalog.len());
+    let mut node_tags = HashMap::with_capacity(catalog.len());
+    for (tag, entry) in catalog.iter() {
+        let id = b.tag(&entry.spec);
+        node_tags.insert(id.clone(), tag);
+        tag_nodes.push(id);
+    }
+    let methods = LINE_METHODS
+        .iter()
+        .map(|m| (b.method(m), format!("{}/{}", m.parent, m.name)))
+        .collect();
+    BuiltNodes {
+        tag_nodes,
+        node_tags,
+        methods,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_are_typed_from_where_they_sit() {
+        assert_eq!(
+            type_for("Line/Steps/Step4"),
+            ObjectKind::Typed(types::PRODUCTION_STEP)
+        );
+        assert_eq!(
+            type_for("Stations/Printing"),
+            ObjectKind::Typed(types::STATION)
+        );
+        assert_eq!(
+            type_for("Stations/Printing/Printer3D"),
+            ObjectKind::Typed(types::DEVICE)
+        );
+        assert_eq!(
+            type_for("Stations/Printing/Printer3D/Status"),
+            ObjectKind::Typed(types::DEVICE_STATUS)
+        );
+        assert_eq!(type_for("Orders/Recent"), ObjectKind::Folder);
+        assert_eq!(
+            type_for("Stations/Printing/Printer3D/Axes"),
+            ObjectKind::Plain
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! The gateway's node manager: the in-memory address space of async-opcua for browsing and
+//! reading, with writes and method calls forwarded to adapters.
+//!
+//! Writes are not stored by the server itself: the value changes only once the device has
+//! accepted it, and a refusal reaches the client as a Bad status code.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use fabrique_adapters::{CallError, TagCatalog, TagId, Value, WriteError};
+use futures::future::join_all;
+use opcua::nodes::{NodeSetImport, NodeType};
+use opcua::server::address_space::AddressSpace;
+use opcua::server::diagnostics::NamespaceMetadata;
+use opcua::server::node_manager::memory::{
+    InMemoryNodeManagerImpl, InMemoryNodeManagerImplBuilder,
+};
+use opcua::server::node_manager::{MethodCall, RequestContext, ServerContext, WriteNode};
+use opcua::sync::RwLock;
+use opcua::types::{AttributeId, DataValue, DateTime, NodeId, StatusCode, Variant};
+
+use super::address_space::{self, StaticModel, INSTANCES_NAMESPACE, TYPES_NAMESPACE};
+use super::convert::{from_variant, natural_variant};
+use crate::commands::CommandRouter;
+
+/// Everything needed to build the address space when the server starts.
+pub struct GatewayNodesBuilder {
+    pub types: Box<dyn NodeSetImport>,
+    pub model: StaticModel,
+    pub catalog: Arc<TagCatalog>,
+    pub router: CommandRouter,
+}
+
+impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
+    type Impl = GatewayNodes;
+
+    fn build(self, context: ServerContext, space: &mut AddressSpace) -> GatewayNodes {
+        let (types_ns, ns) = {
+            let mut type_tree = context.type_tree.write();
+            space.import_node_set(&*self.types, type_tree.namespaces_mut());
+            let namespaces = type_tree.namespaces_mut();
+            (
+                namespaces.add_namespace(TYPES_NAMESPACE),
+                namespaces.add_namespace(INSTANCES_NAMESPACE),
+            )
+        };
+        space.add_namespace(TYPES_NAMESPACE, types_ns);
+        space.add_namespace(INSTANCES_NAMESPACE, ns);
+        let built = address_space::build(space, ns, types_ns, &self.model, &self.catalog);
+        let line_anchor = self.catalog.lookup("Line/State");
+        let namespaces = [(TYPES_NAMESPACE, types_ns), (INSTANCES_NAMESPACE, ns)]
+            .into_iter()
+            .map(|(uri, index)| NamespaceMetadata {
+                namespace_uri: uri.to_owned(),
+                namespace_index: index,
+                ..Default::default()
+            })
+            .collect();
+        GatewayNodes {
+            namespaces,
+            tag_nodes: built.tag_nodes.into(),
+            node_tags: built.node_tags,
+            methods: built.methods,
+            line_anchor,
+            catalog: self.catalog,
+            router: self.router,
+        }
+    }
+}
+
+pub struct GatewayNodes {
+    namespaces: Vec<NamespaceMetadata>,
+    tag_nodes: Arc<[NodeId]>,
+    node_tags: HashMap<NodeId, TagId>,
+    methods: HashMap<NodeId, String>,
+    /// A line tag, whose owner serves the line's methods.
+    line_anchor: Option<TagId>,
+    catalog: Arc<TagCatalog>,
+    router: CommandRouter,
+}
+
+impl GatewayNodes {
+    /// NodeId of every tag, indexed by `TagId`.
+    pub fn tag_nodes(&self) -> Arc<[NodeId]> {
+        self.tag_nodes.clone()
+    }
+}
+
+/// A write that passed the server's checks and now waits for its device.
+struct PendingWrite {
+    index: usize,
+    tag: TagId,
+    value: Value,
+    variant: Variant,
+}
+
+fn write_status(error: &WriteError) -> StatusCode {
+    match error {
+        WriteError::NotWritable => StatusCode::BadNotWritable,
+        WriteError::OutOfRange { .. } => StatusCode::BadOutOfRange,
+        WriteError::TypeMismatch(_) => StatusCode::BadTypeMismatch,
+        WriteError::NotConnected => StatusCode::BadNoCommunication,
+        WriteError::Refused(_) => StatusCode::BadDeviceFailure,
+        WriteError::Timeout => StatusCode::BadTimeout,
+    }
+}
+
+fn call_status(error: &CallError) -> StatusCode {
+    match error {
+        CallError::UnknownMethod(_) => StatusCode::BadMethodInvalid,
+        CallError::InvalidArgument(_) => StatusCode::BadInvalidArgument,
+        CallError::Refused(_) => StatusCode::BadInvalidState,
+        CallError::Timeout => StatusCode::BadTimeout,
+    }
+}
+
+#[async_trait]
+impl InMemoryNodeManagerImpl for GatewayNodes {
+    async fn init(&self, _space: &mut AddressSpace, _context: ServerContext) {}
+
+    fn name(&self) -> &str {
+        "fabrique"
+    }
+
+    fn namespaces(&self) -> Vec<NamespaceMetadata> {
+        self.namespaces.clone()
+    }
+
+    async fn write(
+        &self,
+        context: &RequestContext,
+        space: &RwLock<AddressSpace>,
+        nodes_to_write: &mut [&mut WriteNode],
+    ) -> Result<(), StatusCode> {
+        // 1. Check every write under the lock, without waiting on anything.
+        let mut pending = Vec::new();
+        {
+            let mut space = space.write();
+            let type_tree = context.type_tree.read();
+            for (index, node) in nodes_to_write.iter_mut().enumerate() {
+                let write = node.value();
+                if let Err(status) = space.validate_node_write(context, write, &*type_tree) {
+                    node.set_status(status);
+                    continue;
+                }
+                let Some(&tag) = self.node_tags.get(&write.node_id) else {
+                    node.set_status(StatusCode::BadNotWritable);
+                    continue;
+                };
+                if write.attribute_id != AttributeId::Value {
+                    node.set_status(StatusCode::BadNotWritable);
+                    continue;
+                }
+                if write.index_range.has_range() {
+                    node.set_status(StatusCode::BadWriteNotSupported);
+                    continue;
+                }
+                let Some(entry) = self.catalog.get(tag) else {
+                    node.set_status(StatusCode::BadNodeIdUnknown);
+                    continue;
+                };
+                let variant = write.value.value.clone().unwrap_or_default();
+                let Some(value) = from_variant(entry.spec.data_type, &variant) else {
+                    node.set_status(StatusCode::BadTypeMismatch);
+                    continue;
+                };
+                pending.push(PendingWrite {
+                    index,
+                    tag,
+                    value,
+                    variant,
+                });
+            }
+        }
+        // 2. Ask the devices, all at once.
+        let answers = join_all(
+            pending
+                .iter()
+                .map(|p| self.router.write(p.tag, p.value.clone())),
+        )
+        .await;
+        // 3. Store what the devices accepted, so a read right after the write sees it.
+        let mut space = space.write();
+        let now = DateTime::now();
+        let mut accepted = Vec::new();
+        for (write, answer) in pending.into_iter().zip(answers) {
+            let status = match &answer {
+                Ok(()) => StatusCode::Good,
+                Err(error) => {
+                    tracing::info!(node = %self.tag_nodes[write.tag.index()], %error, "write refused");
+                    write_status(error)
+                }
+            };
+            nodes_to_write[write.index].set_status(status);
+            if answer.is_ok() {
+                let node_id = &self.tag_nodes[write.tag.index()];
+                if let Some(NodeType::Variable(variable)) = space.find_mut(node_id) {
+                    let value = DataValue::new_at_status(write.variant, now, StatusCode::Good);
+                    variable.set_data_value(value.clone());
+                    accepted.push((value, node_id));
+                }
+            }
+        }
+        context.subscriptions.notify_data_change(
+            accepted
+                .into_iter()
+                .map(|(v, id)| (v, id, AttributeId::Value)),
+        );
+        Ok(())
+    }
+
+    async fn call(
+        &self,
+        _context: &RequestContext,
+        _space: &RwLock<AddressSpace>,
+        methods_to_call: &mut [&mut &mut MethodCall],
+    ) -> Result<(), StatusCode> {
+        for call in methods_to_call.iter_mut() {
+            let Some(method) = self.methods.get(call.method_id()) else {
+                call.set_status(StatusCode::BadMethodInvalid);
+                continue;
+            };
+            let Some(anchor) = self.line_anchor else {
+                call.set_status(StatusCode::BadNotImplemented);
+                continue;
+            };
+            let args: Option<Vec<Value>> = call
+                .arguments()
+                .iter()
+                .map(|a| match a {
+                    Variant::String(s) => Some(Value::text(s.as_ref())),
+                    Variant::Empty => Some(Value::text("")),
+                    _ => None,
+                })
+                .collect();
+            let Some(args) = args else {
+                call.set_status(StatusCode::BadTypeMismatch);
+                continue;
+            };
+            match self.router.call(anchor, method.clone(), args).await {
+                Ok(outputs) => {
+                    call.set_outputs(outputs.iter().map(natural_variant).collect());
+                    call.set_status(StatusCode::Good);
+                }
+                Err(error) => {
+                    tracing::info!(%method, %error, "method call refused");
+                    call.set_status(call_status(&error));
+                }
+            }
+        }
+        Ok(())
+    }
+}
