@@ -76,8 +76,9 @@ pub enum Command {
     Call(CallRequest),
 }
 
-/// Write `value` to `tag`. The adapter answers once the device has accepted or refused it, and
-/// publishes the device's value on the bus as usual.
+/// Write `value` to `tag`. The adapter answers once the device has accepted or refused it.
+/// On success it publishes the accepted value (and flushes) *before* answering, so that a
+/// client reading right after its write sees the new value.
 #[derive(Debug)]
 pub struct WriteRequest {
     pub tag: TagId,

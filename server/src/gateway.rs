@@ -98,7 +98,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         GatewayNodesBuilder {
             types: Box::new(types),
             model: static_model(&config),
-            catalog: catalog.clone(),
+            bus: bus.clone(),
             router,
         },
     )?;
@@ -115,7 +115,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     }
     let bridge = Bridge {
         bus: bus.clone(),
-        manager: opcua.nodes.clone(),
+        tag_nodes: opcua.nodes.inner().tag_nodes(),
         subscriptions: opcua.handle.subscriptions().clone(),
     };
     tasks.spawn(bridge.run(shutdown.clone()));

@@ -255,6 +255,10 @@ impl Adapter for TruckSimulator {
                 Some(command) = ctx.commands.recv() => match command {
                     Command::Write(request) => {
                         let result = self.write(&request);
+                        if result.is_ok() {
+                            ctx.publisher.set(request.tag, request.value.clone(), Timestamp::now());
+                            ctx.publisher.flush();
+                        }
                         let _ = request.reply.send(result);
                     }
                     Command::Call(request) => {

@@ -1,53 +1,81 @@
-//! Bus → address space: every change on the bus becomes the variable's value, status and
-//! source timestamp, and reaches the monitored items of every subscription.
+//! Bus → subscriptions: every change on the bus reaches the monitored items watching its
+//! variable.
+//!
+//! Tag values are not copied into the address space: reads are served from the bus's latest
+//! table (see `GatewayNodes::read_values`), so a change costs one lookup in the subscription
+//! cache, and a DataValue is built only for variables somebody monitors. Copying 100,000
+//! values into the in-memory address space ten times a second cost more than a core.
 
 use std::sync::Arc;
 
 use fabrique_adapters::bus::BusEvent;
-use fabrique_adapters::{PointBus, PointUpdate, TagCatalog};
-use opcua::server::node_manager::memory::InMemoryNodeManager;
+use fabrique_adapters::{PointBus, PointUpdate, TagCatalog, Timestamp};
 use opcua::server::SubscriptionCache;
-use opcua::types::{DateTime, NodeId};
+use opcua::types::{AttributeId, DateTime, NodeId};
 use tokio_util::sync::CancellationToken;
 
-use super::convert::data_value;
-use super::nodes::GatewayNodes;
+use super::convert::{data_value_at, date_time};
 
 pub struct Bridge {
     pub bus: PointBus,
-    pub manager: Arc<InMemoryNodeManager<GatewayNodes>>,
+    pub tag_nodes: Arc<[NodeId]>,
     pub subscriptions: Arc<SubscriptionCache>,
+}
+
+/// Points of one batch usually share their timestamp; convert it once.
+#[derive(Default)]
+struct TimeCache(Option<(Timestamp, DateTime)>);
+
+impl TimeCache {
+    fn get(&mut self, t: Timestamp) -> DateTime {
+        match self.0 {
+            Some((cached, dt)) if cached == t => dt,
+            _ => {
+                let dt = date_time(t);
+                self.0 = Some((t, dt));
+                dt
+            }
+        }
+    }
 }
 
 impl Bridge {
     pub async fn run(self, shutdown: CancellationToken) {
-        let nodes = self.manager.inner().tag_nodes();
         let catalog = self.bus.catalog().clone();
-        // Subscribe before taking the snapshot: a change in between is seen twice, never lost.
         let mut changes = self.bus.subscribe();
-        self.apply(&nodes, &catalog, &self.bus.snapshot());
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 event = changes.recv() => event,
             };
             match event {
-                Some(BusEvent::Changes(batch)) => self.apply(&nodes, &catalog, &batch),
-                Some(BusEvent::Resync { state, .. }) => self.apply(&nodes, &catalog, &state),
+                Some(BusEvent::Changes(batch)) => self.notify(&catalog, &batch),
+                Some(BusEvent::Resync { state, .. }) => self.notify(&catalog, &state),
                 None => break,
             }
         }
     }
 
-    fn apply(&self, nodes: &[NodeId], catalog: &TagCatalog, updates: &[PointUpdate]) {
+    fn notify(&self, catalog: &TagCatalog, updates: &[PointUpdate]) {
         let now = DateTime::now();
-        let values = updates.iter().filter_map(|u| {
-            let node = nodes.get(u.tag.index())?;
-            let data_type = catalog.get(u.tag)?.spec.data_type;
-            Some((node, None, data_value(data_type, &u.point, now)))
-        });
-        if let Err(status) = self.manager.set_values(&self.subscriptions, values) {
-            tracing::error!(%status, "the address space refused an update from the bus");
+        let mut times = TimeCache::default();
+        let mut notifier = self.subscriptions.data_notifier();
+        for update in updates {
+            let Some(node) = self.tag_nodes.get(update.tag.index()) else {
+                continue;
+            };
+            let Some(mut batch) = notifier.notify_for(node, AttributeId::Value) else {
+                continue;
+            };
+            let Some(entry) = catalog.get(update.tag) else {
+                continue;
+            };
+            let source =
+                (!update.point.timestamp.is_null()).then(|| times.get(update.point.timestamp));
+            let value = data_value_at(entry.spec.data_type, &update.point, source, now);
+            for (handle, _) in batch.entries() {
+                batch.data_value_to_item(value.clone(), handle);
+            }
         }
     }
 }

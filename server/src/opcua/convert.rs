@@ -82,6 +82,16 @@ pub fn from_variant(data_type: DataType, variant: &Variant) -> Option<Value> {
 /// A bus point as the DataValue clients read, with the device's source timestamp.
 pub fn data_value(data_type: DataType, point: &Point, server_time: DateTime) -> DataValue {
     let source_timestamp = (!point.timestamp.is_null()).then(|| date_time(point.timestamp));
+    data_value_at(data_type, point, source_timestamp, server_time)
+}
+
+/// As [`data_value`], with the source timestamp already converted.
+pub fn data_value_at(
+    data_type: DataType,
+    point: &Point,
+    source_timestamp: Option<DateTime>,
+    server_time: DateTime,
+) -> DataValue {
     let (value, status) = match &point.value {
         None => (Variant::Empty, status_code(point.quality)),
         Some(v) => match to_variant(data_type, v) {

@@ -1,34 +1,40 @@
 //! The gateway's node manager: the in-memory address space of async-opcua for browsing and
 //! reading, with writes and method calls forwarded to adapters.
 //!
-//! Writes are not stored by the server itself: the value changes only once the device has
-//! accepted it, and a refusal reaches the client as a Bad status code.
+//! Tag values are not stored in the address space: reads come from the bus's latest table, so
+//! a value is never older than the bus. Writes go to the owning adapter; the value changes
+//! only once the device has accepted it (the adapter publishes it before answering), and a
+//! refusal reaches the client as a Bad status code.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fabrique_adapters::{CallError, TagCatalog, TagId, Value, WriteError};
+use fabrique_adapters::{CallError, PointBus, TagId, Value, WriteError};
 use futures::future::join_all;
-use opcua::nodes::{NodeSetImport, NodeType};
+use opcua::nodes::NodeSetImport;
 use opcua::server::address_space::AddressSpace;
 use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::memory::{
     InMemoryNodeManagerImpl, InMemoryNodeManagerImplBuilder,
 };
-use opcua::server::node_manager::{MethodCall, RequestContext, ServerContext, WriteNode};
+use opcua::server::node_manager::{
+    MethodCall, ParsedReadValueId, RequestContext, ServerContext, WriteNode,
+};
 use opcua::sync::RwLock;
-use opcua::types::{AttributeId, DataValue, DateTime, NodeId, StatusCode, Variant};
+use opcua::types::{
+    AttributeId, DataValue, DateTime, NodeId, StatusCode, TimestampsToReturn, Variant,
+};
 
 use super::address_space::{self, StaticModel, INSTANCES_NAMESPACE, TYPES_NAMESPACE};
-use super::convert::{from_variant, natural_variant};
+use super::convert::{data_value, from_variant, natural_variant};
 use crate::commands::CommandRouter;
 
 /// Everything needed to build the address space when the server starts.
 pub struct GatewayNodesBuilder {
     pub types: Box<dyn NodeSetImport>,
     pub model: StaticModel,
-    pub catalog: Arc<TagCatalog>,
+    pub bus: PointBus,
     pub router: CommandRouter,
 }
 
@@ -47,8 +53,9 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
         };
         space.add_namespace(TYPES_NAMESPACE, types_ns);
         space.add_namespace(INSTANCES_NAMESPACE, ns);
-        let built = address_space::build(space, ns, types_ns, &self.model, &self.catalog);
-        let line_anchor = self.catalog.lookup("Line/State");
+        let catalog = self.bus.catalog().clone();
+        let built = address_space::build(space, ns, types_ns, &self.model, &catalog);
+        let line_anchor = catalog.lookup("Line/State");
         let namespaces = [(TYPES_NAMESPACE, types_ns), (INSTANCES_NAMESPACE, ns)]
             .into_iter()
             .map(|(uri, index)| NamespaceMetadata {
@@ -63,7 +70,7 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             node_tags: built.node_tags,
             methods: built.methods,
             line_anchor,
-            catalog: self.catalog,
+            bus: self.bus,
             router: self.router,
         }
     }
@@ -76,7 +83,7 @@ pub struct GatewayNodes {
     methods: HashMap<NodeId, String>,
     /// A line tag, whose owner serves the line's methods.
     line_anchor: Option<TagId>,
-    catalog: Arc<TagCatalog>,
+    bus: PointBus,
     router: CommandRouter,
 }
 
@@ -92,7 +99,20 @@ struct PendingWrite {
     index: usize,
     tag: TagId,
     value: Value,
-    variant: Variant,
+}
+
+/// Drop the timestamps the client did not ask for.
+fn keep_timestamps(mut value: DataValue, wanted: TimestampsToReturn) -> DataValue {
+    match wanted {
+        TimestampsToReturn::Source => value.server_timestamp = None,
+        TimestampsToReturn::Server => value.source_timestamp = None,
+        TimestampsToReturn::Neither | TimestampsToReturn::Invalid => {
+            value.source_timestamp = None;
+            value.server_timestamp = None;
+        }
+        TimestampsToReturn::Both => {}
+    }
+    value
 }
 
 fn write_status(error: &WriteError) -> StatusCode {
@@ -127,6 +147,39 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
         self.namespaces.clone()
     }
 
+    async fn read_values(
+        &self,
+        context: &RequestContext,
+        space: &RwLock<AddressSpace>,
+        nodes: &[&ParsedReadValueId],
+        max_age: f64,
+        timestamps_to_return: TimestampsToReturn,
+    ) -> Vec<DataValue> {
+        let space = space.read();
+        let catalog = self.bus.catalog();
+        let now = DateTime::now();
+        nodes
+            .iter()
+            .map(|node| {
+                let tag = self.node_tags.get(&node.node_id).copied();
+                let entry = tag.and_then(|t| catalog.get(t).map(|e| (t, e)));
+                match entry {
+                    Some((tag, entry)) if node.attribute_id == AttributeId::Value => {
+                        if let Err(status) = space.validate_node_read(context, node) {
+                            return DataValue {
+                                status: Some(status),
+                                ..DataValue::null()
+                            };
+                        }
+                        let value = data_value(entry.spec.data_type, &self.bus.latest(tag), now);
+                        keep_timestamps(value, timestamps_to_return)
+                    }
+                    _ => space.read(context, node, max_age, timestamps_to_return),
+                }
+            })
+            .collect()
+    }
+
     async fn write(
         &self,
         context: &RequestContext,
@@ -156,57 +209,36 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                     node.set_status(StatusCode::BadWriteNotSupported);
                     continue;
                 }
-                let Some(entry) = self.catalog.get(tag) else {
+                let Some(entry) = self.bus.catalog().get(tag) else {
                     node.set_status(StatusCode::BadNodeIdUnknown);
                     continue;
                 };
-                let variant = write.value.value.clone().unwrap_or_default();
-                let Some(value) = from_variant(entry.spec.data_type, &variant) else {
+                let written = write.value.value.as_ref().unwrap_or(&Variant::Empty);
+                let Some(value) = from_variant(entry.spec.data_type, written) else {
                     node.set_status(StatusCode::BadTypeMismatch);
                     continue;
                 };
-                pending.push(PendingWrite {
-                    index,
-                    tag,
-                    value,
-                    variant,
-                });
+                pending.push(PendingWrite { index, tag, value });
             }
         }
-        // 2. Ask the devices, all at once.
+        // 2. Ask the devices, all at once. An adapter publishes the accepted value on the bus
+        // before it answers, so a read right after this write already sees it.
         let answers = join_all(
             pending
                 .iter()
                 .map(|p| self.router.write(p.tag, p.value.clone())),
         )
         .await;
-        // 3. Store what the devices accepted, so a read right after the write sees it.
-        let mut space = space.write();
-        let now = DateTime::now();
-        let mut accepted = Vec::new();
         for (write, answer) in pending.into_iter().zip(answers) {
-            let status = match &answer {
+            let status = match answer {
                 Ok(()) => StatusCode::Good,
                 Err(error) => {
                     tracing::info!(node = %self.tag_nodes[write.tag.index()], %error, "write refused");
-                    write_status(error)
+                    write_status(&error)
                 }
             };
             nodes_to_write[write.index].set_status(status);
-            if answer.is_ok() {
-                let node_id = &self.tag_nodes[write.tag.index()];
-                if let Some(NodeType::Variable(variable)) = space.find_mut(node_id) {
-                    let value = DataValue::new_at_status(write.variant, now, StatusCode::Good);
-                    variable.set_data_value(value.clone());
-                    accepted.push((value, node_id));
-                }
-            }
         }
-        context.subscriptions.notify_data_change(
-            accepted
-                .into_iter()
-                .map(|(v, id)| (v, id, AttributeId::Value)),
-        );
         Ok(())
     }
 

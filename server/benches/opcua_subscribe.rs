@@ -1,0 +1,274 @@
+//! Benchmark: N synthetic tags changing at R Hz, one OPC UA client subscribed to all of them.
+//!
+//! Starts the release gateway on a free loopback port, subscribes with sampling interval 0
+//! (report by exception), then measures over a window: notifications delivered per second
+//! against the N x R expected, the gateway's CPU share and RSS, and its startup time.
+//!
+//!     cargo bench -p fabrique-gateway --bench opcua_subscribe -- --tags 100000
+//!
+//! Options: --tags N (10000), --rate HZ (10), --seconds S (20), --warmup S (5),
+//! --publish-ms MS (100), --queue Q (10).
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken, Session};
+use opcua::crypto::SecurityPolicy;
+use opcua::types::{
+    ExtensionObject, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode,
+    MonitoringParameters, NodeId, ReadValueId, TimestampsToReturn, UserTokenPolicy,
+};
+
+const GATEWAY: &str = env!("CARGO_BIN_EXE_fabrique-gateway");
+/// Linux `USER_HZ`: /proc CPU times are in these ticks.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+struct Options {
+    tags: u32,
+    rate_hz: f64,
+    seconds: f64,
+    warmup: f64,
+    publish_ms: f64,
+    queue: u32,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        tags: 10_000,
+        rate_hz: 10.0,
+        seconds: 20.0,
+        warmup: 5.0,
+        publish_ms: 100.0,
+        queue: 10,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--tags" => o.tags = value.parse().expect("--tags takes a number"),
+            "--rate" => o.rate_hz = value.parse().expect("--rate takes a number"),
+            "--seconds" => o.seconds = value.parse().expect("--seconds takes a number"),
+            "--warmup" => o.warmup = value.parse().expect("--warmup takes a number"),
+            "--publish-ms" => o.publish_ms = value.parse().expect("--publish-ms takes a number"),
+            "--queue" => o.queue = value.parse().expect("--queue takes a number"),
+            // `cargo bench` passes --bench; anything else is ignored.
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+/// Kills the gateway however the benchmark ends.
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cpu_ticks(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    field(14) + field(15)
+}
+
+fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+async fn connect(
+    url: &str,
+) -> Option<(
+    Arc<Session>,
+    tokio::task::JoinHandle<opcua::types::StatusCode>,
+)> {
+    let mut client = ClientBuilder::new()
+        .application_name("Fabrique benchmark client")
+        .application_uri("urn:fabrique-gateway:bench")
+        .trust_server_certs(true)
+        .create_sample_keypair(false)
+        .session_retry_limit(0)
+        .max_array_length(10_000_000)
+        .max_message_size(512 * 1024 * 1024)
+        .max_chunk_count(0)
+        .max_string_length(16 * 1024 * 1024)
+        .client()
+        .ok()?;
+    let endpoint = (
+        url,
+        SecurityPolicy::None.to_str(),
+        MessageSecurityMode::None,
+        UserTokenPolicy::anonymous(),
+    );
+    let (session, event_loop) = client
+        .connect_to_matching_endpoint(endpoint, IdentityToken::Anonymous)
+        .await
+        .ok()?;
+    let handle = event_loop.spawn();
+    tokio::time::timeout(Duration::from_secs(5), session.wait_for_connection())
+        .await
+        .ok()?;
+    Some((session, handle))
+}
+
+#[tokio::main]
+async fn main() {
+    let o = options();
+    let port = free_port();
+    let url = format!("opc.tcp://127.0.0.1:{port}/");
+    let spawned = Instant::now();
+    let child = Command::new(GATEWAY)
+        .env("FABRIQUE__OPCUA__PORT", port.to_string())
+        .env("FABRIQUE__SIMULATION__SYNTHETIC__TAGS", o.tags.to_string())
+        .env(
+            "FABRIQUE__SIMULATION__SYNTHETIC__RATE_HZ",
+            o.rate_hz.to_string(),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot start the gateway");
+    let gateway = Gateway(child);
+    let pid = gateway.0.id();
+
+    let mut connection = None;
+    while spawned.elapsed() < Duration::from_secs(60) {
+        if let Some(c) = connect(&url).await {
+            connection = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let startup = spawned.elapsed();
+    let (session, _event_loop) =
+        connection.expect("the gateway did not accept a session within 60 s");
+    let ns = session
+        .get_namespace_index("urn:fabrique-gateway:instances")
+        .await
+        .expect("instances namespace");
+
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let subscription = session
+        .create_subscription(
+            Duration::from_secs_f64(o.publish_ms / 1000.0),
+            600,
+            20,
+            0,
+            0,
+            true,
+            DataChangeCallback::new(move |_, _| {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }),
+        )
+        .await
+        .expect("create subscription");
+    let subscribing = Instant::now();
+    let ids: Vec<u32> = (0..o.tags).collect();
+    for chunk in ids.chunks(10_000) {
+        let items: Vec<MonitoredItemCreateRequest> = chunk
+            .iter()
+            .map(|i| MonitoredItemCreateRequest {
+                item_to_monitor: ReadValueId::from(NodeId::new(
+                    ns,
+                    format!("Fabrique/Stations/Synthetic/Load/T{i:06}"),
+                )),
+                monitoring_mode: MonitoringMode::Reporting,
+                requested_parameters: MonitoringParameters {
+                    client_handle: 0,
+                    sampling_interval: 0.0,
+                    filter: ExtensionObject::null(),
+                    queue_size: o.queue,
+                    discard_oldest: true,
+                },
+            })
+            .collect();
+        let results = session
+            .create_monitored_items(subscription, TimestampsToReturn::Both, items)
+            .await
+            .expect("create monitored items");
+        let bad = results
+            .iter()
+            .filter(|r| !r.result.status_code.is_good())
+            .count();
+        assert_eq!(bad, 0, "{bad} monitored items were refused");
+    }
+    let subscribe_time = subscribing.elapsed();
+
+    tokio::time::sleep(Duration::from_secs_f64(o.warmup)).await;
+    let (n0, cpu0, t0) = (
+        received.load(Ordering::Relaxed),
+        cpu_ticks(pid),
+        Instant::now(),
+    );
+    let own0 = cpu_ticks(std::process::id());
+    tokio::time::sleep(Duration::from_secs_f64(o.seconds)).await;
+    let (n1, cpu1, elapsed) = (
+        received.load(Ordering::Relaxed),
+        cpu_ticks(pid),
+        t0.elapsed().as_secs_f64(),
+    );
+    let own1 = cpu_ticks(std::process::id());
+
+    let delivered = (n1 - n0) as f64 / elapsed;
+    let expected = f64::from(o.tags) * o.rate_hz;
+    let cpu = (cpu1 - cpu0) / TICKS_PER_SECOND / elapsed * 100.0;
+    let own_cpu = (own1 - own0) / TICKS_PER_SECOND / elapsed * 100.0;
+    let peak_mb = status_kb(pid, "VmHWM:") as f64 / 1024.0;
+    let rss_mb = status_kb(pid, "VmRSS:") as f64 / 1024.0;
+    println!(
+        "tags={} rate_hz={} publish_ms={} queue={} window_s={:.1}",
+        o.tags, o.rate_hz, o.publish_ms, o.queue, elapsed
+    );
+    println!("startup_to_first_session_ms={}", startup.as_millis());
+    println!("create_monitored_items_ms={}", subscribe_time.as_millis());
+    println!(
+        "delivered_per_s={delivered:.0} expected_per_s={expected:.0} ratio={:.3}",
+        delivered / expected
+    );
+    println!("gateway_cpu_pct={cpu:.0} gateway_rss_mb={rss_mb:.0} gateway_peak_rss_mb={peak_mb:.0} client_cpu_pct={own_cpu:.0}");
+    println!(
+        "| {} | {:.3} ({:.0}/s of {:.0}/s) | {:.0} % | {:.0} MB | {:.0} MB | {} ms |",
+        o.tags,
+        delivered / expected,
+        delivered,
+        expected,
+        cpu,
+        rss_mb,
+        peak_mb,
+        startup.as_millis()
+    );
+    let _ = session.disconnect().await;
+}
