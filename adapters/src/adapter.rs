@@ -130,49 +130,145 @@ pub struct DeviceStatus {
     pub last_error: TagId,
     pub reconnects: TagId,
     pub last_read: TagId,
+    pub requests_ok: TagId,
+    pub requests_failed: TagId,
 }
 
 impl DeviceStatus {
     pub fn declare(tags: &mut TagRegistrar<'_>, device_path: &str) -> Result<Self, CatalogError> {
-        let path = |name: &str| format!("{device_path}/Status/{name}");
+        let mut add = |name: &str, data_type: DataType, text: &str| {
+            tags.register(
+                TagSpec::new(format!("{device_path}/Status/{name}"), data_type).describe(text),
+            )
+        };
         Ok(DeviceStatus {
-            connected: tags.register(
-                TagSpec::new(path("Connected"), DataType::Bool)
-                    .describe("True while the gateway talks to the device"),
+            connected: add(
+                "Connected",
+                DataType::Bool,
+                "True while the gateway talks to the device",
             )?,
-            last_error: tags.register(
-                TagSpec::new(path("LastError"), DataType::String)
-                    .describe("Last communication error, empty when none"),
+            last_error: add(
+                "LastError",
+                DataType::String,
+                "Last communication error, empty when none",
             )?,
-            reconnects: tags.register(
-                TagSpec::new(path("Reconnects"), DataType::UInt32)
-                    .describe("Times the connection was re-established"),
+            reconnects: add(
+                "Reconnects",
+                DataType::UInt32,
+                "Times the connection was re-established",
             )?,
-            last_read: tags.register(
-                TagSpec::new(path("LastReadTime"), DataType::DateTime)
-                    .describe("Time of the last successful read"),
+            last_read: add(
+                "LastReadTime",
+                DataType::DateTime,
+                "Time of the last successful read",
+            )?,
+            requests_ok: add(
+                "RequestsOk",
+                DataType::UInt64,
+                "Requests the device answered",
+            )?,
+            requests_failed: add(
+                "RequestsFailed",
+                DataType::UInt64,
+                "Requests that failed or timed out",
             )?,
         })
     }
 
     /// Stage a healthy status: connected, no error, read just now.
-    pub fn healthy(&self, publisher: &mut Publisher, reconnects: u32, now: Timestamp) {
-        publisher.set(self.connected, Value::Bool(true), now);
-        publisher.set(self.last_error, Value::text(""), now);
-        publisher.set(self.reconnects, Value::UInt(reconnects.into()), now);
-        publisher.set(self.last_read, Value::Time(now), now);
+    pub fn healthy(&self, publisher: &mut Publisher, now: Timestamp) {
+        DeviceHealth::new(self.clone(), Vec::new()).connected(publisher, now);
+    }
+}
+
+/// The connection state of one device and its counters, kept by its adapter and published as
+/// the device's status tags. Adapters call it at every transition; it turns the device's own
+/// tags Bad when the connection goes and counts reconnections when it comes back.
+#[derive(Debug)]
+pub struct DeviceHealth {
+    status: DeviceStatus,
+    /// The device's own tags, turned Bad when the device goes away.
+    tags: Vec<TagId>,
+    connected: bool,
+    ever_connected: bool,
+    reconnects: u64,
+    ok: u64,
+    failed: u64,
+    last_error: String,
+}
+
+impl DeviceHealth {
+    pub fn new(status: DeviceStatus, tags: Vec<TagId>) -> Self {
+        DeviceHealth {
+            status,
+            tags,
+            connected: false,
+            ever_connected: false,
+            reconnects: 0,
+            ok: 0,
+            failed: 0,
+            last_error: String::new(),
+        }
     }
 
-    /// Stage a lost connection: the device's own tags turn Bad, the status says why.
-    pub fn lost(
-        &self,
-        publisher: &mut Publisher,
-        device_tags: &[TagId],
-        error: &str,
-        now: Timestamp,
-    ) {
-        publisher.set(self.connected, Value::Bool(false), now);
-        publisher.set(self.last_error, Value::text(error), now);
-        publisher.set_quality(device_tags, Quality::BAD_COMMUNICATION_ERROR, now);
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    /// The device's own tags, as given to [`DeviceHealth::new`].
+    pub fn tags(&self) -> &[TagId] {
+        &self.tags
+    }
+
+    /// A connection was (re-)established.
+    pub fn connected(&mut self, out: &mut Publisher, now: Timestamp) {
+        if !self.connected && self.ever_connected {
+            self.reconnects += 1;
+        }
+        self.connected = true;
+        self.ever_connected = true;
+        self.last_error.clear();
+        out.set(self.status.connected, Value::Bool(true), now);
+        out.set(self.status.last_error, Value::text(""), now);
+        out.set(self.status.reconnects, Value::UInt(self.reconnects), now);
+        out.set(self.status.requests_ok, Value::UInt(self.ok), now);
+        out.set(self.status.requests_failed, Value::UInt(self.failed), now);
+    }
+
+    /// A request was answered: counts it and stamps the last read time.
+    pub fn request_ok(&mut self, out: &mut Publisher, now: Timestamp) {
+        self.ok += 1;
+        out.set(self.status.requests_ok, Value::UInt(self.ok), now);
+        out.set(self.status.last_read, Value::Time(now), now);
+    }
+
+    /// A request failed without losing the connection (a refused write, an exception reply).
+    pub fn request_failed(&mut self, out: &mut Publisher, error: &str, now: Timestamp) {
+        self.failed += 1;
+        out.set(self.status.requests_failed, Value::UInt(self.failed), now);
+        self.set_error(out, error, now);
+    }
+
+    /// The connection is gone (or could not be made): the device's tags turn Bad with the
+    /// time it happened, the status says why. Logged once per outage, not per retry.
+    pub fn lost(&mut self, out: &mut Publisher, error: &str, now: Timestamp) {
+        if self.connected || !self.ever_connected && self.last_error.is_empty() {
+            tracing::warn!(error, "device connection lost");
+        }
+        self.connected = false;
+        out.set(self.status.connected, Value::Bool(false), now);
+        out.set_quality(&self.tags, Quality::BAD_COMMUNICATION_ERROR, now);
+        self.set_error(out, error, now);
+    }
+
+    fn set_error(&mut self, out: &mut Publisher, error: &str, now: Timestamp) {
+        if self.last_error != error {
+            self.last_error = error.to_owned();
+            out.set(self.status.last_error, Value::text(error), now);
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! A partner who writes an adapter in Rust depends on this crate only.
 
 pub mod adapter;
+pub mod backoff;
 pub mod bus;
 pub mod device;
 pub mod point;

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::Adapter;
-use crate::device::Identification;
+use crate::device::{ConfigIssue, Identification};
 use crate::simulator::{
     line::LineConfig, SimulatedDevice, SimulationConfig, SyntheticLoad, TruckSimulator,
 };
@@ -39,6 +39,13 @@ impl DeviceConfig {
     pub fn identification(&self) -> &Identification {
         match self {
             DeviceConfig::Simulator(d) => &d.identification,
+        }
+    }
+
+    /// Checks what serde cannot (addresses, ranges, tag names); the key is relative to the block.
+    pub fn validate(&self) -> Result<(), ConfigIssue> {
+        match self {
+            DeviceConfig::Simulator(_) => Ok(()),
         }
     }
 }

@@ -210,6 +210,12 @@ impl GatewayConfig {
         }
         for (i, d) in self.devices.iter().enumerate() {
             names("devices", i, d.name(), d.station())?;
+            d.validate().map_err(|issue| {
+                (
+                    format!("devices[{i}].{}", issue.key),
+                    format!("device `{}`: {}", d.name(), issue.reason),
+                )
+            })?;
         }
         let mut seen = std::collections::HashSet::new();
         for device in self.effective_devices() {

@@ -292,7 +292,7 @@ impl Adapter for TruckSimulator {
                     .model
                     .tick(dt, LineView { occupant, busy }, &mut rng, out, now);
                 if first {
-                    machine.status.healthy(out, 0, now);
+                    machine.status.healthy(out, now);
                     tracing::debug!(device = %machine.name, "simulated device online");
                 }
             }

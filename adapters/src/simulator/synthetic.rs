@@ -100,7 +100,7 @@ impl Adapter for SyntheticLoad {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let scale = 1.0 / f64::from(self.config.tags.max(1));
         if let Some(status) = &self.status {
-            status.healthy(&mut ctx.publisher, 0, Timestamp::now());
+            status.healthy(&mut ctx.publisher, Timestamp::now());
         }
         let mut round: u64 = 0;
         loop {
