@@ -1,0 +1,773 @@
+//! OPC UA client adapter (`protocol = "opcua"`): mirrors chosen nodes of a partner's OPC UA
+//! server under the partner's station, live through one subscription, and forwards writes with
+//! the Write service.
+//!
+//! The reconnection loop is ours, not the library's: the session is built with
+//! `session_retry_limit(0)` and dropped as soon as its connection goes. Each new connection
+//! starts from scratch (namespace array, browse paths, subscription, monitored items), because
+//! a restarted partner may have renumbered its namespaces and has forgotten our subscription.
+
+mod config;
+mod convert;
+mod quiet;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use opcua::client::{
+    Client, ClientBuilder, IdentityToken, MonitoredItem, OnSubscriptionNotification, Session,
+    SessionEventLoop, SessionPollResult,
+};
+use opcua::crypto::SecurityPolicy;
+use opcua::types::{
+    AttributeId, BrowsePath, DataValue, MessageSecurityMode, MonitoredItemCreateRequest,
+    MonitoringMode, MonitoringParameters, NamespaceMap, NodeId, ObjectId, QualifiedName,
+    ReadValueId, ReferenceTypeId, RelativePath, RelativePathElement, StatusChangeNotification,
+    StatusCode, TimestampsToReturn, UserTokenPolicy, WriteValue,
+};
+use tokio::sync::mpsc;
+use tracing::instrument::WithSubscriber;
+use tracing::Instrument;
+
+use quiet::Quiet;
+
+use crate::adapter::{
+    Adapter, AdapterContext, CallError, Command, DeviceHealth, DeviceStatus, TagRegistrar,
+    WriteError, WriteRequest,
+};
+use crate::backoff::Backoff;
+use crate::device::device_path;
+use crate::point::{Quality, Timestamp};
+use crate::tag::{Access, CatalogError, TagId};
+
+pub use config::{Address, Namespace, NodeRef, OpcUaDevice, OpcUaTag, PathElement, Security};
+use convert::{sample, status_name, variant_of, write_refusal, Sample};
+
+/// How long a closing session may take to say goodbye before it is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Liveness reads while the subscription is quiet; two failed ones drop the session.
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+/// One partner OPC UA server.
+pub struct OpcUaClient {
+    config: OpcUaDevice,
+    tags: Vec<Mirrored>,
+    status: Option<DeviceStatus>,
+}
+
+/// A configured tag, once declared.
+struct Mirrored {
+    id: TagId,
+    config: OpcUaTag,
+    address: Address,
+}
+
+impl OpcUaClient {
+    pub fn new(config: OpcUaDevice) -> Self {
+        OpcUaClient {
+            config,
+            tags: Vec::new(),
+            status: None,
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.timeout_ms)
+    }
+}
+
+/// Why talking to the partner failed; shown as the device's LastError.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot set up the OPC UA client: {0}")]
+    Client(String),
+    #[error("environment variable `{0}` (password_env) is not set")]
+    MissingPassword(String),
+    #[error("no complete connection to {endpoint} within {ms} ms")]
+    Timeout { endpoint: String, ms: u64 },
+    #[error("{step} failed: {status}")]
+    Service { step: &'static str, status: String },
+    #[error("connection lost: {0}")]
+    Lost(String),
+    #[error("the partner ended the subscription: {0}")]
+    SubscriptionEnded(String),
+}
+
+impl SessionError {
+    fn service(step: &'static str, error: &opcua::types::Error) -> Self {
+        SessionError::Service {
+            step,
+            status: status_name(error.status()),
+        }
+    }
+}
+
+/// What the session's event loop and subscription tell the adapter task.
+#[derive(Debug)]
+enum Notice {
+    /// The session is open.
+    Up,
+    /// The connection is gone; the event loop has stopped.
+    Lost(StatusCode),
+    /// A monitored item's new value; the handle is the tag's index plus one.
+    Data(u32, DataValue),
+    /// The partner changed the subscription's state (Bad: it deleted it).
+    Subscription(StatusCode),
+}
+
+/// Forwards subscription callbacks, which run inside the session's event loop, to the adapter.
+struct Forward(mpsc::UnboundedSender<Notice>);
+
+impl OnSubscriptionNotification for Forward {
+    fn on_data_value(&mut self, value: DataValue, item: &MonitoredItem) {
+        let _ = self.0.send(Notice::Data(item.client_handle(), value));
+    }
+
+    fn on_subscription_status_change(&mut self, notification: StatusChangeNotification) {
+        let _ = self.0.send(Notice::Subscription(notification.status));
+    }
+}
+
+/// Polls the session's event loop and reports when the session opens and when it is lost. It
+/// stops at the first loss: reconnecting is the adapter's job.
+async fn drive<T>(event_loop: SessionEventLoop<T>, notices: mpsc::UnboundedSender<Notice>)
+where
+    T: opcua::client::transport::Connector + Send + Sync + 'static,
+{
+    let events = event_loop.enter();
+    tokio::pin!(events);
+    let lost = loop {
+        match events.next().await {
+            Some(Ok(SessionPollResult::Reconnected(_))) => {
+                let _ = notices.send(Notice::Up);
+            }
+            Some(Ok(
+                SessionPollResult::ConnectionLost(code) | SessionPollResult::ReconnectFailed(code),
+            )) => break code,
+            Some(Ok(_)) => {}
+            Some(Err(code)) => break code,
+            None => break StatusCode::BadConnectionClosed,
+        }
+    };
+    let _ = notices.send(Notice::Lost(lost));
+}
+
+/// Where a tag was found on the partner this time, or why not.
+type Resolved = Result<NodeId, Unresolved>;
+
+#[derive(Debug, Clone)]
+struct Unresolved {
+    status: StatusCode,
+    reason: String,
+}
+
+/// An open session with its subscription.
+struct Connection {
+    session: Arc<Session>,
+    driver: tokio::task::JoinHandle<()>,
+    notices: mpsc::UnboundedReceiver<Notice>,
+    /// Per tag, in configuration order.
+    nodes: Vec<Resolved>,
+}
+
+impl Connection {
+    async fn close(self) {
+        let closing = self.session.disconnect().with_subscriber(Quiet::dispatch());
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// How a connected period ended.
+enum Ended {
+    Shutdown,
+    Lost(SessionError),
+}
+
+/// What the adapter task keeps across connections.
+struct State {
+    health: DeviceHealth,
+    /// (tag index, kind of problem) already logged: bad data is logged once, not per sample.
+    warned: HashSet<(usize, &'static str)>,
+}
+
+impl State {
+    fn warn_once(&mut self, tag: usize, kind: &'static str, name: &str, reason: &str) {
+        if self.warned.insert((tag, kind)) {
+            tracing::warn!(tag = name, reason, "partner node rejected");
+        }
+    }
+}
+
+impl OpcUaClient {
+    fn build_client(&self) -> Result<Client, SessionError> {
+        let publishing = Duration::from_millis(self.config.publishing_ms);
+        ClientBuilder::new()
+            .application_name("Fabrique Gateway")
+            .application_uri("urn:fabrique-gateway:client")
+            .product_uri("urn:fabrique-gateway")
+            .session_name(format!("Fabrique Gateway {}", self.config.name))
+            // Security None: no certificate is exchanged, so none is created or checked.
+            .create_sample_keypair(false)
+            .trust_server_certs(true)
+            .session_retry_limit(0)
+            .request_timeout(self.timeout())
+            .publish_timeout(self.timeout() + KEEP_ALIVE * 3)
+            .min_publish_interval(publishing)
+            .keep_alive_interval(KEEP_ALIVE)
+            .max_failed_keep_alive_count(2)
+            .client()
+            .map_err(|errors| SessionError::Client(errors.join("; ")))
+    }
+
+    fn identity(&self) -> Result<IdentityToken, SessionError> {
+        match (&self.config.username, &self.config.password_env) {
+            (Some(user), Some(var)) => {
+                let password =
+                    std::env::var(var).map_err(|_| SessionError::MissingPassword(var.clone()))?;
+                Ok(IdentityToken::new_user_name(user.clone(), password))
+            }
+            _ => Ok(IdentityToken::Anonymous),
+        }
+    }
+
+    /// Connect, resolve every tag's node and subscribe to them.
+    async fn open(&self, client: &mut Client) -> Result<Connection, SessionError> {
+        let identity = self.identity()?;
+        let endpoint = (
+            self.config.endpoint.as_str(),
+            SecurityPolicy::None.to_str(),
+            MessageSecurityMode::None,
+            UserTokenPolicy::anonymous(),
+        );
+        let (session, event_loop) = client
+            .connect_to_matching_endpoint(endpoint, identity)
+            .await
+            .map_err(|e| SessionError::service("GetEndpoints", &e))?;
+        let (sender, notices) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(
+            drive(event_loop, sender.clone())
+                .in_current_span()
+                .with_current_subscriber(),
+        );
+        let mut connection = Connection {
+            session,
+            driver,
+            notices,
+            nodes: Vec::new(),
+        };
+        match connection.notices.recv().await {
+            Some(Notice::Up) => {}
+            Some(Notice::Lost(status)) => {
+                return Err(SessionError::Service {
+                    step: "opening the session",
+                    status: status_name(status),
+                })
+            }
+            _ => return Err(SessionError::Lost("the session's event loop ended".into())),
+        }
+        let session = connection.session.clone();
+        let namespaces = session
+            .read_namespace_array()
+            .await
+            .map_err(|e| SessionError::service("reading the namespace array", &e))?;
+        let mut nodes = self.resolve(&session, &namespaces).await?;
+
+        let publishing = Duration::from_millis(self.config.publishing_ms);
+        // Keep-alive about once a second, and let the partner keep the subscription for ten
+        // keep-alives without a publish request before it deletes it.
+        let keep_alive_count = (1000 / self.config.publishing_ms).max(1) as u32;
+        let subscription = session
+            .create_subscription(
+                publishing,
+                keep_alive_count * 10,
+                keep_alive_count,
+                0,
+                0,
+                true,
+                Forward(sender),
+            )
+            .await
+            .map_err(|e| SessionError::service("CreateSubscription", &e))?;
+
+        let monitored: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].is_ok()).collect();
+        let requests = monitored
+            .iter()
+            .filter_map(|&i| {
+                let node = nodes[i].as_ref().ok()?;
+                Some(MonitoredItemCreateRequest {
+                    item_to_monitor: ReadValueId::from(node.clone()),
+                    monitoring_mode: MonitoringMode::Reporting,
+                    requested_parameters: MonitoringParameters {
+                        client_handle: i as u32 + 1,
+                        sampling_interval: self.config.sampling_ms as f64,
+                        filter: Default::default(),
+                        queue_size: 10,
+                        discard_oldest: true,
+                    },
+                })
+            })
+            .collect::<Vec<_>>();
+        if !requests.is_empty() {
+            let results = session
+                .create_monitored_items(subscription, TimestampsToReturn::Both, requests)
+                .await
+                .map_err(|e| SessionError::service("CreateMonitoredItems", &e))?;
+            for (&i, created) in monitored.iter().zip(&results) {
+                let status = created.result.status_code;
+                if status.is_bad() {
+                    nodes[i] = Err(Unresolved {
+                        status,
+                        reason: format!("cannot monitor the node ({})", status_name(status)),
+                    });
+                }
+            }
+        }
+        connection.nodes = nodes;
+        Ok(connection)
+    }
+
+    /// Each tag's node id on the partner as it is numbered now.
+    async fn resolve(
+        &self,
+        session: &Session,
+        namespaces: &NamespaceMap,
+    ) -> Result<Vec<Resolved>, SessionError> {
+        let index = |ns: &Namespace| match ns {
+            Namespace::Index(i) => Ok(*i),
+            Namespace::Uri(uri) => namespaces.get_index(uri).ok_or_else(|| Unresolved {
+                status: StatusCode::BadNodeIdUnknown,
+                reason: format!("namespace `{uri}` is not on the partner server"),
+            }),
+        };
+        let mut nodes = Vec::with_capacity(self.tags.len());
+        let mut paths = Vec::new();
+        let mut path_tags = Vec::new();
+        for (i, tag) in self.tags.iter().enumerate() {
+            match &tag.address {
+                Address::Node(node) => nodes.push(
+                    index(&node.namespace).map(|ns| NodeId::new(ns, node.identifier.clone())),
+                ),
+                Address::Path(elements) => {
+                    let relative = elements
+                        .iter()
+                        .map(|e| {
+                            Ok(RelativePathElement {
+                                reference_type_id: ReferenceTypeId::HierarchicalReferences.into(),
+                                is_inverse: false,
+                                include_subtypes: true,
+                                target_name: QualifiedName::new(index(&e.namespace)?, &e.name),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, Unresolved>>();
+                    match relative {
+                        Ok(elements) => {
+                            paths.push(BrowsePath {
+                                starting_node: ObjectId::ObjectsFolder.into(),
+                                relative_path: RelativePath {
+                                    elements: Some(elements),
+                                },
+                            });
+                            path_tags.push(i);
+                            // Filled in from the translation below.
+                            nodes.push(Err(Unresolved {
+                                status: StatusCode::BadNoMatch,
+                                reason: "browse path not translated".into(),
+                            }));
+                        }
+                        Err(unresolved) => nodes.push(Err(unresolved)),
+                    }
+                }
+            }
+        }
+        if paths.is_empty() {
+            return Ok(nodes);
+        }
+        let results = session
+            .translate_browse_paths_to_node_ids(&paths)
+            .await
+            .map_err(|e| SessionError::service("TranslateBrowsePathsToNodeIds", &e))?;
+        for (&i, result) in path_tags.iter().zip(&results) {
+            let target = result
+                .targets
+                .iter()
+                .flatten()
+                .find(|t| t.remaining_path_index == u32::MAX && t.target_id.server_index == 0);
+            nodes[i] = match target {
+                Some(t) if result.status_code.is_good() => {
+                    let mut node = t.target_id.node_id.clone();
+                    if !t.target_id.namespace_uri.is_null() {
+                        match namespaces.get_index(t.target_id.namespace_uri.as_ref()) {
+                            Some(ns) => node.namespace = ns,
+                            None => {
+                                nodes[i] = Err(Unresolved {
+                                    status: StatusCode::BadNodeIdUnknown,
+                                    reason: "browse path leads to an unknown namespace".into(),
+                                });
+                                continue;
+                            }
+                        }
+                    }
+                    Ok(node)
+                }
+                _ => {
+                    let status = if result.status_code.is_bad() {
+                        result.status_code
+                    } else {
+                        StatusCode::BadNoMatch
+                    };
+                    Err(Unresolved {
+                        status,
+                        reason: format!("browse path not found ({})", status_name(status)),
+                    })
+                }
+            };
+        }
+        Ok(nodes)
+    }
+
+    /// Serve one open connection until it is lost or the gateway stops.
+    async fn serve(
+        &self,
+        mut connection: Connection,
+        ctx: &mut AdapterContext,
+        state: &mut State,
+    ) -> Ended {
+        let now = Timestamp::now();
+        state.health.connected(&mut ctx.publisher, now);
+        for (i, node) in connection.nodes.iter().enumerate() {
+            if let Err(problem) = node {
+                let tag = &self.tags[i];
+                ctx.publisher
+                    .set_quality(&[tag.id], Quality(problem.status.bits()), now);
+                let error = format!("tag `{}`: {}", tag.config.name, problem.reason);
+                state.warn_once(i, "unresolved", &tag.config.name, &problem.reason);
+                state.health.request_failed(&mut ctx.publisher, &error, now);
+            }
+        }
+        ctx.publisher.flush();
+        tracing::info!(
+            endpoint = %self.config.endpoint,
+            mirrored = connection.nodes.iter().filter(|n| n.is_ok()).count(),
+            "connected to the partner OPC UA server"
+        );
+
+        loop {
+            tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => {
+                    connection.close().await;
+                    return Ended::Shutdown;
+                }
+                notice = connection.notices.recv() => {
+                    let mut next = notice;
+                    let mut data = false;
+                    // Take everything already queued, so that one publish response becomes
+                    // one batch on the bus.
+                    while let Some(notice) = next {
+                        if let Some(end) = self.on_notice(notice, ctx, state, &mut data) {
+                            ctx.publisher.flush();
+                            return end;
+                        }
+                        next = connection.notices.try_recv().ok();
+                    }
+                    if data {
+                        state.health.request_ok(&mut ctx.publisher, Timestamp::now());
+                    }
+                    ctx.publisher.flush();
+                }
+                Some(command) = ctx.commands.recv() => match command {
+                    Command::Write(request) => self.write(request, &connection, ctx, state).await,
+                    Command::Call(request) => {
+                        let _ = request.reply.send(Err(CallError::UnknownMethod(request.method)));
+                    }
+                },
+            }
+        }
+    }
+
+    fn on_notice(
+        &self,
+        notice: Notice,
+        ctx: &mut AdapterContext,
+        state: &mut State,
+        data: &mut bool,
+    ) -> Option<Ended> {
+        match notice {
+            Notice::Data(handle, value) => {
+                let index = (handle as usize).checked_sub(1)?;
+                let tag = self.tags.get(index)?;
+                *data = true;
+                let now = Timestamp::now();
+                match sample(tag.config.data_type, &value, now) {
+                    Sample::Point(point) => ctx.publisher.set_point(tag.id, point),
+                    Sample::Status(quality, at) => {
+                        ctx.publisher.set_quality(&[tag.id], quality, at)
+                    }
+                    Sample::WrongType { found } => {
+                        let reason = format!(
+                            "tag `{}`: the partner sent {found}, declared type is {}",
+                            tag.config.name, tag.config.data_type
+                        );
+                        ctx.publisher.set_quality(
+                            &[tag.id],
+                            Quality(StatusCode::BadTypeMismatch.bits()),
+                            now,
+                        );
+                        state.warn_once(index, "type", &tag.config.name, &reason);
+                        state
+                            .health
+                            .request_failed(&mut ctx.publisher, &reason, now);
+                    }
+                }
+                None
+            }
+            Notice::Subscription(status) if status.is_bad() => Some(Ended::Lost(
+                SessionError::SubscriptionEnded(status_name(status)),
+            )),
+            Notice::Subscription(_) | Notice::Up => None,
+            Notice::Lost(status) => Some(Ended::Lost(SessionError::Lost(status_name(status)))),
+        }
+    }
+
+    async fn write(
+        &self,
+        request: WriteRequest,
+        connection: &Connection,
+        ctx: &mut AdapterContext,
+        state: &mut State,
+    ) {
+        let result = self.forward_write(&request, connection).await;
+        let now = Timestamp::now();
+        match &result {
+            Ok(()) => {
+                ctx.publisher.set(request.tag, request.value.clone(), now);
+                state.health.request_ok(&mut ctx.publisher, now);
+            }
+            Err(Sent(error)) => {
+                let name = self
+                    .tags
+                    .iter()
+                    .find(|t| t.id == request.tag)
+                    .map_or("?", |t| t.config.name.as_str());
+                tracing::info!(tag = name, %error, "partner refused a write");
+                let reason = format!("write to `{name}` refused: {error}");
+                state
+                    .health
+                    .request_failed(&mut ctx.publisher, &reason, now);
+            }
+            Err(_) => {}
+        }
+        ctx.publisher.flush();
+        let _ = request.reply.send(result.map_err(WriteFailure::into_inner));
+    }
+
+    /// Check the write here, then send it to the partner.
+    async fn forward_write(
+        &self,
+        request: &WriteRequest,
+        connection: &Connection,
+    ) -> Result<(), WriteFailure> {
+        let Some(index) = self.tags.iter().position(|t| t.id == request.tag) else {
+            return Err(Checked(WriteError::NotWritable));
+        };
+        let tag = &self.tags[index].config;
+        if tag.access != Access::ReadWrite {
+            return Err(Checked(WriteError::NotWritable));
+        }
+        let Some(variant) = variant_of(tag.data_type, &request.value) else {
+            return Err(Checked(WriteError::TypeMismatch(tag.data_type)));
+        };
+        if let (Some(range), Some(x)) = (tag.range, request.value.as_f64()) {
+            if !range.contains(x) {
+                return Err(Checked(WriteError::OutOfRange {
+                    value: x,
+                    low: range.low,
+                    high: range.high,
+                }));
+            }
+        }
+        let node = match &connection.nodes[index] {
+            Ok(node) => node.clone(),
+            Err(problem) => {
+                return Err(Checked(WriteError::Refused(format!(
+                    "node not available on the partner: {}",
+                    problem.reason
+                ))))
+            }
+        };
+        let write = WriteValue {
+            node_id: node,
+            attribute_id: AttributeId::Value as u32,
+            value: DataValue::value_only(variant),
+            ..Default::default()
+        };
+        let refusal = |status| {
+            Sent(write_refusal(
+                status,
+                tag.data_type,
+                &request.value,
+                tag.range,
+            ))
+        };
+        let writes = [write];
+        let sending = connection.session.write(&writes);
+        match tokio::time::timeout(self.timeout(), sending.with_subscriber(Quiet::dispatch())).await
+        {
+            Err(_) => Err(Sent(WriteError::Timeout)),
+            Ok(Err(error)) => Err(refusal(error.status())),
+            Ok(Ok(results)) => match results.first() {
+                Some(status) if !status.is_bad() => Ok(()),
+                Some(status) => Err(refusal(*status)),
+                None => Err(refusal(StatusCode::BadUnexpectedError)),
+            },
+        }
+    }
+
+    /// Between connections: answer commands at once instead of letting them wait.
+    /// Returns false when the gateway stops.
+    async fn wait(&self, delay: Duration, ctx: &mut AdapterContext) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return false,
+                _ = &mut sleep => return true,
+                Some(command) = ctx.commands.recv() => not_connected(command),
+            }
+        }
+    }
+}
+
+/// A write error, and whether the partner was asked at all (only then is it counted).
+enum WriteFailure {
+    Checked(WriteError),
+    Sent(WriteError),
+}
+use WriteFailure::{Checked, Sent};
+
+impl WriteFailure {
+    fn into_inner(self) -> WriteError {
+        match self {
+            Checked(e) | Sent(e) => e,
+        }
+    }
+}
+
+fn not_connected(command: Command) {
+    match command {
+        Command::Write(request) => {
+            let _ = request.reply.send(Err(WriteError::NotConnected));
+        }
+        Command::Call(request) => {
+            let _ = request
+                .reply
+                .send(Err(CallError::UnknownMethod(request.method)));
+        }
+    }
+}
+
+#[async_trait]
+impl Adapter for OpcUaClient {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn declare_tags(&mut self, tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
+        let path = device_path(&self.config.station, &self.config.name);
+        self.status = Some(DeviceStatus::declare(tags, &path)?);
+        for tag in &self.config.tags {
+            let id = tags.register(tag.basics().spec(&path))?;
+            // Validated with the configuration; a tag that still fails here stays Bad.
+            let address = tag.address().unwrap_or(Address::Path(Vec::new()));
+            self.tags.push(Mirrored {
+                id,
+                config: tag.clone(),
+                address,
+            });
+        }
+        Ok(())
+    }
+
+    async fn run(self: Box<Self>, ctx: AdapterContext) {
+        let span = tracing::info_span!("opcua", device = %self.config.name);
+        self.mirror(ctx).instrument(span).await;
+    }
+}
+
+impl OpcUaClient {
+    /// Connect, mirror until the connection goes, wait, again; until the gateway stops.
+    async fn mirror(self: Box<Self>, mut ctx: AdapterContext) {
+        let Some(status) = self.status.clone() else {
+            return;
+        };
+        let mut state = State {
+            health: DeviceHealth::new(status, self.tags.iter().map(|t| t.id).collect()),
+            warned: HashSet::new(),
+        };
+        let mut backoff = Backoff::default();
+        let mut client =
+            match tracing::dispatcher::with_default(&Quiet::dispatch(), || self.build_client()) {
+                Ok(client) => Some(client),
+                Err(error) => {
+                    state
+                        .health
+                        .lost(&mut ctx.publisher, &error.to_string(), Timestamp::now());
+                    ctx.publisher.flush();
+                    None
+                }
+            };
+        loop {
+            let Some(client) = client.as_mut() else {
+                // Nothing to retry: answer commands until the gateway stops.
+                if !self.wait(Duration::from_secs(3600), &mut ctx).await {
+                    return;
+                }
+                continue;
+            };
+            let opening = tokio::time::timeout(
+                self.timeout(),
+                self.open(client).with_subscriber(Quiet::dispatch()),
+            );
+            tokio::pin!(opening);
+            let opened = loop {
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return,
+                    opened = &mut opening => break opened,
+                    Some(command) = ctx.commands.recv() => not_connected(command),
+                }
+            };
+            let error = match opened {
+                Ok(Ok(connection)) => {
+                    backoff.reset();
+                    match self.serve(connection, &mut ctx, &mut state).await {
+                        Ended::Shutdown => return,
+                        Ended::Lost(error) => error,
+                    }
+                }
+                Ok(Err(error)) => error,
+                Err(_) => SessionError::Timeout {
+                    endpoint: self.config.endpoint.clone(),
+                    ms: self.config.timeout_ms,
+                },
+            };
+            state
+                .health
+                .lost(&mut ctx.publisher, &error.to_string(), Timestamp::now());
+            ctx.publisher.flush();
+            let delay = backoff.next_delay();
+            tracing::debug!(%error, ?delay, "retrying the partner OPC UA server");
+            if !self.wait(delay, &mut ctx).await {
+                return;
+            }
+        }
+    }
+}
