@@ -11,7 +11,7 @@ asyncua server on opc.tcp://127.0.0.1:<port>/, security None, anonymous, namespa
     Mode         String   "AUTO" / "MANUAL", every second
     Setpoint     Double   writable; the server refuses values outside 0..100 (BadOutOfRange)
     Label        String   writable
-    Pressure     Double   its value is a Double, for a gateway tag declared with another type
+    Pressure     Double   changes every 100 ms; for a gateway tag declared with another type
     Sensor       Double   always BadSensorFailure, no value
 
 `--pad-namespaces N` registers N dummy namespaces first, so that "urn:partner:cell" gets
@@ -58,7 +58,7 @@ async def serve(port: int, pad_namespaces: int) -> None:
     mode = await variable("Mode", "AUTO", ua.VariantType.String)
     setpoint = await variable("Setpoint", 50.0, ua.VariantType.Double, writable=True)
     await variable("Label", "cell-1", ua.VariantType.String, writable=True)
-    await variable("Pressure", 1.5, ua.VariantType.Double)
+    pressure = await variable("Pressure", 1.5, ua.VariantType.Double)
     sensor = await variable("Sensor", 0.0, ua.VariantType.Double)
     await sensor.write_value(ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadSensorFailure)))
 
@@ -84,6 +84,7 @@ async def serve(port: int, pad_namespaces: int) -> None:
             tick += 1
             await temperature.write_value(round(20.0 + 5.0 * math.sin(tick / 10.0), 3))
             await counter.write_value(ua.Variant(tick, ua.VariantType.Int32))
+            await pressure.write_value(1.5 + (tick % 10) / 100.0)
             if tick % 10 == 0:
                 await running.write_value(tick % 20 == 0)
                 await mode.write_value("AUTO" if tick % 20 == 0 else "MANUAL")

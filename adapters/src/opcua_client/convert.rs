@@ -92,7 +92,10 @@ pub fn sample(data_type: DataType, dv: &DataValue, now: Timestamp) -> Sample {
             // A Bad status explains the odd value; it is not the partner's type that is wrong.
             None if status.is_bad() => Sample::Status(quality, at),
             None => Sample::WrongType {
-                found: format!("{:?}", variant.type_id()),
+                found: match variant.scalar_type_id() {
+                    Some(scalar) => format!("a {scalar:?}"),
+                    None => "an array".into(),
+                },
             },
         },
     }

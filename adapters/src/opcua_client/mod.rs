@@ -552,14 +552,14 @@ impl OpcUaClient {
                 ctx.publisher.set(request.tag, request.value.clone(), now);
                 state.health.request_ok(&mut ctx.publisher, now);
             }
-            Err(Sent(error)) => {
+            Err(Sent { error, partner }) => {
                 let name = self
                     .tags
                     .iter()
                     .find(|t| t.id == request.tag)
                     .map_or("?", |t| t.config.name.as_str());
-                tracing::info!(tag = name, %error, "partner refused a write");
-                let reason = format!("write to `{name}` refused: {error}");
+                tracing::info!(tag = name, partner, %error, "partner refused a write");
+                let reason = format!("write to `{name}` refused by the partner: {partner}");
                 state
                     .health
                     .request_failed(&mut ctx.publisher, &reason, now);
@@ -610,19 +610,18 @@ impl OpcUaClient {
             value: DataValue::value_only(variant),
             ..Default::default()
         };
-        let refusal = |status| {
-            Sent(write_refusal(
-                status,
-                tag.data_type,
-                &request.value,
-                tag.range,
-            ))
+        let refusal = |status| Sent {
+            error: write_refusal(status, tag.data_type, &request.value, tag.range),
+            partner: status_name(status),
         };
         let writes = [write];
         let sending = connection.session.write(&writes);
         match tokio::time::timeout(self.timeout(), sending.with_subscriber(Quiet::dispatch())).await
         {
-            Err(_) => Err(Sent(WriteError::Timeout)),
+            Err(_) => Err(Sent {
+                error: WriteError::Timeout,
+                partner: format!("no answer within {} ms", self.config.timeout_ms),
+            }),
             Ok(Err(error)) => Err(refusal(error.status())),
             Ok(Ok(results)) => match results.first() {
                 Some(status) if !status.is_bad() => Ok(()),
@@ -650,14 +649,18 @@ impl OpcUaClient {
 /// A write error, and whether the partner was asked at all (only then is it counted).
 enum WriteFailure {
     Checked(WriteError),
-    Sent(WriteError),
+    /// With what the partner said, since the gateway's error cannot always carry it.
+    Sent {
+        error: WriteError,
+        partner: String,
+    },
 }
 use WriteFailure::{Checked, Sent};
 
 impl WriteFailure {
     fn into_inner(self) -> WriteError {
         match self {
-            Checked(e) | Sent(e) => e,
+            Checked(error) | Sent { error, .. } => error,
         }
     }
 }
