@@ -468,13 +468,20 @@ impl OpcUaClient {
                     return Ended::Shutdown;
                 }
                 notice = connection.notices.recv() => {
-                    let mut next = notice;
+                    let Some(first) = notice else {
+                        return Ended::Lost(SessionError::Lost("the session's event loop ended".into()));
+                    };
+                    let mut next = Some(first);
                     let mut data = false;
                     // Take everything already queued, so that one publish response becomes
                     // one batch on the bus.
                     while let Some(notice) = next {
                         if let Some(end) = self.on_notice(notice, ctx, state, &mut data) {
                             ctx.publisher.flush();
+                            if let Ended::Lost(SessionError::SubscriptionEnded(_)) = end {
+                                // The session itself still works: end it properly.
+                                connection.close().await;
+                            }
                             return end;
                         }
                         next = connection.notices.try_recv().ok();
@@ -772,5 +779,49 @@ impl OpcUaClient {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tag::{AdapterId, TagCatalogBuilder};
+
+    fn adapter() -> OpcUaClient {
+        let device: OpcUaDevice = toml::from_str(
+            "name = \"cell\"\nstation = \"Partners\"\nendpoint = \"opc.tcp://127.0.0.1:4841/\"\n\
+             [[tags]]\nname = \"T\"\nnode_id = \"nsu=urn:partner:cell;s=T\"\ntype = \"float64\"\n\
+             [[tags]]\nname = \"C\"\nbrowse_path = \"Objects/2:Cell/2:C\"\ntype = \"int32\"\naccess = \"readwrite\"\n",
+        )
+        .unwrap();
+        OpcUaClient::new(device)
+    }
+
+    #[test]
+    fn tags_are_declared_under_the_device_with_its_status() {
+        let mut builder = TagCatalogBuilder::new();
+        let mut a = adapter();
+        a.declare_tags(&mut TagRegistrar::new(&mut builder, AdapterId(3)))
+            .unwrap();
+        let catalog = builder.build();
+        for path in ["Status/Connected", "T", "C"] {
+            let id = catalog.lookup(&format!("Stations/Partners/cell/{path}"));
+            assert!(id.is_some(), "{path} not declared");
+            assert_eq!(catalog.get(id.unwrap()).unwrap().owner, AdapterId(3));
+        }
+        assert_eq!(a.tags.len(), 2);
+        assert!(matches!(a.tags[1].address, Address::Path(ref p) if p.len() == 2));
+    }
+
+    #[test]
+    fn a_missing_password_variable_is_named() {
+        let mut a = adapter();
+        assert!(matches!(a.identity(), Ok(IdentityToken::Anonymous)));
+        a.config.username = Some("operator".into());
+        a.config.password_env = Some("FABRIQUE_TEST_UNSET_PARTNER_PASSWORD".into());
+        assert!(matches!(
+            a.identity(),
+            Err(SessionError::MissingPassword(var)) if var == "FABRIQUE_TEST_UNSET_PARTNER_PASSWORD"
+        ));
     }
 }
