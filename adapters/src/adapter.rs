@@ -175,9 +175,12 @@ impl DeviceStatus {
         })
     }
 
-    /// Stage a healthy status: connected, no error, read just now.
+    /// Stage a healthy status for a device that cannot fail (simulated): connected, no error,
+    /// one successful read just now.
     pub fn healthy(&self, publisher: &mut Publisher, now: Timestamp) {
-        DeviceHealth::new(self.clone(), Vec::new()).connected(publisher, now);
+        let mut health = DeviceHealth::new(self.clone(), Vec::new());
+        health.connected(publisher, now);
+        health.request_ok(publisher, now);
     }
 }
 
@@ -270,5 +273,76 @@ impl DeviceHealth {
             self.last_error = error.to_owned();
             out.set(self.status.last_error, Value::text(error), now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::bus::PointBus;
+    use crate::tag::{AdapterId, TagCatalogBuilder};
+
+    fn device() -> (PointBus, DeviceStatus, TagId) {
+        let mut builder = TagCatalogBuilder::new();
+        let mut tags = TagRegistrar::new(&mut builder, AdapterId(0));
+        let status = DeviceStatus::declare(&mut tags, "Stations/S/D").unwrap();
+        let value = tags
+            .register(TagSpec::new("Stations/S/D/Value", DataType::Float64))
+            .unwrap();
+        (PointBus::new(Arc::new(builder.build()), 16), status, value)
+    }
+
+    #[test]
+    fn losing_the_device_turns_its_tags_bad_and_coming_back_counts_a_reconnect() {
+        let (bus, status, value) = device();
+        let mut out = bus.publisher();
+        let mut health = DeviceHealth::new(status.clone(), vec![value]);
+        let now = Timestamp::now();
+
+        health.connected(&mut out, now);
+        out.set(value, Value::Float(1.5), now);
+        health.request_ok(&mut out, now);
+        out.flush();
+        assert_eq!(bus.latest(status.connected).value, Some(Value::Bool(true)));
+        assert_eq!(bus.latest(status.reconnects).value, Some(Value::UInt(0)));
+        assert_eq!(bus.latest(status.requests_ok).value, Some(Value::UInt(1)));
+
+        health.lost(&mut out, "connection refused", now);
+        out.flush();
+        let point = bus.latest(value);
+        assert_eq!(point.quality, Quality::BAD_COMMUNICATION_ERROR);
+        assert_eq!(
+            point.value,
+            Some(Value::Float(1.5)),
+            "the last value is kept"
+        );
+        assert_eq!(bus.latest(status.connected).value, Some(Value::Bool(false)));
+        assert_eq!(
+            bus.latest(status.last_error).value,
+            Some(Value::text("connection refused"))
+        );
+
+        health.connected(&mut out, now);
+        out.flush();
+        assert_eq!(bus.latest(status.reconnects).value, Some(Value::UInt(1)));
+        assert_eq!(bus.latest(status.last_error).value, Some(Value::text("")));
+    }
+
+    #[test]
+    fn failed_requests_are_counted_without_dropping_the_connection() {
+        let (bus, status, value) = device();
+        let mut out = bus.publisher();
+        let mut health = DeviceHealth::new(status.clone(), vec![value]);
+        health.connected(&mut out, Timestamp::now());
+        health.request_failed(&mut out, "exception 2: illegal address", Timestamp::now());
+        out.flush();
+        assert!(health.is_connected());
+        assert_eq!(
+            bus.latest(status.requests_failed).value,
+            Some(Value::UInt(1))
+        );
+        assert_eq!(bus.latest(status.connected).value, Some(Value::Bool(true)));
     }
 }
