@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod bus;
 pub mod device;
 pub mod modbus;
+pub mod mqtt;
 pub mod point;
 pub mod registry;
 pub mod simulator;

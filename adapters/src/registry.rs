@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::adapter::Adapter;
 use crate::device::{ConfigIssue, Identification};
 use crate::modbus::{ModbusAdapter, ModbusDevice};
+use crate::mqtt::{MqttAdapter, MqttDevice};
 use crate::simulator::{
     line::LineConfig, SimulatedDevice, SimulationConfig, SyntheticLoad, TruckSimulator,
 };
@@ -17,6 +18,7 @@ use crate::simulator::{
 pub enum DeviceConfig {
     Simulator(SimulatedDevice),
     Modbus(ModbusDevice),
+    Mqtt(MqttDevice),
 }
 
 impl DeviceConfig {
@@ -24,6 +26,7 @@ impl DeviceConfig {
         match self {
             DeviceConfig::Simulator(d) => &d.name,
             DeviceConfig::Modbus(d) => &d.name,
+            DeviceConfig::Mqtt(d) => &d.name,
         }
     }
 
@@ -31,6 +34,7 @@ impl DeviceConfig {
         match self {
             DeviceConfig::Simulator(d) => &d.station,
             DeviceConfig::Modbus(d) => &d.station,
+            DeviceConfig::Mqtt(d) => &d.station,
         }
     }
 
@@ -38,6 +42,7 @@ impl DeviceConfig {
         match self {
             DeviceConfig::Simulator(_) => "simulator",
             DeviceConfig::Modbus(_) => "modbus",
+            DeviceConfig::Mqtt(_) => "mqtt",
         }
     }
 
@@ -45,6 +50,7 @@ impl DeviceConfig {
         match self {
             DeviceConfig::Simulator(d) => &d.identification,
             DeviceConfig::Modbus(d) => &d.identification,
+            DeviceConfig::Mqtt(d) => &d.identification,
         }
     }
 
@@ -53,6 +59,7 @@ impl DeviceConfig {
         match self {
             DeviceConfig::Simulator(_) => Ok(()),
             DeviceConfig::Modbus(d) => d.compile().map(|_| ()),
+            DeviceConfig::Mqtt(d) => d.validate(),
         }
     }
 }
@@ -89,6 +96,7 @@ pub fn build_adapters(
                     tracing::error!(device = %config.name, key = %issue.key, reason = %issue.reason, "device skipped");
                 }
             },
+            DeviceConfig::Mqtt(config) => adapters.push(Box::new(MqttAdapter::new(config.clone()))),
         }
     }
     adapters
