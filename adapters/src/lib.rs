@@ -10,6 +10,7 @@ pub mod adapter;
 pub mod backoff;
 pub mod bus;
 pub mod device;
+pub mod octoprint;
 pub mod point;
 pub mod registry;
 pub mod simulator;

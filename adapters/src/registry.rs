@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adapter::Adapter;
 use crate::device::{ConfigIssue, Identification};
+use crate::octoprint::{OctoPrintAdapter, OctoPrintDevice};
 use crate::simulator::{
     line::LineConfig, SimulatedDevice, SimulationConfig, SyntheticLoad, TruckSimulator,
 };
@@ -15,30 +16,35 @@ use crate::simulator::{
 #[serde(tag = "protocol", rename_all = "lowercase")]
 pub enum DeviceConfig {
     Simulator(SimulatedDevice),
+    OctoPrint(OctoPrintDevice),
 }
 
 impl DeviceConfig {
     pub fn name(&self) -> &str {
         match self {
             DeviceConfig::Simulator(d) => &d.name,
+            DeviceConfig::OctoPrint(d) => &d.name,
         }
     }
 
     pub fn station(&self) -> &str {
         match self {
             DeviceConfig::Simulator(d) => &d.station,
+            DeviceConfig::OctoPrint(d) => &d.station,
         }
     }
 
     pub fn protocol(&self) -> &'static str {
         match self {
             DeviceConfig::Simulator(_) => "simulator",
+            DeviceConfig::OctoPrint(_) => "octoprint",
         }
     }
 
     pub fn identification(&self) -> &Identification {
         match self {
             DeviceConfig::Simulator(d) => &d.identification,
+            DeviceConfig::OctoPrint(d) => &d.identification,
         }
     }
 
@@ -46,6 +52,7 @@ impl DeviceConfig {
     pub fn validate(&self) -> Result<(), ConfigIssue> {
         match self {
             DeviceConfig::Simulator(_) => Ok(()),
+            DeviceConfig::OctoPrint(d) => d.validate(),
         }
     }
 }
@@ -59,8 +66,9 @@ pub fn build_adapters(
 ) -> Vec<Box<dyn Adapter>> {
     let simulated = devices
         .iter()
-        .map(|d| match d {
-            DeviceConfig::Simulator(sim) => sim.clone(),
+        .filter_map(|d| match d {
+            DeviceConfig::Simulator(sim) => Some(sim.clone()),
+            _ => None,
         })
         .collect();
     let mut adapters: Vec<Box<dyn Adapter>> = vec![Box::new(TruckSimulator::new(
@@ -70,6 +78,12 @@ pub fn build_adapters(
     ))];
     if simulation.synthetic.tags > 0 {
         adapters.push(Box::new(SyntheticLoad::new(simulation.synthetic.clone())));
+    }
+    for device in devices {
+        match device {
+            DeviceConfig::Simulator(_) => {}
+            DeviceConfig::OctoPrint(d) => adapters.push(Box::new(OctoPrintAdapter::new(d.clone()))),
+        }
     }
     adapters
 }
