@@ -185,6 +185,7 @@ impl OctoPrintAdapter {
 
 /// The running side of one device: its tags, health and what was already logged.
 struct Device {
+    status: DeviceStatus,
     poll: std::time::Duration,
     fields: HashMap<Field, TagId>,
     setpoints: Vec<Setpoint>,
@@ -207,6 +208,7 @@ impl Device {
             .chain(declared.setpoints.iter().map(|s| s.tag))
             .collect();
         Device {
+            status: declared.status.clone(),
             poll: config.poll_interval(),
             fields: declared.fields,
             setpoints: declared.setpoints,
@@ -223,6 +225,15 @@ impl Device {
 
     async fn run(&mut self, client: OctoPrintClient, key: ApiKeySource, mut ctx: AdapterContext) {
         tracing::info!(url = %client.base(), poll_ms = self.poll.as_millis() as u64, "polling OctoPrint");
+        // The counters read 0, not "waiting for data", even if OctoPrint is never reached.
+        let now = Timestamp::now();
+        for counter in [
+            self.status.reconnects,
+            self.status.requests_ok,
+            self.status.requests_failed,
+        ] {
+            ctx.publisher.set(counter, Value::UInt(0), now);
+        }
         loop {
             let delay = self.poll_once(&client, &key, &mut ctx.publisher).await;
             ctx.publisher.flush();
@@ -269,11 +280,11 @@ impl Device {
                 self.backoff.reset();
                 self.reported = None;
                 if !self.health.is_connected() {
+                    self.health.connected(out, now);
                     tracing::info!(
                         reconnects = self.health.reconnects(),
                         "reading the printer through OctoPrint"
                     );
-                    self.health.connected(out, now);
                 }
                 self.apply(readings, out, now);
                 self.poll
