@@ -144,8 +144,12 @@ impl OctoPrintDevice {
 
     /// The parsed base URL, always ending with `/` so that `api/printer` joins below it.
     pub fn base_url(&self) -> Result<reqwest::Url, String> {
-        let mut url = reqwest::Url::parse(self.url.trim())
-            .map_err(|e| format!("`{}` is not a URL ({e}); expected http://host:port", self.url))?;
+        let mut url = reqwest::Url::parse(self.url.trim()).map_err(|e| {
+            format!(
+                "`{}` is not a URL ({e}); expected http://host:port",
+                self.url
+            )
+        })?;
         match url.scheme() {
             "http" => {}
             "https" => {

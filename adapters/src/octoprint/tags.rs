@@ -130,10 +130,9 @@ pub fn decode_printer(body: &Json) -> Vec<(Field, Reading)> {
                         "temperature.{heater}.{which} = {n} is not a plausible temperature"
                     )),
                 },
-                other => Reading::Invalid(format!(
-                    "temperature.{heater}.{which} is {}",
-                    kind(other)
-                )),
+                other => {
+                    Reading::Invalid(format!("temperature.{heater}.{which} is {}", kind(other)))
+                }
             },
             other => Reading::Invalid(format!("temperature.{heater} is {}", kind(other))),
         }
@@ -328,10 +327,7 @@ mod tests {
             "progress": {"completion": null, "printTime": null, "printTimeLeft": null},
             "state": "Operational"
         }));
-        assert_eq!(
-            reading(&r, Field::JobName),
-            Reading::Value(Value::text(""))
-        );
+        assert_eq!(reading(&r, Field::JobName), Reading::Value(Value::text("")));
         assert_eq!(
             reading(&r, Field::JobProgress),
             Reading::Value(Value::Float(0.0))
