@@ -12,6 +12,7 @@ pub mod bus;
 pub mod device;
 pub mod modbus;
 pub mod mqtt;
+pub mod octoprint;
 pub mod point;
 pub mod registry;
 pub mod simulator;

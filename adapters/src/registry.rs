@@ -8,6 +8,7 @@ use crate::adapter::Adapter;
 use crate::device::{ConfigIssue, Identification};
 use crate::modbus::{ModbusAdapter, ModbusDevice};
 use crate::mqtt::{MqttAdapter, MqttDevice};
+use crate::octoprint::{OctoPrintAdapter, OctoPrintDevice};
 use crate::simulator::{
     line::LineConfig, SimulatedDevice, SimulationConfig, SyntheticLoad, TruckSimulator,
 };
@@ -19,6 +20,7 @@ pub enum DeviceConfig {
     Simulator(SimulatedDevice),
     Modbus(ModbusDevice),
     Mqtt(MqttDevice),
+    OctoPrint(OctoPrintDevice),
 }
 
 impl DeviceConfig {
@@ -27,6 +29,7 @@ impl DeviceConfig {
             DeviceConfig::Simulator(d) => &d.name,
             DeviceConfig::Modbus(d) => &d.name,
             DeviceConfig::Mqtt(d) => &d.name,
+            DeviceConfig::OctoPrint(d) => &d.name,
         }
     }
 
@@ -35,6 +38,7 @@ impl DeviceConfig {
             DeviceConfig::Simulator(d) => &d.station,
             DeviceConfig::Modbus(d) => &d.station,
             DeviceConfig::Mqtt(d) => &d.station,
+            DeviceConfig::OctoPrint(d) => &d.station,
         }
     }
 
@@ -43,6 +47,7 @@ impl DeviceConfig {
             DeviceConfig::Simulator(_) => "simulator",
             DeviceConfig::Modbus(_) => "modbus",
             DeviceConfig::Mqtt(_) => "mqtt",
+            DeviceConfig::OctoPrint(_) => "octoprint",
         }
     }
 
@@ -51,6 +56,7 @@ impl DeviceConfig {
             DeviceConfig::Simulator(d) => &d.identification,
             DeviceConfig::Modbus(d) => &d.identification,
             DeviceConfig::Mqtt(d) => &d.identification,
+            DeviceConfig::OctoPrint(d) => &d.identification,
         }
     }
 
@@ -60,6 +66,7 @@ impl DeviceConfig {
             DeviceConfig::Simulator(_) => Ok(()),
             DeviceConfig::Modbus(d) => d.compile().map(|_| ()),
             DeviceConfig::Mqtt(d) => d.validate(),
+            DeviceConfig::OctoPrint(d) => d.validate(),
         }
     }
 }
@@ -97,6 +104,7 @@ pub fn build_adapters(
                 }
             },
             DeviceConfig::Mqtt(config) => adapters.push(Box::new(MqttAdapter::new(config.clone()))),
+            DeviceConfig::OctoPrint(d) => adapters.push(Box::new(OctoPrintAdapter::new(d.clone()))),
         }
     }
     adapters
