@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import subprocess
+from pathlib import Path
 
 import pytest
 from asyncua import ua
@@ -88,7 +89,7 @@ def modbus_gateway(gateway_bin, tmp_path_factory, peers):
     text = ""
     for unit, name in DEVICES.items():
         word, byte = ORDERS[unit]
-        tags = layout + ([("Missing", "holding:1000", "uint16", {})] if unit == 1 else [])
+        tags = layout + ([("Missing", "holding:1000", "uint16", {"access": "readwrite"})] if unit == 1 else [])
         text += device_block(name, main.port, unit, tags, poll_ms=200, word_order=word,
                              byte_order=byte)
     bulk = [(f"R{i:03}", f"holding:{i}", "uint16", {}) for i in range(COALESCE_REGISTERS)]
@@ -200,6 +201,12 @@ async def test_an_exception_reply_turns_only_its_tags_bad(opc):
     assert await opc.read(path("press", "Status/Connected")) is True
     assert await opc.read(path("press", "Status/RequestsFailed")) > 0
     assert "exception 0x02" in await opc.read(path("press", "Status/LastError"))
+    # A write the device answers with an exception is refused as a device failure.
+    failed = await opc.read(path("press", "Status/RequestsFailed"))
+    status = await opc.write_status(missing, ua.Variant(5, ua.VariantType.UInt16))
+    assert status_name(status) == "BadDeviceFailure"
+    assert await opc.read(path("press", "Status/RequestsFailed")) > failed
+    assert await opc.read(path("press", "Status/Connected")) is True
 
 
 async def test_neighbouring_registers_are_read_in_few_requests(opc, peers):
@@ -251,6 +258,13 @@ async def _is_false(opc, p: str) -> bool:
 
 async def _equals(opc, p: str, want) -> bool:
     return await opc.read(p) == want
+
+
+def test_the_example_configuration_is_valid(gateway_bin):
+    example = Path(__file__).resolve().parents[2] / "config" / "examples" / "modbus.toml"
+    proc = subprocess.run([str(gateway_bin), "check", "--config", str(example)], env=clean_env(),
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_check_names_device_tag_and_key(gateway_bin, tmp_path):

@@ -122,6 +122,8 @@ pub enum DecodeError {
     Short { expected: usize, got: usize },
     #[error("the string registers are not valid UTF-8")]
     NotUtf8,
+    #[error("type {0} has no Modbus encoding")]
+    Unsupported(DataType),
 }
 
 impl Layout {
@@ -205,7 +207,7 @@ impl Layout {
                 let text = std::str::from_utf8(&b[..end]).map_err(|_| DecodeError::NotUtf8)?;
                 Value::text(text)
             }
-            DataType::DateTime => return Err(DecodeError::NotUtf8),
+            DataType::DateTime => return Err(DecodeError::Unsupported(self.raw)),
         })
     }
 

@@ -25,7 +25,7 @@ use crate::adapter::{
 use crate::backoff::Backoff;
 use crate::bus::Publisher;
 use crate::device::{device_path, ConfigIssue};
-use crate::point::{Point, Quality, Timestamp, Value};
+use crate::point::{Quality, Timestamp, Value};
 use crate::tag::{CatalogError, TagId};
 
 use codec::{check_raw_fits, Table};
@@ -375,14 +375,7 @@ impl Adapter for ModbusAdapter {
         let out = &mut ctx.publisher;
         let poll = Duration::from_millis(self.config.poll_ms);
         // Tags start as "waiting for initial data"; the status says we are not connected yet.
-        out.set_point(
-            connected_tag,
-            Point {
-                value: Some(Value::Bool(false)),
-                quality: Quality::GOOD,
-                timestamp: Timestamp::now(),
-            },
-        );
+        out.set(connected_tag, Value::Bool(false), Timestamp::now());
         out.flush();
         tracing::info!(
             device = %self.config.name,
@@ -415,7 +408,6 @@ impl Adapter for ModbusAdapter {
                 match attempt {
                     Ok(context) => {
                         link = Some(context);
-                        backoff.reset();
                         logged.clear();
                         health.connected(out, Timestamp::now());
                         out.flush();
@@ -440,10 +432,15 @@ impl Adapter for ModbusAdapter {
                         _ = ctx.shutdown.cancelled() => break,
                         polled = self.poll(context, &mut health, out, &mut logged) => polled,
                     };
-                    if let Err(e) = polled {
-                        link = None;
-                        health.lost(out, &e.to_string(), Timestamp::now());
-                        next_attempt = Instant::now() + backoff.next_delay();
+                    match polled {
+                        // Only a device that answers resets the back-off: one that accepts
+                        // connections and then drops them keeps backing off.
+                        Ok(()) => backoff.reset(),
+                        Err(e) => {
+                            link = None;
+                            health.lost(out, &e.to_string(), Timestamp::now());
+                            next_attempt = Instant::now() + backoff.next_delay();
+                        }
                     }
                     out.flush();
                 }
