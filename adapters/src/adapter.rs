@@ -5,6 +5,89 @@
 //! [`Command`]s (writes, method calls) that clients send back towards its device. The gateway
 //! never talks to a device any other way, so a slow or dead device can only ever stall its
 //! own task.
+//!
+//! A complete adapter, for a thermometer that a partner reads with their own code:
+//!
+//! ```
+//! use std::time::Duration;
+//! use async_trait::async_trait;
+//! use fabrique_adapters::adapter::{DeviceHealth, DeviceStatus};
+//! use fabrique_adapters::{
+//!     Adapter, AdapterContext, CallError, CatalogError, Command, DataType, TagId, TagRegistrar,
+//!     TagSpec, Timestamp, Value, WriteError,
+//! };
+//!
+//! struct Thermometer {
+//!     temperature: Option<TagId>,
+//!     status: Option<DeviceStatus>,
+//! }
+//!
+//! #[async_trait]
+//! impl Adapter for Thermometer {
+//!     fn name(&self) -> &str {
+//!         "thermometer"
+//!     }
+//!
+//!     fn declare_tags(&mut self, tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
+//!         let device = "Stations/Partners/Thermometer";
+//!         self.status = Some(DeviceStatus::declare(tags, device)?);
+//!         let spec = TagSpec::new(format!("{device}/Temperature"), DataType::Float64)
+//!             .unit("°C")
+//!             .range(-40.0, 125.0);
+//!         self.temperature = Some(tags.register(spec)?);
+//!         Ok(())
+//!     }
+//!
+//!     async fn run(self: Box<Self>, mut ctx: AdapterContext) {
+//!         let (Some(temperature), Some(status)) = (self.temperature, self.status) else {
+//!             return;
+//!         };
+//!         let mut health = DeviceHealth::new(status, vec![temperature]);
+//!         health.connected(&mut ctx.publisher, Timestamp::now());
+//!         let mut poll = tokio::time::interval(Duration::from_secs(1));
+//!         loop {
+//!             tokio::select! {
+//!                 _ = ctx.shutdown.cancelled() => break,
+//!                 Some(command) = ctx.commands.recv() => match command {
+//!                     // Read-only device: say so rather than leave the client waiting.
+//!                     Command::Write(w) => { let _ = w.reply.send(Err(WriteError::NotWritable)); }
+//!                     Command::Call(c) => { let _ = c.reply.send(Err(CallError::UnknownMethod(c.method))); }
+//!                 },
+//!                 _ = poll.tick() => {
+//!                     let now = Timestamp::now();
+//!                     // Here the real adapter talks to its device; on failure:
+//!                     // health.lost(&mut ctx.publisher, "why", now) and retry with a Backoff.
+//!                     ctx.publisher.set(temperature, Value::Float(21.5), now);
+//!                     health.request_ok(&mut ctx.publisher, now);
+//!                     ctx.publisher.flush();
+//!                 }
+//!             }
+//!         }
+//!     }
+//! }
+//! # // Run it for a moment against a real bus, as the gateway would.
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! #     use std::sync::Arc;
+//! #     use fabrique_adapters::{AdapterId, PointBus, TagCatalogBuilder};
+//! #     let mut adapter = Box::new(Thermometer { temperature: None, status: None });
+//! #     let mut catalog = TagCatalogBuilder::new();
+//! #     adapter.declare_tags(&mut TagRegistrar::new(&mut catalog, AdapterId(0))).unwrap();
+//! #     let bus = PointBus::new(Arc::new(catalog.build()), 16);
+//! #     let (_commands, receiver) = tokio::sync::mpsc::channel(1);
+//! #     let shutdown = tokio_util::sync::CancellationToken::new();
+//! #     let context = AdapterContext { publisher: bus.publisher(), commands: receiver, shutdown: shutdown.clone() };
+//! #     let task = tokio::spawn(adapter.run(context));
+//! #     let tag = bus.catalog().lookup("Stations/Partners/Thermometer/Temperature").unwrap();
+//! #     while bus.latest(tag).value.is_none() { tokio::task::yield_now().await; }
+//! #     assert_eq!(bus.latest(tag).value, Some(Value::Float(21.5)));
+//! #     shutdown.cancel();
+//! #     task.await.unwrap();
+//! # }
+//! ```
+//!
+//! Then give it a configuration block and one line in [`crate::registry`], and the gateway
+//! shows its tags under `Stations/Partners/Thermometer` with a `Status` object.
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
@@ -175,9 +258,12 @@ impl DeviceStatus {
         })
     }
 
-    /// Stage a healthy status: connected, no error, read just now.
+    /// Stage a healthy status for a device that cannot fail (simulated): connected, no error,
+    /// one successful read just now.
     pub fn healthy(&self, publisher: &mut Publisher, now: Timestamp) {
-        DeviceHealth::new(self.clone(), Vec::new()).connected(publisher, now);
+        let mut health = DeviceHealth::new(self.clone(), Vec::new());
+        health.connected(publisher, now);
+        health.request_ok(publisher, now);
     }
 }
 
@@ -270,5 +356,76 @@ impl DeviceHealth {
             self.last_error = error.to_owned();
             out.set(self.status.last_error, Value::text(error), now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::bus::PointBus;
+    use crate::tag::{AdapterId, TagCatalogBuilder};
+
+    fn device() -> (PointBus, DeviceStatus, TagId) {
+        let mut builder = TagCatalogBuilder::new();
+        let mut tags = TagRegistrar::new(&mut builder, AdapterId(0));
+        let status = DeviceStatus::declare(&mut tags, "Stations/S/D").unwrap();
+        let value = tags
+            .register(TagSpec::new("Stations/S/D/Value", DataType::Float64))
+            .unwrap();
+        (PointBus::new(Arc::new(builder.build()), 16), status, value)
+    }
+
+    #[test]
+    fn losing_the_device_turns_its_tags_bad_and_coming_back_counts_a_reconnect() {
+        let (bus, status, value) = device();
+        let mut out = bus.publisher();
+        let mut health = DeviceHealth::new(status.clone(), vec![value]);
+        let now = Timestamp::now();
+
+        health.connected(&mut out, now);
+        out.set(value, Value::Float(1.5), now);
+        health.request_ok(&mut out, now);
+        out.flush();
+        assert_eq!(bus.latest(status.connected).value, Some(Value::Bool(true)));
+        assert_eq!(bus.latest(status.reconnects).value, Some(Value::UInt(0)));
+        assert_eq!(bus.latest(status.requests_ok).value, Some(Value::UInt(1)));
+
+        health.lost(&mut out, "connection refused", now);
+        out.flush();
+        let point = bus.latest(value);
+        assert_eq!(point.quality, Quality::BAD_COMMUNICATION_ERROR);
+        assert_eq!(
+            point.value,
+            Some(Value::Float(1.5)),
+            "the last value is kept"
+        );
+        assert_eq!(bus.latest(status.connected).value, Some(Value::Bool(false)));
+        assert_eq!(
+            bus.latest(status.last_error).value,
+            Some(Value::text("connection refused"))
+        );
+
+        health.connected(&mut out, now);
+        out.flush();
+        assert_eq!(bus.latest(status.reconnects).value, Some(Value::UInt(1)));
+        assert_eq!(bus.latest(status.last_error).value, Some(Value::text("")));
+    }
+
+    #[test]
+    fn failed_requests_are_counted_without_dropping_the_connection() {
+        let (bus, status, value) = device();
+        let mut out = bus.publisher();
+        let mut health = DeviceHealth::new(status.clone(), vec![value]);
+        health.connected(&mut out, Timestamp::now());
+        health.request_failed(&mut out, "exception 2: illegal address", Timestamp::now());
+        out.flush();
+        assert!(health.is_connected());
+        assert_eq!(
+            bus.latest(status.requests_failed).value,
+            Some(Value::UInt(1))
+        );
+        assert_eq!(bus.latest(status.connected).value, Some(Value::Bool(true)));
     }
 }

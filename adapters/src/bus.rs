@@ -12,6 +12,10 @@
 //! `capacity` batches behind is not allowed to hold memory hostage. It is told how many batches
 //! it missed and resynchronises from the latest table, which is exactly what a latest-value
 //! consumer (the OPC UA address space) needs.
+//!
+//! Memory is bounded by tags, not by time: the latest table holds one point per tag, and the
+//! ring at most `capacity` batches of at most [`MAX_BATCH`] points each (256 × 4096 points,
+//! about 50 MB, with the default capacity), however far a subscriber falls behind.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,6 +28,10 @@ use crate::tag::{TagCatalog, TagId};
 
 /// A batch of changes as it travels on the bus; shared, never copied per subscriber.
 pub type PointBatch = Vec<PointUpdate>;
+
+/// Largest batch a [`Publisher`] sends: larger flushes are split, so the ring's memory is
+/// bounded in points and a consumer never holds a lock for a whole 100,000-tag round.
+pub const MAX_BATCH: usize = 4096;
 
 /// Counters of the bus itself, for diagnostics and benchmarks.
 #[derive(Debug, Default)]
@@ -222,10 +230,15 @@ impl Publisher {
         }
     }
 
-    /// Publish everything staged since the last flush.
+    /// Publish everything staged since the last flush, in batches of at most [`MAX_BATCH`].
     pub fn flush(&mut self) {
+        while self.pending.len() > MAX_BATCH {
+            let rest = self.pending.split_off(MAX_BATCH);
+            let batch = std::mem::replace(&mut self.pending, rest);
+            self.bus.publish(batch);
+        }
         if !self.pending.is_empty() {
-            let capacity = self.pending.capacity();
+            let capacity = self.pending.capacity().min(MAX_BATCH);
             let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(capacity));
             self.bus.publish(batch);
         }
@@ -305,6 +318,32 @@ mod tests {
         let point = bus.latest(TagId(0));
         assert_eq!(point.value, Some(Value::Float(7.0)));
         assert_eq!(point.quality, Quality::BAD_NO_COMMUNICATION);
+    }
+
+    #[tokio::test]
+    async fn large_flushes_are_split_into_bounded_batches_in_order() {
+        let n = MAX_BATCH * 2 + 10;
+        let bus = bus_with(n, 16);
+        let mut rx = bus.subscribe();
+        let mut p = bus.publisher();
+        for i in 0..n {
+            p.set(TagId(i as u32), Value::Float(1.0), Timestamp::now());
+        }
+        p.flush();
+        let mut sizes = Vec::new();
+        let mut next = 0;
+        while next < n {
+            let Some(BusEvent::Changes(batch)) = rx.recv().await else {
+                panic!("expected a batch")
+            };
+            assert!(batch
+                .iter()
+                .enumerate()
+                .all(|(k, u)| u.tag.index() == next + k));
+            next += batch.len();
+            sizes.push(batch.len());
+        }
+        assert_eq!(sizes, vec![MAX_BATCH, MAX_BATCH, 10]);
     }
 
     #[test]

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::adapter::Adapter;
 use crate::device::{ConfigIssue, Identification};
+use crate::modbus::{ModbusAdapter, ModbusDevice};
+use crate::mqtt::{MqttAdapter, MqttDevice};
+use crate::octoprint::{OctoPrintAdapter, OctoPrintDevice};
 use crate::opcua_client::{OpcUaClient, OpcUaDevice};
 use crate::simulator::{
     line::LineConfig, SimulatedDevice, SimulationConfig, SyntheticLoad, TruckSimulator,
@@ -16,6 +19,9 @@ use crate::simulator::{
 #[serde(tag = "protocol", rename_all = "lowercase")]
 pub enum DeviceConfig {
     Simulator(SimulatedDevice),
+    Modbus(ModbusDevice),
+    Mqtt(MqttDevice),
+    OctoPrint(OctoPrintDevice),
     /// A partner's OPC UA server, mirrored through a client session.
     Opcua(OpcUaDevice),
 }
@@ -24,6 +30,9 @@ impl DeviceConfig {
     pub fn name(&self) -> &str {
         match self {
             DeviceConfig::Simulator(d) => &d.name,
+            DeviceConfig::Modbus(d) => &d.name,
+            DeviceConfig::Mqtt(d) => &d.name,
+            DeviceConfig::OctoPrint(d) => &d.name,
             DeviceConfig::Opcua(d) => &d.name,
         }
     }
@@ -31,6 +40,9 @@ impl DeviceConfig {
     pub fn station(&self) -> &str {
         match self {
             DeviceConfig::Simulator(d) => &d.station,
+            DeviceConfig::Modbus(d) => &d.station,
+            DeviceConfig::Mqtt(d) => &d.station,
+            DeviceConfig::OctoPrint(d) => &d.station,
             DeviceConfig::Opcua(d) => &d.station,
         }
     }
@@ -38,6 +50,9 @@ impl DeviceConfig {
     pub fn protocol(&self) -> &'static str {
         match self {
             DeviceConfig::Simulator(_) => "simulator",
+            DeviceConfig::Modbus(_) => "modbus",
+            DeviceConfig::Mqtt(_) => "mqtt",
+            DeviceConfig::OctoPrint(_) => "octoprint",
             DeviceConfig::Opcua(_) => "opcua",
         }
     }
@@ -45,6 +60,9 @@ impl DeviceConfig {
     pub fn identification(&self) -> &Identification {
         match self {
             DeviceConfig::Simulator(d) => &d.identification,
+            DeviceConfig::Modbus(d) => &d.identification,
+            DeviceConfig::Mqtt(d) => &d.identification,
+            DeviceConfig::OctoPrint(d) => &d.identification,
             DeviceConfig::Opcua(d) => &d.identification,
         }
     }
@@ -53,6 +71,9 @@ impl DeviceConfig {
     pub fn validate(&self) -> Result<(), ConfigIssue> {
         match self {
             DeviceConfig::Simulator(_) => Ok(()),
+            DeviceConfig::Modbus(d) => d.compile().map(|_| ()),
+            DeviceConfig::Mqtt(d) => d.validate(),
+            DeviceConfig::OctoPrint(d) => d.validate(),
             DeviceConfig::Opcua(d) => d.validate(),
         }
     }
@@ -83,6 +104,15 @@ pub fn build_adapters(
     for device in devices {
         match device {
             DeviceConfig::Simulator(_) => {}
+            // The configuration was validated with the same check, so this cannot fail.
+            DeviceConfig::Modbus(config) => match ModbusAdapter::new(config.clone()) {
+                Ok(adapter) => adapters.push(Box::new(adapter)),
+                Err(issue) => {
+                    tracing::error!(device = %config.name, key = %issue.key, reason = %issue.reason, "device skipped");
+                }
+            },
+            DeviceConfig::Mqtt(config) => adapters.push(Box::new(MqttAdapter::new(config.clone()))),
+            DeviceConfig::OctoPrint(d) => adapters.push(Box::new(OctoPrintAdapter::new(d.clone()))),
             DeviceConfig::Opcua(d) => adapters.push(Box::new(OpcUaClient::new(d.clone()))),
         }
     }

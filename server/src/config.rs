@@ -78,13 +78,14 @@ pub struct StopConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
-    /// Batches kept for a slow consumer before it must resynchronise from the latest values.
+    /// Batches (of at most 4096 points) kept for a slow consumer before it must resynchronise
+    /// from the latest values.
     pub capacity: usize,
 }
 
 impl Default for BusConfig {
     fn default() -> Self {
-        BusConfig { capacity: 1024 }
+        BusConfig { capacity: 256 }
     }
 }
 

@@ -54,6 +54,7 @@ TYPE_IDS = {
 BOOLEAN = 1
 UINT16 = 5
 UINT32 = 7
+UINT64 = 9
 DOUBLE = 11
 STRING = 12
 DATETIME = 13
@@ -179,6 +180,8 @@ DEVICE_STATUS = {
     "LastError": STRING,
     "Reconnects": UINT32,
     "LastReadTime": DATETIME,
+    "RequestsOk": UINT64,
+    "RequestsFailed": UINT64,
 }
 
 # Writable tags: full path -> (low, high) of their EURange.

@@ -10,7 +10,7 @@ use crate::bus::Publisher;
 use crate::point::{Timestamp, Value};
 use crate::tag::{CatalogError, DataType, TagId, TagSpec};
 
-use super::line::{LineEvent, Order};
+use super::line::Order;
 use super::noise::{approach, normal};
 
 /// The kinds of machine the simulator knows (`kind = "..."` in a simulated device block).
@@ -51,8 +51,10 @@ pub struct LineView<'a> {
 
 /// A simulated machine.
 pub trait SimMachine: Send {
-    /// React to an order entering or leaving a step.
-    fn on_event(&mut self, event: &LineEvent, rng: &mut dyn rand::RngCore);
+    /// An order finished this machine's step (see [`MachineKind::step`]).
+    fn job_done(&mut self, _order: &Order, _rng: &mut dyn rand::RngCore) {}
+    /// An order moved from one step to the next anywhere on the line.
+    fn order_moved(&mut self) {}
     /// Advance by `dt` simulated seconds and stage every tag (the bus drops what did not change).
     fn tick(
         &mut self,
@@ -177,13 +179,6 @@ fn write_to(setpoints: &mut [&mut Setpoint], tag: TagId, value: &Value) -> Resul
     }
 }
 
-fn is_leaving(event: &LineEvent, my_step: usize) -> Option<&Order> {
-    match event {
-        LineEvent::Left { step, order } if *step == my_step => Some(order),
-        _ => None,
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 
 struct Printer3d {
@@ -245,10 +240,8 @@ impl Printer3d {
 }
 
 impl SimMachine for Printer3d {
-    fn on_event(&mut self, event: &LineEvent, _rng: &mut dyn rand::RngCore) {
-        if is_leaving(event, 4).is_some() {
-            self.printed += 1;
-        }
+    fn job_done(&mut self, _order: &Order, _rng: &mut dyn rand::RngCore) {
+        self.printed += 1;
     }
 
     fn tick(
@@ -333,10 +326,8 @@ impl Cnc {
 }
 
 impl SimMachine for Cnc {
-    fn on_event(&mut self, event: &LineEvent, _rng: &mut dyn rand::RngCore) {
-        if is_leaving(event, 5).is_some() {
-            self.part_count += 1;
-        }
+    fn job_done(&mut self, _order: &Order, _rng: &mut dyn rand::RngCore) {
+        self.part_count += 1;
     }
 
     fn tick(
@@ -424,10 +415,8 @@ impl Laser {
 }
 
 impl SimMachine for Laser {
-    fn on_event(&mut self, event: &LineEvent, _rng: &mut dyn rand::RngCore) {
-        if is_leaving(event, 6).is_some() {
-            self.done += 1;
-        }
+    fn job_done(&mut self, _order: &Order, _rng: &mut dyn rand::RngCore) {
+        self.done += 1;
     }
 
     fn tick(
@@ -514,10 +503,8 @@ impl Cobot {
 }
 
 impl SimMachine for Cobot {
-    fn on_event(&mut self, event: &LineEvent, _rng: &mut dyn rand::RngCore) {
-        if is_leaving(event, 7).is_some() {
-            self.done += 1;
-        }
+    fn job_done(&mut self, _order: &Order, _rng: &mut dyn rand::RngCore) {
+        self.done += 1;
     }
 
     fn tick(
@@ -624,10 +611,7 @@ impl Metrology {
 }
 
 impl SimMachine for Metrology {
-    fn on_event(&mut self, event: &LineEvent, rng: &mut dyn rand::RngCore) {
-        let Some(order) = is_leaving(event, 8) else {
-            return;
-        };
+    fn job_done(&mut self, order: &Order, rng: &mut dyn rand::RngCore) {
         // Good parts scatter well inside the tolerance; a defective part has one dimension out.
         let bad_dim = order
             .defective
@@ -717,10 +701,8 @@ impl Conveyor {
 }
 
 impl SimMachine for Conveyor {
-    fn on_event(&mut self, event: &LineEvent, _rng: &mut dyn rand::RngCore) {
-        if matches!(event, LineEvent::Left { step, .. } if *step < 9) {
-            self.transported += 1;
-        }
+    fn order_moved(&mut self) {
+        self.transported += 1;
     }
 
     fn tick(
@@ -786,11 +768,9 @@ impl Packaging {
 }
 
 impl SimMachine for Packaging {
-    fn on_event(&mut self, event: &LineEvent, _rng: &mut dyn rand::RngCore) {
-        if let Some(order) = is_leaving(event, 9) {
-            self.packed_count += 1;
-            self.last_label = format!("{} {}", order.id, order.text);
-        }
+    fn job_done(&mut self, order: &Order, _rng: &mut dyn rand::RngCore) {
+        self.packed_count += 1;
+        self.last_label = format!("{} {}", order.id, order.text);
     }
 
     fn tick(

@@ -196,10 +196,19 @@ impl TruckSimulator {
         }
     }
 
+    /// Tell each machine about the orders that finished its step or moved along the line.
     fn dispatch(&mut self, events: &[LineEvent], rng: &mut StdRng) {
         for event in events {
+            let LineEvent::Left { step, order } = event else {
+                continue;
+            };
             for machine in &mut self.machines {
-                machine.model.on_event(event, rng);
+                if machine.kind.step() == Some(*step) {
+                    machine.model.job_done(order, rng);
+                }
+                if *step < line::STEP_COUNT {
+                    machine.model.order_moved();
+                }
             }
         }
     }
@@ -299,5 +308,99 @@ impl Adapter for TruckSimulator {
             out.flush();
             first = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::sync::{mpsc, oneshot};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::bus::PointBus;
+    use crate::tag::{AdapterId, TagCatalogBuilder};
+
+    fn device(name: &str, station: &str, kind: MachineKind) -> SimulatedDevice {
+        SimulatedDevice {
+            name: name.into(),
+            station: station.into(),
+            kind,
+            identification: Identification::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_order_is_worked_on_by_each_machine_at_its_own_step() {
+        let config = SimulationConfig {
+            speed: 1000.0,
+            tick_ms: 10,
+            orders_per_hour: 0.0,
+            defect_rate: 0.0,
+            ..SimulationConfig::default()
+        };
+        let machines = vec![
+            device("P", "A", MachineKind::Printer3d),
+            device("C", "A", MachineKind::Cnc),
+            device("L", "A", MachineKind::Laser),
+            device("R", "A", MachineKind::Cobot),
+            device("M", "A", MachineKind::Metrology),
+            device("V", "A", MachineKind::Conveyor),
+            device("K", "A", MachineKind::Packaging),
+        ];
+        let mut sim = Box::new(TruckSimulator::new(config, LineConfig::default(), machines));
+        let mut builder = TagCatalogBuilder::new();
+        sim.declare_tags(&mut TagRegistrar::new(&mut builder, AdapterId(0)))
+            .unwrap();
+        let bus = PointBus::new(Arc::new(builder.build()), 64);
+        let (commands, receiver) = mpsc::channel(4);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(sim.run(AdapterContext {
+            publisher: bus.publisher(),
+            commands: receiver,
+            shutdown: shutdown.clone(),
+        }));
+
+        let (reply, answer) = oneshot::channel();
+        let args = vec![Value::text("Wave"), Value::text("Zoé")];
+        let call = CallRequest {
+            method: "Line/SubmitOrder".into(),
+            args,
+            reply,
+        };
+        commands.send(Command::Call(call)).await.unwrap();
+        assert_eq!(answer.await.unwrap(), Ok(vec![Value::text("ORD-000001")]));
+
+        let read = |path: &str| bus.latest(bus.catalog().lookup(path).unwrap()).value;
+        let delivered = async {
+            while read("Line/PartsDelivered") != Some(Value::UInt(1)) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), delivered)
+            .await
+            .expect("order delivered");
+        shutdown.cancel();
+        task.await.unwrap();
+
+        for (path, expected) in [
+            ("Stations/A/P/PrintedParts", 1),
+            ("Stations/A/C/PartCount", 1),
+            ("Stations/A/L/Jobs", 1),
+            ("Stations/A/R/Cycles", 1),
+            ("Stations/A/M/Measured", 1),
+            ("Stations/A/M/Rejected", 0),
+            ("Stations/A/K/Packed", 1),
+            // Transfers between the 9 steps: 8.
+            ("Stations/A/V/ItemsTransported", 8),
+        ] {
+            assert_eq!(read(path), Some(Value::UInt(expected)), "{path}");
+        }
+        assert_eq!(read("Stations/A/M/Verdict"), Some(Value::text("OK")));
+        assert_eq!(
+            read("Stations/A/K/LastLabel"),
+            Some(Value::text("ORD-000001 Zoé"))
+        );
     }
 }

@@ -178,8 +178,9 @@ pub fn build_server(
         .host(&config.host)
         .port(config.port)
         .pki_dir(&config.pki_dir)
-        // Security None only for now: no server certificate is needed or created.
-        .create_sample_keypair(false)
+        // The server's own self-signed certificate, created in `pki_dir` on first start: even
+        // the None endpoint's secure channel expects one, and encrypted endpoints need it.
+        .create_sample_keypair(true)
         .add_endpoint(
             "none",
             ServerEndpoint::new(
