@@ -14,8 +14,10 @@
 //! consumer (the OPC UA address space) needs.
 //!
 //! Memory is bounded by tags, not by time: the latest table holds one point per tag, and the
-//! ring at most `capacity` batches of at most [`MAX_BATCH`] points each (256 × 4096 points,
-//! about 50 MB, with the default capacity), however far a subscriber falls behind.
+//! ring at most `capacity` batches, however far a subscriber falls behind. A batch is what an
+//! adapter flushes at once (one poll, one simulation tick), so the ring holds at most
+//! `capacity` rounds of every adapter. Splitting rounds into smaller batches was measured and
+//! cost ~300 MB more at 100,000 tags with an OPC UA client subscribed (BENCHMARKS.md).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,10 +30,6 @@ use crate::tag::{TagCatalog, TagId};
 
 /// A batch of changes as it travels on the bus; shared, never copied per subscriber.
 pub type PointBatch = Vec<PointUpdate>;
-
-/// Largest batch a [`Publisher`] sends: larger flushes are split, so the ring's memory is
-/// bounded in points and a consumer never holds a lock for a whole 100,000-tag round.
-pub const MAX_BATCH: usize = 4096;
 
 /// Counters of the bus itself, for diagnostics and benchmarks.
 #[derive(Debug, Default)]
@@ -168,21 +166,33 @@ impl BusReceiver {
     pub async fn recv(&mut self) -> Option<BusEvent> {
         match self.changes.recv().await {
             Ok(batch) => Some(BusEvent::Changes(batch)),
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                self.bus
-                    .counters()
-                    .lagged_batches
-                    .fetch_add(missed, Ordering::Relaxed);
-                tracing::warn!(
-                    missed,
-                    "bus subscriber fell behind; resynchronising from the latest values"
-                );
-                Some(BusEvent::Resync {
-                    missed,
-                    state: self.bus.snapshot(),
-                })
-            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => Some(self.resync(missed)),
             Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// The next event if one is already waiting: lets a consumer take everything queued in
+    /// one go (one lock, one write) instead of batch by batch.
+    pub fn try_recv(&mut self) -> Option<BusEvent> {
+        match self.changes.try_recv() {
+            Ok(batch) => Some(BusEvent::Changes(batch)),
+            Err(broadcast::error::TryRecvError::Lagged(missed)) => Some(self.resync(missed)),
+            Err(_) => None,
+        }
+    }
+
+    fn resync(&self, missed: u64) -> BusEvent {
+        self.bus
+            .counters()
+            .lagged_batches
+            .fetch_add(missed, Ordering::Relaxed);
+        tracing::warn!(
+            missed,
+            "bus subscriber fell behind; resynchronising from the latest values"
+        );
+        BusEvent::Resync {
+            missed,
+            state: self.bus.snapshot(),
         }
     }
 }
@@ -230,15 +240,10 @@ impl Publisher {
         }
     }
 
-    /// Publish everything staged since the last flush, in batches of at most [`MAX_BATCH`].
+    /// Publish everything staged since the last flush, as one batch.
     pub fn flush(&mut self) {
-        while self.pending.len() > MAX_BATCH {
-            let rest = self.pending.split_off(MAX_BATCH);
-            let batch = std::mem::replace(&mut self.pending, rest);
-            self.bus.publish(batch);
-        }
         if !self.pending.is_empty() {
-            let capacity = self.pending.capacity().min(MAX_BATCH);
+            let capacity = self.pending.capacity();
             let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(capacity));
             self.bus.publish(batch);
         }
@@ -318,32 +323,6 @@ mod tests {
         let point = bus.latest(TagId(0));
         assert_eq!(point.value, Some(Value::Float(7.0)));
         assert_eq!(point.quality, Quality::BAD_NO_COMMUNICATION);
-    }
-
-    #[tokio::test]
-    async fn large_flushes_are_split_into_bounded_batches_in_order() {
-        let n = MAX_BATCH * 2 + 10;
-        let bus = bus_with(n, 16);
-        let mut rx = bus.subscribe();
-        let mut p = bus.publisher();
-        for i in 0..n {
-            p.set(TagId(i as u32), Value::Float(1.0), Timestamp::now());
-        }
-        p.flush();
-        let mut sizes = Vec::new();
-        let mut next = 0;
-        while next < n {
-            let Some(BusEvent::Changes(batch)) = rx.recv().await else {
-                panic!("expected a batch")
-            };
-            assert!(batch
-                .iter()
-                .enumerate()
-                .all(|(k, u)| u.tag.index() == next + k));
-            next += batch.len();
-            sizes.push(batch.len());
-        }
-        assert_eq!(sizes, vec![MAX_BATCH, MAX_BATCH, 10]);
     }
 
     #[test]

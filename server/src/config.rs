@@ -78,14 +78,14 @@ pub struct StopConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
-    /// Batches (of at most 4096 points) kept for a slow consumer before it must resynchronise
+    /// Batches (one adapter flush each) kept for a slow consumer before it must resynchronise
     /// from the latest values.
     pub capacity: usize,
 }
 
 impl Default for BusConfig {
     fn default() -> Self {
-        BusConfig { capacity: 256 }
+        BusConfig { capacity: 64 }
     }
 }
 

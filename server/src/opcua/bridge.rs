@@ -9,12 +9,15 @@
 use std::sync::Arc;
 
 use fabrique_adapters::bus::BusEvent;
-use fabrique_adapters::{PointBus, PointUpdate, TagCatalog, Timestamp};
+use fabrique_adapters::{PointBus, TagCatalog, Timestamp};
 use opcua::server::SubscriptionCache;
 use opcua::types::{AttributeId, DateTime, NodeId};
 use tokio_util::sync::CancellationToken;
 
 use super::convert::{data_value_at, date_time};
+
+/// Bus batches handed to the subscriptions in one go, at most.
+const MAX_BATCHES_PER_NOTIFY: usize = 64;
 
 pub struct Bridge {
     pub bus: PointBus,
@@ -43,23 +46,35 @@ impl Bridge {
     pub async fn run(self, shutdown: CancellationToken) {
         let catalog = self.bus.catalog().clone();
         let mut changes = self.bus.subscribe();
+        let mut pending = Vec::new();
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 event = changes.recv() => event,
             };
-            match event {
-                Some(BusEvent::Changes(batch)) => self.notify(&catalog, &batch),
-                Some(BusEvent::Resync { state, .. }) => self.notify(&catalog, &state),
-                None => break,
+            let Some(first) = event else { break };
+            // Take what is already queued too (several adapters may have flushed), and hand it
+            // all to the subscriptions under one notifier rather than one per batch.
+            pending.push(first);
+            while pending.len() < MAX_BATCHES_PER_NOTIFY {
+                match changes.try_recv() {
+                    Some(event) => pending.push(event),
+                    None => break,
+                }
             }
+            self.notify(&catalog, &pending);
+            pending.clear();
         }
     }
 
-    fn notify(&self, catalog: &TagCatalog, updates: &[PointUpdate]) {
+    fn notify(&self, catalog: &TagCatalog, events: &[BusEvent]) {
         let now = DateTime::now();
         let mut times = TimeCache::default();
         let mut notifier = self.subscriptions.data_notifier();
+        let updates = events.iter().flat_map(|event| match event {
+            BusEvent::Changes(batch) => batch.as_slice(),
+            BusEvent::Resync { state, .. } => state.as_slice(),
+        });
         for update in updates {
             let Some(node) = self.tag_nodes.get(update.tag.index()) else {
                 continue;

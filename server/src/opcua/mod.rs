@@ -90,7 +90,7 @@ impl Default for LimitsConfig {
             min_sampling_interval_ms: 0.0,
             min_publishing_interval_ms: 10.0,
             max_notifications_per_publish: 0,
-            max_queued_notifications: 100,
+            max_queued_notifications: 20,
             max_message_size: 64 * 1024 * 1024,
             max_chunk_count: 2048,
             max_array_length: 250_000,
