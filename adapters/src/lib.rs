@@ -18,6 +18,7 @@ pub mod point;
 pub mod registry;
 pub mod simulator;
 pub mod tag;
+pub mod ua;
 
 pub use adapter::{
     Adapter, AdapterContext, CallError, CallRequest, Command, DeviceStatus, TagRegistrar,

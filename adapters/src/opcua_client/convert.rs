@@ -1,61 +1,12 @@
 //! The partner's OPC UA values as bus points, and written values as the partner's variants.
 
-use opcua::types::{DataValue, DateTime, StatusCode, UAString, Variant};
+use opcua::types::{DataValue, StatusCode, Variant};
 
 use crate::adapter::WriteError;
 use crate::point::{Point, Quality, Timestamp, Value};
 use crate::tag::{DataType, EuRange};
-
-/// 100 ns ticks between 1601-01-01 (OPC UA epoch) and 1970-01-01 (Unix epoch).
-const TICKS_TO_UNIX_EPOCH: i64 = 116_444_736_000_000_000;
-
-pub fn timestamp(t: &DateTime) -> Option<Timestamp> {
-    if t.is_null() {
-        return None;
-    }
-    let nanos = (t.ticks() - TICKS_TO_UNIX_EPOCH).checked_mul(100)?;
-    Some(Timestamp::from_nanos(nanos))
-}
-
-fn date_time(t: Timestamp) -> DateTime {
-    DateTime::from(t.as_nanos().div_euclid(100) + TICKS_TO_UNIX_EPOCH)
-}
-
-/// The variant as a bus value, if it is exactly of the tag's declared type.
-pub fn value_of(data_type: DataType, variant: &Variant) -> Option<Value> {
-    Some(match (data_type, variant) {
-        (DataType::Bool, Variant::Boolean(b)) => Value::Bool(*b),
-        (DataType::Int16, Variant::Int16(i)) => Value::Int((*i).into()),
-        (DataType::UInt16, Variant::UInt16(u)) => Value::UInt((*u).into()),
-        (DataType::Int32, Variant::Int32(i)) => Value::Int((*i).into()),
-        (DataType::UInt32, Variant::UInt32(u)) => Value::UInt((*u).into()),
-        (DataType::Int64, Variant::Int64(i)) => Value::Int(*i),
-        (DataType::UInt64, Variant::UInt64(u)) => Value::UInt(*u),
-        (DataType::Float32, Variant::Float(f)) => Value::Float((*f).into()),
-        (DataType::Float64, Variant::Double(f)) => Value::Float(*f),
-        (DataType::String, Variant::String(s)) => Value::text(s.as_ref()),
-        (DataType::DateTime, Variant::DateTime(t)) => Value::Time(timestamp(t)?),
-        _ => return None,
-    })
-}
-
-/// A bus value as the variant of the tag's declared type, for the Write service.
-pub fn variant_of(data_type: DataType, value: &Value) -> Option<Variant> {
-    Some(match (data_type, value) {
-        (DataType::Bool, Value::Bool(b)) => Variant::Boolean(*b),
-        (DataType::Int16, Value::Int(i)) => Variant::Int16(i16::try_from(*i).ok()?),
-        (DataType::UInt16, Value::UInt(u)) => Variant::UInt16(u16::try_from(*u).ok()?),
-        (DataType::Int32, Value::Int(i)) => Variant::Int32(i32::try_from(*i).ok()?),
-        (DataType::UInt32, Value::UInt(u)) => Variant::UInt32(u32::try_from(*u).ok()?),
-        (DataType::Int64, Value::Int(i)) => Variant::Int64(*i),
-        (DataType::UInt64, Value::UInt(u)) => Variant::UInt64(*u),
-        (DataType::Float32, Value::Float(f)) => Variant::Float(*f as f32),
-        (DataType::Float64, Value::Float(f)) => Variant::Double(*f),
-        (DataType::String, Value::Text(s)) => Variant::String(UAString::from(&**s)),
-        (DataType::DateTime, Value::Time(t)) => Variant::DateTime(Box::new(date_time(*t))),
-        _ => return None,
-    })
-}
+pub use crate::ua::variant_of;
+use crate::ua::{timestamp, value_of};
 
 /// What a data value from the partner means for its tag.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,7 +117,9 @@ mod tests {
         DataValue {
             value: Some(value),
             status: Some(status),
-            source_timestamp: Some(DateTime::from(TICKS_TO_UNIX_EPOCH + 17_000_000_000_000_000)),
+            source_timestamp: Some(crate::ua::date_time(Timestamp::from_nanos(
+                1_700_000_000_000_000_000,
+            ))),
             source_picoseconds: None,
             server_timestamp: None,
             server_picoseconds: None,

@@ -16,7 +16,8 @@ use opcua::types::{
     QualifiedName, Range, StatusCode, UAString, VariableTypeId, Variant,
 };
 
-use super::convert::{data_type_id, engineering_units};
+use super::convert::engineering_units;
+use fabrique_adapters::ua::data_type_id;
 
 /// Namespace of the gateway's types (`nodesets/Fabrique.NodeSet2.xml`).
 pub const TYPES_NAMESPACE: &str = "urn:fabrique-gateway:types";

@@ -14,7 +14,8 @@ use opcua::server::SubscriptionCache;
 use opcua::types::{AttributeId, DateTime, NodeId};
 use tokio_util::sync::CancellationToken;
 
-use super::convert::{data_value_at, date_time};
+use super::convert::data_value_at;
+use fabrique_adapters::ua::date_time;
 
 /// Bus batches handed to the subscriptions in one go, at most.
 const MAX_BATCHES_PER_NOTIFY: usize = 64;

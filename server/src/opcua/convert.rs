@@ -1,54 +1,11 @@
-//! Conversions between the bus's point model and OPC UA types, done once at the edge.
+//! What the server adds to the shared mapping in `fabrique_adapters::ua`: DataValues with
+//! status and timestamps, method outputs, and engineering units.
 
-use fabrique_adapters::{DataType, Point, Quality, Timestamp, Value};
+use fabrique_adapters::ua::{date_time, variant_of};
+use fabrique_adapters::{DataType, Point, Quality, Value};
 use opcua::types::{
-    DataTypeId, DataValue, DateTime, EUInformation, LocalizedText, StatusCode, UAString, Variant,
+    DataValue, DateTime, EUInformation, LocalizedText, StatusCode, UAString, Variant,
 };
-
-/// 100 ns ticks between 1601-01-01 (OPC UA epoch) and 1970-01-01 (Unix epoch).
-const TICKS_TO_UNIX_EPOCH: i64 = 116_444_736_000_000_000;
-
-pub fn data_type_id(data_type: DataType) -> DataTypeId {
-    match data_type {
-        DataType::Bool => DataTypeId::Boolean,
-        DataType::Int16 => DataTypeId::Int16,
-        DataType::UInt16 => DataTypeId::UInt16,
-        DataType::Int32 => DataTypeId::Int32,
-        DataType::UInt32 => DataTypeId::UInt32,
-        DataType::Int64 => DataTypeId::Int64,
-        DataType::UInt64 => DataTypeId::UInt64,
-        DataType::Float32 => DataTypeId::Float,
-        DataType::Float64 => DataTypeId::Double,
-        DataType::String => DataTypeId::String,
-        DataType::DateTime => DataTypeId::DateTime,
-    }
-}
-
-pub fn date_time(t: Timestamp) -> DateTime {
-    if t.is_null() {
-        return DateTime::null();
-    }
-    DateTime::from(t.as_nanos().div_euclid(100) + TICKS_TO_UNIX_EPOCH)
-}
-
-/// The value as the variant of the tag's declared type, or `None` if it does not fit (an
-/// adapter bug, shown to clients as BadTypeMismatch rather than as a wrong number).
-pub fn to_variant(data_type: DataType, value: &Value) -> Option<Variant> {
-    Some(match (data_type, value) {
-        (DataType::Bool, Value::Bool(b)) => Variant::Boolean(*b),
-        (DataType::Int16, Value::Int(i)) => Variant::Int16(i16::try_from(*i).ok()?),
-        (DataType::UInt16, Value::UInt(u)) => Variant::UInt16(u16::try_from(*u).ok()?),
-        (DataType::Int32, Value::Int(i)) => Variant::Int32(i32::try_from(*i).ok()?),
-        (DataType::UInt32, Value::UInt(u)) => Variant::UInt32(u32::try_from(*u).ok()?),
-        (DataType::Int64, Value::Int(i)) => Variant::Int64(*i),
-        (DataType::UInt64, Value::UInt(u)) => Variant::UInt64(*u),
-        (DataType::Float32, Value::Float(f)) => Variant::Float(*f as f32),
-        (DataType::Float64, Value::Float(f)) => Variant::Double(*f),
-        (DataType::String, Value::Text(s)) => Variant::String(UAString::from(&**s)),
-        (DataType::DateTime, Value::Time(t)) => Variant::DateTime(Box::new(date_time(*t))),
-        _ => return None,
-    })
-}
 
 /// A value in the variant that fits it best, for method outputs that have no declared tag.
 pub fn natural_variant(value: &Value) -> Variant {
@@ -60,23 +17,6 @@ pub fn natural_variant(value: &Value) -> Variant {
         Value::Text(s) => Variant::String(UAString::from(&**s)),
         Value::Time(t) => Variant::DateTime(Box::new(date_time(*t))),
     }
-}
-
-/// A client's written variant as a bus value, if it has exactly the tag's type.
-pub fn from_variant(data_type: DataType, variant: &Variant) -> Option<Value> {
-    Some(match (data_type, variant) {
-        (DataType::Bool, Variant::Boolean(b)) => Value::Bool(*b),
-        (DataType::Int16, Variant::Int16(i)) => Value::Int((*i).into()),
-        (DataType::UInt16, Variant::UInt16(u)) => Value::UInt((*u).into()),
-        (DataType::Int32, Variant::Int32(i)) => Value::Int((*i).into()),
-        (DataType::UInt32, Variant::UInt32(u)) => Value::UInt((*u).into()),
-        (DataType::Int64, Variant::Int64(i)) => Value::Int(*i),
-        (DataType::UInt64, Variant::UInt64(u)) => Value::UInt(*u),
-        (DataType::Float32, Variant::Float(f)) => Value::Float((*f).into()),
-        (DataType::Float64, Variant::Double(f)) => Value::Float(*f),
-        (DataType::String, Variant::String(s)) => Value::text(s.as_ref()),
-        _ => return None,
-    })
 }
 
 /// A bus point as the DataValue clients read, with the device's source timestamp.
@@ -94,7 +34,7 @@ pub fn data_value_at(
 ) -> DataValue {
     let (value, status) = match &point.value {
         None => (Variant::Empty, status_code(point.quality)),
-        Some(v) => match to_variant(data_type, v) {
+        Some(v) => match variant_of(data_type, v) {
             Some(variant) => (variant, status_code(point.quality)),
             None => (Variant::Empty, StatusCode::BadTypeMismatch),
         },
@@ -162,33 +102,13 @@ fn unece_unit_id(code: &str) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fabrique_adapters::Timestamp;
 
     #[test]
     fn unece_codes_pack_into_unit_ids_as_part_8_says() {
         assert_eq!(engineering_units("°C").unit_id, 4_408_652);
         assert_eq!(engineering_units("%").unit_id, 20_529);
         assert_eq!(engineering_units("furlong").unit_id, -1);
-    }
-
-    #[test]
-    fn timestamps_map_to_opc_ua_ticks() {
-        let t = Timestamp::from_nanos(1_700_000_000_123_456_700);
-        let dt = date_time(t);
-        assert_eq!(
-            dt.ticks(),
-            1_700_000_000_123_456_700 / 100 + TICKS_TO_UNIX_EPOCH
-        );
-        assert!(date_time(Timestamp::NULL).is_null());
-    }
-
-    #[test]
-    fn writes_must_match_the_declared_type_exactly() {
-        assert_eq!(
-            from_variant(DataType::Float64, &Variant::Double(2.5)),
-            Some(Value::Float(2.5))
-        );
-        assert_eq!(from_variant(DataType::Float64, &Variant::Float(2.5)), None);
-        assert_eq!(from_variant(DataType::Float64, &Variant::from("2.5")), None);
     }
 
     #[test]

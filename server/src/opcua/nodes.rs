@@ -27,8 +27,9 @@ use opcua::types::{
 };
 
 use super::address_space::{self, StaticModel, INSTANCES_NAMESPACE, TYPES_NAMESPACE};
-use super::convert::{data_value, from_variant, natural_variant};
+use super::convert::{data_value, natural_variant};
 use crate::commands::CommandRouter;
+use fabrique_adapters::ua::value_of;
 
 /// Everything needed to build the address space when the server starts.
 pub struct GatewayNodesBuilder {
@@ -214,7 +215,7 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                     continue;
                 };
                 let written = write.value.value.as_ref().unwrap_or(&Variant::Empty);
-                let Some(value) = from_variant(entry.spec.data_type, written) else {
+                let Some(value) = value_of(entry.spec.data_type, written) else {
                     node.set_status(StatusCode::BadTypeMismatch);
                     continue;
                 };
