@@ -4,6 +4,8 @@
 //! a tag is `fabrique/<site>/<station>/<device>/<tag>` on MQTT and carries the tags `site`,
 //! `stop`, `station`, `device` and `tag` in InfluxDB.
 
+pub mod mqtt;
+
 use std::sync::Arc;
 
 use fabrique_adapters::TagCatalog;
@@ -25,7 +27,12 @@ pub struct TagLabels {
 impl TagLabels {
     pub fn of(path: &str) -> Self {
         let mut segments = path.splitn(4, '/');
-        match (segments.next(), segments.next(), segments.next(), segments.next()) {
+        match (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) {
             (Some("Stations"), Some(station), Some(device), Some(tag)) => TagLabels {
                 station: Some(station.to_owned()),
                 device: Some(device.to_owned()),
@@ -53,7 +60,10 @@ impl TagLabels {
 
 /// Labels of every tag, indexed by `TagId`, computed once at start.
 pub fn labels(catalog: &TagCatalog) -> Arc<[TagLabels]> {
-    catalog.iter().map(|(_, entry)| TagLabels::of(&entry.spec.path)).collect()
+    catalog
+        .iter()
+        .map(|(_, entry)| TagLabels::of(&entry.spec.path))
+        .collect()
 }
 
 #[cfg(test)]
