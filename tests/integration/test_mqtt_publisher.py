@@ -13,7 +13,13 @@ import pytest
 from conftest import start_gateway, stop_gateway
 from fabrique_testlib import FAST_SIMULATION_ENV
 from peer_mqtt import Broker, Subscriber, tools_missing
-from peer_mqtt_publisher import PersistentBroker, SessionSubscriber, parse_value_message
+from peer_mqtt_publisher import (
+    ArgsSubscriber,
+    PersistentBroker,
+    TlsBroker,
+    parse_value_message,
+    session_subscriber,
+)
 
 pytestmark = pytest.mark.skipif(tools_missing() is not None, reason=tools_missing() or "")
 
@@ -117,7 +123,7 @@ def test_a_broker_outage_leaves_no_gap_in_the_values(gateway_bin, tmp_path):
         FABRIQUE__SIMULATION__SYNTHETIC__TAGS="3",
         FABRIQUE__SIMULATION__SYNTHETIC__RATE_HZ="2",
     )
-    sub = SessionSubscriber(broker, "fabrique/+/Synthetic/Load/T000000", "outage-watcher")
+    sub = session_subscriber(broker, "fabrique/+/Synthetic/Load/T000000", "outage-watcher")
     gw = None
     seen: list[float] = []
 
@@ -140,7 +146,7 @@ def test_a_broker_outage_leaves_no_gap_in_the_values(gateway_bin, tmp_path):
         sub.close()
         time.sleep(10)
         broker.start()
-        sub = SessionSubscriber(broker, "fabrique/+/Synthetic/Load/T000000", "outage-watcher")
+        sub = session_subscriber(broker, "fabrique/+/Synthetic/Load/T000000", "outage-watcher")
         before = max(seen)
         # 10 s at 2 Hz: about 20 values published while the broker was away, then live ones.
         collect(lambda: max(seen) >= before + 30, 60)
@@ -153,4 +159,30 @@ def test_a_broker_outage_leaves_no_gap_in_the_values(gateway_bin, tmp_path):
         sub.close()
         if gw is not None:
             stop_gateway(gw)
+        broker.kill()
+
+
+def test_tls_and_password(gateway_bin, tmp_path):
+    (tmp_path / "broker").mkdir()
+    broker = TlsBroker(tmp_path / "broker", "gateway", "s3cret-pw")
+    broker.start()
+    sub = ArgsSubscriber(broker, f"{BASE}/#", broker.subscribe_args("gateway", "s3cret-pw"))
+    env = mqtt_env(
+        broker,
+        FABRIQUE__MQTT__CA_FILE=str(broker.ca_file),
+        FABRIQUE__MQTT__USERNAME="gateway",
+        FABRIQUE__MQTT__PASSWORD_ENV="TEST_MQTT_PASSWORD",
+        TEST_MQTT_PASSWORD="s3cret-pw",
+    )
+    gw = start_gateway(gateway_bin, tmp_path, env, "mqtt-pub-tls")
+    try:
+        wait_message(sub, STATUS, lambda p: json.loads(p)["state"] == "online")
+        doc = parse_value_message(
+            wait_message(sub, f"{BASE}/Printing/Printer3D/NozzleTemperature", timeout=20)
+        )
+        assert doc["quality"] in ("Good", "Bad")
+        assert "s3cret-pw" not in gw.log_path.read_text(errors="replace")
+    finally:
+        sub.close()
+        stop_gateway(gw)
         broker.kill()
