@@ -238,8 +238,8 @@ impl MqttSink {
             link.pump(&client);
         }
 
-        // Clean shutdown: flush what can be flushed, say `offline`, then disconnect, so that
-        // the broker does not publish the last will.
+        // Clean shutdown: flush what can be flushed within the grace period, say `offline`,
+        // then disconnect.
         if link.connected {
             link.push(self.status_message(r#"{"state":"offline"}"#.to_owned()));
             let deadline = tokio::time::sleep(SHUTDOWN_GRACE);
@@ -257,7 +257,10 @@ impl MqttSink {
                     }
                 }
             }
-            if link.connected && client.try_disconnect().is_ok() {
+            // Everything out, `offline` included: disconnect cleanly. Otherwise just drop the
+            // connection: the broker then publishes the last will, also `offline`, whereas a
+            // DISCONNECT would leave the retained `online` in place.
+            if link.connected && link.is_empty() && client.try_disconnect().is_ok() {
                 let _ = tokio::time::timeout(Duration::from_millis(500), async {
                     loop {
                         let (events, result) = (&mut polling).await;
