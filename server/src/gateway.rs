@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! adapters ──► point bus ──► OPC UA address space (bridge)
-//!    ▲              └───────► MQTT publisher (streams::mqtt, when enabled)
 //!    ▲                            │
 //!    └──── command router ◄───────┘  writes and method calls
+//!
+//!              point bus ──► MQTT publisher (streams::mqtt), when `[mqtt] enabled`
 //! ```
 
 use std::sync::Arc;

@@ -194,7 +194,8 @@ impl MqttSink {
         let tick_every = if min_interval.is_zero() {
             Duration::from_secs(1)
         } else {
-            (min_interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
+            // Held values go out at most a tenth of the interval (and 100 ms) late.
+            (min_interval / 10).clamp(Duration::from_millis(10), Duration::from_millis(100))
         };
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
