@@ -14,6 +14,7 @@ use fabrique_adapters::DeviceConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::opcua::OpcUaConfig;
+use crate::streams::mqtt::MqttSinkConfig;
 
 /// The built-in default: the whole truck, simulated.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -33,6 +34,9 @@ pub struct GatewayConfig {
     pub opcua: OpcUaConfig,
     #[serde(default)]
     pub bus: BusConfig,
+    /// The MQTT publisher (off by default).
+    #[serde(default)]
+    pub mqtt: MqttSinkConfig,
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
@@ -193,6 +197,7 @@ impl GatewayConfig {
         self.simulation.validate().map_err(own)?;
         self.line.validate().map_err(own)?;
         self.opcua.validate().map_err(own)?;
+        self.mqtt.validate().map_err(own)?;
         if self.bus.capacity == 0 || self.bus.capacity > 1_000_000 {
             return Err((
                 "bus.capacity".into(),

@@ -4,6 +4,8 @@
 //! adapters ──► point bus ──► OPC UA address space (bridge)
 //!    ▲                            │
 //!    └──── command router ◄───────┘  writes and method calls
+//!
+//!              point bus ──► MQTT publisher (streams::mqtt), when `[mqtt] enabled`
 //! ```
 
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::CommandRouter;
 use crate::config::GatewayConfig;
 use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
+use crate::streams::mqtt::MqttSink;
 
 /// The gateway's own information model, parsed at start.
 const TYPES_NODESET: &str = include_str!("../../nodesets/Fabrique.NodeSet2.xml");
@@ -119,6 +122,10 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         subscriptions: opcua.handle.subscriptions().clone(),
     };
     tasks.spawn(bridge.run(shutdown.clone()));
+    if config.mqtt.enabled {
+        let sink = MqttSink::new(config.mqtt.clone(), &config.site.id, bus.clone());
+        tasks.spawn(sink.run(shutdown.clone()));
+    }
 
     let handle = opcua.handle.clone();
     tokio::spawn(async move {

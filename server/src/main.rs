@@ -4,6 +4,7 @@ mod commands;
 mod config;
 mod gateway;
 mod opcua;
+mod streams;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -255,7 +255,8 @@ pub fn parse_broker(broker: &str) -> Result<(String, u16), String> {
 }
 
 /// Topics name one place: wildcards would leave it open which tag a message is for.
-fn check_topic(topic: &str) -> Result<(), String> {
+/// Also checks the MQTT publisher's topic prefix.
+pub fn check_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() {
         return Err("must not be empty".into());
     }

@@ -125,10 +125,12 @@ impl Routes {
     }
 }
 
-type Polled = (EventLoop, Result<Event, ConnectionError>);
+/// An event loop given back by [`poll_after`], with what its poll produced.
+pub type Polled = (EventLoop, Result<Event, ConnectionError>);
 
 /// One poll of the event loop, after `delay`; the future owns the loop and gives it back.
-fn poll_after(
+/// Shared with the gateway's MQTT publisher (`server/src/streams/mqtt`).
+pub fn poll_after(
     mut events: EventLoop,
     delay: Duration,
 ) -> Pin<Box<dyn Future<Output = Polled> + Send>> {

@@ -1,0 +1,89 @@
+//! Northbound streams: sinks that carry the bus to the outside world (MQTT, InfluxDB).
+//!
+//! Every sink reads the bus like the OPC UA bridge does and labels each point the same way, so
+//! a tag is `fabrique/<site>/<station>/<device>/<tag>` on MQTT and carries the tags `site`,
+//! `stop`, `station`, `device` and `tag` in InfluxDB.
+
+pub mod mqtt;
+
+use std::sync::Arc;
+
+use fabrique_adapters::TagCatalog;
+
+/// Where a tag sits, as the streams name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagLabels {
+    /// Station of a device tag; `None` for the line, orders, indicators and visits.
+    pub station: Option<String>,
+    /// Device of a device tag; `None` likewise.
+    pub device: Option<String>,
+    /// The tag below its device (`NozzleTemperature`, `Status/Connected`), or the whole path
+    /// below the site for other tags (`Line/Steps/Step4/State`).
+    pub tag: String,
+    /// The path below the site, as in the catalogue: `Stations/Printing/Printer3D/Nozzle…`.
+    pub path: String,
+}
+
+impl TagLabels {
+    pub fn of(path: &str) -> Self {
+        let mut segments = path.splitn(4, '/');
+        match (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) {
+            (Some("Stations"), Some(station), Some(device), Some(tag)) => TagLabels {
+                station: Some(station.to_owned()),
+                device: Some(device.to_owned()),
+                tag: tag.to_owned(),
+                path: path.to_owned(),
+            },
+            _ => TagLabels {
+                station: None,
+                device: None,
+                tag: path.to_owned(),
+                path: path.to_owned(),
+            },
+        }
+    }
+
+    /// The topic suffix below `<prefix>/<site>/`: `<station>/<device>/<tag>` for a device
+    /// tag, the path itself otherwise (`Line/State`).
+    pub fn topic_suffix(&self) -> String {
+        match (&self.station, &self.device) {
+            (Some(station), Some(device)) => format!("{station}/{device}/{}", self.tag),
+            _ => self.tag.clone(),
+        }
+    }
+}
+
+/// Labels of every tag, indexed by `TagId`, computed once at start.
+pub fn labels(catalog: &TagCatalog) -> Arc<[TagLabels]> {
+    catalog
+        .iter()
+        .map(|(_, entry)| TagLabels::of(&entry.spec.path))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_tags_split_into_station_device_and_tag() {
+        let l = TagLabels::of("Stations/Printing/Printer3D/Status/Connected");
+        assert_eq!(l.station.as_deref(), Some("Printing"));
+        assert_eq!(l.device.as_deref(), Some("Printer3D"));
+        assert_eq!(l.tag, "Status/Connected");
+        assert_eq!(l.topic_suffix(), "Printing/Printer3D/Status/Connected");
+    }
+
+    #[test]
+    fn other_tags_keep_their_path() {
+        let l = TagLabels::of("Line/Steps/Step4/State");
+        assert_eq!(l.station, None);
+        assert_eq!(l.tag, "Line/Steps/Step4/State");
+        assert_eq!(l.topic_suffix(), "Line/Steps/Step4/State");
+    }
+}

@@ -1,0 +1,160 @@
+//! `[mqtt]`: the MQTT publisher, every tag change to a broker.
+
+use std::path::PathBuf;
+
+use fabrique_adapters::mqtt::config::{check_topic, parse_broker};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSinkConfig {
+    pub enabled: bool,
+    /// `host:port` of the broker (port 1883 when omitted).
+    pub broker: String,
+    /// First topic level: topics are `<prefix>/<site>/<station>/<device>/<tag>`.
+    pub prefix: String,
+    /// MQTT client id; `fabrique-gateway-<site.id>` when omitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// QoS of the value messages, 0 or 1 (the status topic always uses 1).
+    pub qos: u8,
+    /// Retain the value messages, so that a dashboard connecting late sees every tag at once.
+    pub retain_values: bool,
+    pub keep_alive_s: u64,
+    /// Per tag: at most one message per interval, the latest value once it elapses (0: every
+    /// change).
+    pub min_interval_ms: u64,
+    /// Numeric tags: a change smaller than this (absolute) since the last published value is
+    /// not published (0: every change). Quality changes are always published.
+    pub deadband: f64,
+    /// Messages kept while the broker is away; when full the oldest are dropped and counted.
+    pub queue_messages: usize,
+    /// PEM file of the CA that signed the broker's certificate: connect with TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Name of the environment variable holding the password (never in a file, never logged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
+
+impl Default for MqttSinkConfig {
+    fn default() -> Self {
+        MqttSinkConfig {
+            enabled: false,
+            broker: "127.0.0.1:1883".into(),
+            prefix: "fabrique".into(),
+            client_id: None,
+            qos: 1,
+            retain_values: false,
+            keep_alive_s: 30,
+            min_interval_ms: 0,
+            deadband: 0.0,
+            queue_messages: 100_000,
+            ca_file: None,
+            username: None,
+            password_env: None,
+        }
+    }
+}
+
+impl MqttSinkConfig {
+    pub fn client_id(&self, site: &str) -> String {
+        self.client_id
+            .clone()
+            .unwrap_or_else(|| format!("fabrique-gateway-{site}"))
+    }
+
+    /// Checks what serde cannot; keys are dotted from the root.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        parse_broker(&self.broker).map_err(|r| ("mqtt.broker", r))?;
+        check_topic(&self.prefix).map_err(|r| ("mqtt.prefix", r))?;
+        if self.prefix.starts_with('/') || self.prefix.ends_with('/') {
+            return Err((
+                "mqtt.prefix",
+                format!("`{}` must not start or end with `/`", self.prefix),
+            ));
+        }
+        if let Some(id) = &self.client_id {
+            if id.is_empty() || id.len() > 128 {
+                return Err((
+                    "mqtt.client_id",
+                    "must be between 1 and 128 characters".into(),
+                ));
+            }
+        }
+        if self.qos > 1 {
+            return Err(("mqtt.qos", format!("must be 0 or 1, got {}", self.qos)));
+        }
+        if !(1..=65_535).contains(&self.keep_alive_s) {
+            return Err((
+                "mqtt.keep_alive_s",
+                format!("must be between 1 and 65535, got {}", self.keep_alive_s),
+            ));
+        }
+        if self.min_interval_ms > 86_400_000 {
+            return Err((
+                "mqtt.min_interval_ms",
+                format!("must be at most 86400000, got {}", self.min_interval_ms),
+            ));
+        }
+        if !(self.deadband.is_finite() && self.deadband >= 0.0) {
+            return Err((
+                "mqtt.deadband",
+                format!("must be a finite number >= 0, got {}", self.deadband),
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.queue_messages) {
+            return Err((
+                "mqtt.queue_messages",
+                format!(
+                    "must be between 1 and 10000000, got {}",
+                    self.queue_messages
+                ),
+            ));
+        }
+        if let Some(var) = &self.password_env {
+            if var.is_empty() || var.contains('=') || var.contains('\0') {
+                return Err((
+                    "mqtt.password_env",
+                    "must be the name of an environment variable".into(),
+                ));
+            }
+            if self.username.is_none() {
+                return Err((
+                    "mqtt.password_env",
+                    "needs a `username` to go with the password".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_checks_name_the_key() {
+        let ok = MqttSinkConfig::default();
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.client_id("truck"), "fabrique-gateway-truck");
+        let bad = |f: fn(&mut MqttSinkConfig)| {
+            let mut c = MqttSinkConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err().0
+        };
+        assert_eq!(bad(|c| c.qos = 2), "mqtt.qos");
+        assert_eq!(bad(|c| c.prefix = "a/#".into()), "mqtt.prefix");
+        assert_eq!(bad(|c| c.prefix = "a/".into()), "mqtt.prefix");
+        assert_eq!(bad(|c| c.deadband = -1.0), "mqtt.deadband");
+        assert_eq!(bad(|c| c.queue_messages = 0), "mqtt.queue_messages");
+        assert_eq!(bad(|c| c.broker = "mqtt://x".into()), "mqtt.broker");
+        assert_eq!(
+            bad(|c| c.password_env = Some("P".into())),
+            "mqtt.password_env"
+        );
+    }
+}
