@@ -14,6 +14,7 @@ use fabrique_adapters::DeviceConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::opcua::OpcUaConfig;
+use crate::streams::influxdb::InfluxConfig;
 
 /// The built-in default: the whole truck, simulated.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -35,6 +36,9 @@ pub struct GatewayConfig {
     pub bus: BusConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Northbound: every point to InfluxDB (off by default).
+    #[serde(default)]
+    pub influxdb: InfluxConfig,
     #[serde(default)]
     pub simulation: SimulationConfig,
     #[serde(default)]
@@ -193,6 +197,7 @@ impl GatewayConfig {
         self.simulation.validate().map_err(own)?;
         self.line.validate().map_err(own)?;
         self.opcua.validate().map_err(own)?;
+        self.influxdb.validate().map_err(own)?;
         if self.bus.capacity == 0 || self.bus.capacity > 1_000_000 {
             return Err((
                 "bus.capacity".into(),

@@ -1,9 +1,9 @@
 //! The gateway assembled: the whole data flow, readable from this one file.
 //!
 //! ```text
-//! adapters ──► point bus ──► OPC UA address space (bridge)
-//!    ▲                            │
-//!    └──── command router ◄───────┘  writes and method calls
+//! adapters ──► point bus ─┬─► OPC UA address space (bridge)
+//!    ▲                    └─► InfluxDB (sink, if enabled)  │
+//!    └──── command router ◄────────────────────────────────┘  writes and method calls
 //! ```
 
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::CommandRouter;
 use crate::config::GatewayConfig;
 use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
+use crate::streams::influxdb::InfluxSink;
 
 /// The gateway's own information model, parsed at start.
 const TYPES_NODESET: &str = include_str!("../../nodesets/Fabrique.NodeSet2.xml");
@@ -119,6 +120,15 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         subscriptions: opcua.handle.subscriptions().clone(),
     };
     tasks.spawn(bridge.run(shutdown.clone()));
+    if config.influxdb.enabled {
+        let sink = InfluxSink::new(
+            &config.influxdb,
+            &config.site.id,
+            &config.stop.town,
+            bus.clone(),
+        )?;
+        tasks.spawn(sink.run(shutdown.clone()));
+    }
 
     let handle = opcua.handle.clone();
     tokio::spawn(async move {

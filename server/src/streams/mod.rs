@@ -4,6 +4,8 @@
 //! a tag is `fabrique/<site>/<station>/<device>/<tag>` on MQTT and carries the tags `site`,
 //! `stop`, `station`, `device` and `tag` in InfluxDB.
 
+pub mod influxdb;
+
 use std::sync::Arc;
 
 use fabrique_adapters::TagCatalog;
@@ -25,7 +27,12 @@ pub struct TagLabels {
 impl TagLabels {
     pub fn of(path: &str) -> Self {
         let mut segments = path.splitn(4, '/');
-        match (segments.next(), segments.next(), segments.next(), segments.next()) {
+        match (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) {
             (Some("Stations"), Some(station), Some(device), Some(tag)) => TagLabels {
                 station: Some(station.to_owned()),
                 device: Some(device.to_owned()),
@@ -43,6 +50,7 @@ impl TagLabels {
 
     /// The topic suffix below `<prefix>/<site>/`: `<station>/<device>/<tag>` for a device
     /// tag, the path itself otherwise (`Line/State`).
+    #[allow(dead_code)] // for the MQTT sink, merged separately
     pub fn topic_suffix(&self) -> String {
         match (&self.station, &self.device) {
             (Some(station), Some(device)) => format!("{station}/{device}/{}", self.tag),
@@ -53,7 +61,10 @@ impl TagLabels {
 
 /// Labels of every tag, indexed by `TagId`, computed once at start.
 pub fn labels(catalog: &TagCatalog) -> Arc<[TagLabels]> {
-    catalog.iter().map(|(_, entry)| TagLabels::of(&entry.spec.path)).collect()
+    catalog
+        .iter()
+        .map(|(_, entry)| TagLabels::of(&entry.spec.path))
+        .collect()
 }
 
 #[cfg(test)]
