@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fabrique_adapters::backoff::Backoff;
 use fabrique_adapters::bus::BusEvent;
-use fabrique_adapters::{PointBus, PointUpdate, Timestamp};
+use fabrique_adapters::{BusReceiver, PointBus, PointUpdate, Timestamp};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -270,11 +270,12 @@ impl Batch {
 
 pub struct InfluxSink {
     config: InfluxConfig,
-    bus: PointBus,
     encoder: LineEncoder,
     writer: Writer,
     queue: Arc<Queue>,
     counters: Arc<InfluxCounters>,
+    /// Taken by the bus reader when the sink runs.
+    changes: Option<BusReceiver>,
 }
 
 impl InfluxSink {
@@ -287,32 +288,48 @@ impl InfluxSink {
     ) -> Result<Self, SinkError> {
         let writer = Writer::new(config, config.token()?)?;
         let labels = crate::streams::labels(bus.catalog());
+        // Subscribe, then take the latest state: adapters started before the sink have
+        // published already, and what they said must reach the database too. Points in both
+        // are written twice, with the same timestamp: InfluxDB keeps one.
+        let changes = bus.subscribe();
+        let counters = Arc::<InfluxCounters>::default();
+        let queue = Arc::new(Queue {
+            inner: Mutex::new(QueueInner {
+                points: VecDeque::new(),
+                since: Instant::now(),
+            }),
+            capacity: config.queue_points,
+            ready: Notify::new(),
+        });
+        queue.push_events(
+            &[BusEvent::Resync {
+                missed: 0,
+                state: bus.snapshot(),
+            }],
+            &counters,
+        );
         Ok(InfluxSink {
             encoder: LineEncoder::new(&config.measurement, site, stop, &labels),
             writer,
-            queue: Arc::new(Queue {
-                inner: Mutex::new(QueueInner {
-                    points: VecDeque::new(),
-                    since: Instant::now(),
-                }),
-                capacity: config.queue_points,
-                ready: Notify::new(),
-            }),
-            counters: Arc::default(),
+            queue,
+            counters,
+            changes: Some(changes),
             config: config.clone(),
-            bus,
         })
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         tracing::info!(
             url = %self.config.url,
             api = ?self.config.api,
             measurement = %self.config.measurement,
             "InfluxDB sink started"
         );
+        let Some(changes) = self.changes.take() else {
+            return;
+        };
         let reader = tokio::spawn(read_bus(
-            self.bus.clone(),
+            changes,
             self.queue.clone(),
             self.counters.clone(),
             shutdown.clone(),
@@ -484,12 +501,11 @@ impl Default for DeliveryState {
 
 /// Bus → queue, as fast as the bus goes.
 async fn read_bus(
-    bus: PointBus,
+    mut changes: BusReceiver,
     queue: Arc<Queue>,
     counters: Arc<InfluxCounters>,
     shutdown: CancellationToken,
 ) {
-    let mut changes = bus.subscribe();
     let mut pending = Vec::new();
     loop {
         let event = tokio::select! {
