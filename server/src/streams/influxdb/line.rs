@@ -239,3 +239,54 @@ mod tests {
         assert_eq!(buf.len(), 48);
     }
 }
+
+/// `cargo test --release -p fabrique-gateway encode_throughput -- --ignored --nocapture`:
+/// the figure in BENCHMARKS.md ("InfluxDB line protocol").
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use fabrique_adapters::{Point, Quality, TagId};
+    use std::time::Instant;
+
+    #[test]
+    #[ignore = "benchmark; run with --release"]
+    fn encode_throughput() {
+        const TAGS: u32 = 100_000;
+        const POINTS: usize = 1_000_000;
+        const BATCH: usize = 5000;
+        let labels: Vec<TagLabels> = (0..TAGS)
+            .map(|i| TagLabels::of(&format!("Stations/Synthetic/Load/T{i:06}")))
+            .collect();
+        let encoder = LineEncoder::new("fabrique", "fabrique-hdf", "Lens", &labels);
+        let t0 = Timestamp::now();
+        let updates: Vec<PointUpdate> = (0..POINTS)
+            .map(|i| PointUpdate {
+                tag: TagId(i as u32 % TAGS),
+                point: Point {
+                    value: Some(Value::Float(20.0 + (i % 1000) as f64 * 0.137)),
+                    quality: Quality::GOOD,
+                    timestamp: Timestamp::from_nanos(t0.as_nanos() + i as i64 * 1000),
+                },
+            })
+            .collect();
+        let mut buf = Vec::with_capacity(BATCH * 128);
+        let (mut bytes, mut best) = (0usize, f64::INFINITY);
+        for _ in 0..5 {
+            let start = Instant::now();
+            for chunk in updates.chunks(BATCH) {
+                buf.clear();
+                for u in chunk {
+                    encoder.encode(&mut buf, u, t0);
+                }
+                bytes += buf.len();
+            }
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        println!(
+            "encoded {POINTS} points in {:.1} ms: {:.0} points/s on one core, {:.0} bytes/point",
+            best * 1e3,
+            POINTS as f64 / best,
+            bytes as f64 / (5 * POINTS) as f64
+        );
+    }
+}
