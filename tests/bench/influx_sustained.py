@@ -100,14 +100,17 @@ def main() -> None:
         if gw.poll() is not None:
             sys.exit(f"gateway exited: see {work / 'gateway.log'}")
         rows0, cpu0, t0 = rows_inserted(vm_url), cpu_seconds(gw.pid), time.monotonic()
+        vm_cpu0 = cpu_seconds(vm.pid)
         time.sleep(args.seconds)
         rows1, cpu1, t1 = rows_inserted(vm_url), cpu_seconds(gw.pid), time.monotonic()
+        vm_cpu1 = cpu_seconds(vm.pid)
         # Each point is two rows in VictoriaMetrics: `value` and `quality`.
         points = (rows1 - rows0) / 2 / (t1 - t0)
         expected = args.tags * args.rate
         print(f"tags {args.tags} at {args.rate} Hz: expected {expected:,.0f} points/s")
         print(f"sustained into VictoriaMetrics: {points:,.0f} points/s ({100 * points / expected:.1f} %)")
-        print(f"gateway CPU {100 * (cpu1 - cpu0) / (t1 - t0):.0f} % of one core, RSS {rss_mb(gw.pid):.0f} MB")
+        print(f"gateway CPU {100 * (cpu1 - cpu0) / (t1 - t0):.0f} % of one core, RSS {rss_mb(gw.pid):.0f} MB; "
+              f"VictoriaMetrics CPU {100 * (vm_cpu1 - vm_cpu0) / (t1 - t0):.0f} % (cores: {os.cpu_count()})")
         log = (work / "gateway.log").read_text(errors="replace")
         print(f"gateway log: {log.count('fell behind')} bus resyncs, last sink line:",
               next((l for l in reversed(log.splitlines()) if "InfluxDB sink" in l), "(none yet)")[-200:])
