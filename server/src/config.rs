@@ -407,6 +407,27 @@ mod tests {
     }
 
     #[test]
+    fn the_influxdb_section_is_off_by_default_and_set_from_file_and_environment() {
+        let config = GatewayConfig::load_with_env(None, no_env()).unwrap();
+        assert!(!config.influxdb.enabled);
+        let file = file_with("[influxdb]\nenabled = true\napi = \"v1\"\nbatch_size = 100\n");
+        let env = vec![(
+            "FABRIQUE__INFLUXDB__URL".to_string(),
+            "http://127.0.0.1:8428".to_string(),
+        )];
+        let config = GatewayConfig::load_with_env(Some(&file.0), env).unwrap();
+        assert!(config.influxdb.enabled);
+        assert_eq!(config.influxdb.api, crate::streams::influxdb::Api::V1);
+        assert_eq!(config.influxdb.batch_size, 100);
+        assert_eq!(config.influxdb.url, "http://127.0.0.1:8428");
+        let file = file_with("[influxdb]\nqueue_points = 10\n");
+        let err = GatewayConfig::load_with_env(Some(&file.0), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("influxdb.queue_points"), "{err}");
+    }
+
+    #[test]
     fn a_missing_file_is_named() {
         let err =
             GatewayConfig::load_with_env(Some(Path::new("/nonexistent/fabrique.toml")), no_env())
