@@ -14,6 +14,7 @@ use fabrique_adapters::DeviceConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::opcua::OpcUaConfig;
+use crate::streams::influxdb::InfluxConfig;
 use crate::streams::mqtt::MqttSinkConfig;
 
 /// The built-in default: the whole truck, simulated.
@@ -39,6 +40,9 @@ pub struct GatewayConfig {
     pub mqtt: MqttSinkConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Northbound: every point to InfluxDB (off by default).
+    #[serde(default)]
+    pub influxdb: InfluxConfig,
     #[serde(default)]
     pub simulation: SimulationConfig,
     #[serde(default)]
@@ -198,6 +202,7 @@ impl GatewayConfig {
         self.line.validate().map_err(own)?;
         self.opcua.validate().map_err(own)?;
         self.mqtt.validate().map_err(own)?;
+        self.influxdb.validate().map_err(own)?;
         if self.bus.capacity == 0 || self.bus.capacity > 1_000_000 {
             return Err((
                 "bus.capacity".into(),
@@ -404,6 +409,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("devices[0].name"), "{err}");
+    }
+
+    #[test]
+    fn the_influxdb_section_is_off_by_default_and_set_from_file_and_environment() {
+        let config = GatewayConfig::load_with_env(None, no_env()).unwrap();
+        assert!(!config.influxdb.enabled);
+        let file = file_with("[influxdb]\nenabled = true\napi = \"v1\"\nbatch_size = 100\n");
+        let env = vec![(
+            "FABRIQUE__INFLUXDB__URL".to_string(),
+            "http://127.0.0.1:8428".to_string(),
+        )];
+        let config = GatewayConfig::load_with_env(Some(&file.0), env).unwrap();
+        assert!(config.influxdb.enabled);
+        assert_eq!(config.influxdb.api, crate::streams::influxdb::Api::V1);
+        assert_eq!(config.influxdb.batch_size, 100);
+        assert_eq!(config.influxdb.url, "http://127.0.0.1:8428");
+        let file = file_with("[influxdb]\nqueue_points = 10\n");
+        let err = GatewayConfig::load_with_env(Some(&file.0), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("influxdb.queue_points"), "{err}");
     }
 
     #[test]

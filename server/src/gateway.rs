@@ -1,11 +1,10 @@
 //! The gateway assembled: the whole data flow, readable from this one file.
 //!
 //! ```text
-//! adapters ──► point bus ──► OPC UA address space (bridge)
-//!    ▲                            │
-//!    └──── command router ◄───────┘  writes and method calls
-//!
-//!              point bus ──► MQTT publisher (streams::mqtt), when `[mqtt] enabled`
+//! adapters ──► point bus ─┬─► OPC UA address space (bridge) ─┐
+//!    ▲                    ├─► MQTT publisher (streams::mqtt), when `[mqtt] enabled`
+//!    │                    └─► InfluxDB writer (streams::influxdb), when `[influxdb] enabled`
+//!    └──── command router ◄────────────────────────────────────┘  writes and method calls
 //! ```
 
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::CommandRouter;
 use crate::config::GatewayConfig;
 use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
+use crate::streams::influxdb::InfluxSink;
 use crate::streams::mqtt::MqttSink;
 
 /// The gateway's own information model, parsed at start.
@@ -124,6 +124,15 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     tasks.spawn(bridge.run(shutdown.clone()));
     if config.mqtt.enabled {
         let sink = MqttSink::new(config.mqtt.clone(), &config.site.id, bus.clone());
+        tasks.spawn(sink.run(shutdown.clone()));
+    }
+    if config.influxdb.enabled {
+        let sink = InfluxSink::new(
+            &config.influxdb,
+            &config.site.id,
+            &config.stop.town,
+            bus.clone(),
+        )?;
         tasks.spawn(sink.run(shutdown.clone()));
     }
 

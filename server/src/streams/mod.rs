@@ -4,6 +4,7 @@
 //! a tag is `fabrique/<site>/<station>/<device>/<tag>` on MQTT and carries the tags `site`,
 //! `stop`, `station`, `device` and `tag` in InfluxDB.
 
+pub mod influxdb;
 pub mod mqtt;
 
 use std::sync::Arc;
