@@ -44,7 +44,7 @@ def session_subscriber(broker: Broker, topic_filter: str, client_id: str) -> Sub
 
 
 def parse_value_message(payload: str) -> dict:
-    """A value message, checked against the schema of docs/streams/mqtt.md."""
+    """A value message, checked against the schema of the README, section "MQTT publisher"."""
     doc = json.loads(payload)
     assert set(doc) == {"value", "quality", "status", "ts"}, doc
     assert doc["quality"] in ("Good", "Uncertain", "Bad"), doc

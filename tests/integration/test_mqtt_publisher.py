@@ -1,5 +1,5 @@
 """The MQTT publisher (`[mqtt]`) against a real broker (mosquitto): topics, payloads, birth and
-last will, and no gap in the values across a broker outage. See docs/streams/mqtt.md.
+last will, and no gap in the values across a broker outage. See the README, section "MQTT publisher".
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 //! Points → InfluxDB line protocol, one line per point, appended to a caller-owned buffer.
 //!
-//! Schema (docs/streams/influxdb.md): one measurement; tags `device`, `site`, `station`, `stop`,
+//! Schema (the README, section "InfluxDB sink"): one measurement; tags `device`, `site`, `station`, `stop`,
 //! `tag` (sorted by key, as InfluxDB stores them; empty ones left out); fields
 //! - `value` (float): every numeric value (bool as 0/1, integers widened, times as Unix ms),
 //! - `text` (string): text values,

@@ -46,7 +46,7 @@ struct Payload<'a> {
     ts: Option<String>,
 }
 
-/// `{"value": …, "quality": "Good", "status": 0, "ts": "…"}`, see docs/streams/mqtt.md.
+/// `{"value": …, "quality": "Good", "status": 0, "ts": "…"}`, see the README, section "MQTT publisher".
 pub fn encode(point: &Point) -> Vec<u8> {
     let payload = Payload {
         value: JsonValue(point.value.as_ref()),
