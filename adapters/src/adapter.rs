@@ -95,7 +95,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Publisher;
 use crate::point::{Quality, Timestamp, Value};
-use crate::tag::{AdapterId, CatalogError, DataType, TagCatalogBuilder, TagId, TagSpec};
+use crate::tag::{AdapterId, CatalogError, DataType, EuRange, TagCatalogBuilder, TagId, TagSpec};
 
 /// A device adapter: one instance per device (the simulator is one instance for the whole
 /// simulated truck, whose machines share one clock).
@@ -191,6 +191,26 @@ pub enum WriteError {
     Refused(String),
     #[error("device did not answer in time")]
     Timeout,
+}
+
+/// What every adapter checks before it writes to its device: the value has the tag's type and
+/// lies within its engineering range.
+pub fn check_write(
+    data_type: DataType,
+    range: Option<EuRange>,
+    value: &Value,
+) -> Result<(), WriteError> {
+    if !data_type.accepts(value) {
+        return Err(WriteError::TypeMismatch(data_type));
+    }
+    match (range, value.as_f64()) {
+        (Some(range), Some(x)) if !range.contains(x) => Err(WriteError::OutOfRange {
+            value: x,
+            low: range.low,
+            high: range.high,
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -130,6 +130,14 @@ impl PointBus {
             .collect()
     }
 
+    /// The latest point of every tag that has been published at least once: what a consumer
+    /// that subscribes late must catch up on (subscribe first, then take this).
+    pub fn published_state(&self) -> PointBatch {
+        let mut state = self.snapshot();
+        state.retain(|u| u.point != Point::initial());
+        state
+    }
+
     pub fn subscribe(&self) -> BusReceiver {
         BusReceiver {
             changes: self.inner.changes.subscribe(),
@@ -171,8 +179,24 @@ impl BusReceiver {
         }
     }
 
-    /// The next event if one is already waiting: lets a consumer take everything queued in
-    /// one go (one lock, one write) instead of batch by batch.
+    /// Wait for the next event, then take whatever else is already queued, up to `max` events
+    /// in `into`, so a consumer handles a burst in one go (one lock, one write) rather than
+    /// batch by batch. `false` once the bus is gone.
+    pub async fn recv_many(&mut self, into: &mut Vec<BusEvent>, max: usize) -> bool {
+        let Some(first) = self.recv().await else {
+            return false;
+        };
+        into.push(first);
+        while into.len() < max.max(1) {
+            match self.try_recv() {
+                Some(event) => into.push(event),
+                None => break,
+            }
+        }
+        true
+    }
+
+    /// The next event if one is already waiting.
     pub fn try_recv(&mut self) -> Option<BusEvent> {
         match self.changes.try_recv() {
             Ok(batch) => Some(BusEvent::Changes(batch)),
@@ -323,6 +347,34 @@ mod tests {
         let point = bus.latest(TagId(0));
         assert_eq!(point.value, Some(Value::Float(7.0)));
         assert_eq!(point.quality, Quality::BAD_NO_COMMUNICATION);
+    }
+
+    #[tokio::test]
+    async fn recv_many_takes_what_is_queued_up_to_the_limit() {
+        let bus = bus_with(1, 16);
+        let mut rx = bus.subscribe();
+        let mut p = bus.publisher();
+        for i in 0..5 {
+            p.set(TagId(0), Value::Float(i as f64), Timestamp::now());
+            p.flush();
+        }
+        let mut events = Vec::new();
+        assert!(rx.recv_many(&mut events, 3).await);
+        assert_eq!(events.len(), 3);
+        events.clear();
+        assert!(rx.recv_many(&mut events, 10).await);
+        assert_eq!(events.len(), 2);
+    }
+
+    #[test]
+    fn published_state_leaves_out_tags_nobody_has_published() {
+        let bus = bus_with(3, 4);
+        let mut p = bus.publisher();
+        p.set(TagId(1), Value::Float(4.0), Timestamp::now());
+        p.flush();
+        let state = bus.published_state();
+        assert_eq!(state.len(), 1);
+        assert_eq!(state[0].tag, TagId(1));
     }
 
     #[test]

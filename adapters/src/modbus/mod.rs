@@ -19,8 +19,8 @@ use tokio_modbus::client::{Client, Context, Reader, Writer};
 use tokio_modbus::{ExceptionCode, Slave};
 
 use crate::adapter::{
-    Adapter, AdapterContext, CallError, Command, DeviceHealth, DeviceStatus, TagRegistrar,
-    WriteError, WriteRequest,
+    check_write, Adapter, AdapterContext, CallError, Command, DeviceHealth, DeviceStatus,
+    TagRegistrar, WriteError, WriteRequest,
 };
 use crate::backoff::Backoff;
 use crate::bus::Publisher;
@@ -256,18 +256,7 @@ impl ModbusAdapter {
         if !tag.writable {
             return Err(WriteError::NotWritable);
         }
-        if !tag.exposed.accepts(&request.value) {
-            return Err(WriteError::TypeMismatch(tag.exposed));
-        }
-        if let (Some(range), Some(x)) = (tag.range, request.value.as_f64()) {
-            if !range.contains(x) {
-                return Err(WriteError::OutOfRange {
-                    value: x,
-                    low: range.low,
-                    high: range.high,
-                });
-            }
-        }
+        check_write(tag.exposed, tag.range, &request.value)?;
         let raw = match (tag.scaling, request.value.as_f64()) {
             (Some(s), Some(x)) => s.invert(x, tag.layout.raw)?,
             _ => {

@@ -28,8 +28,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
 use crate::adapter::{
-    Adapter, AdapterContext, CallError, Command, DeviceHealth, DeviceStatus, TagRegistrar,
-    WriteError, WriteRequest,
+    check_write, Adapter, AdapterContext, CallError, Command, DeviceHealth, DeviceStatus,
+    TagRegistrar, WriteError, WriteRequest,
 };
 use crate::backoff::Backoff;
 use crate::bus::Publisher;
@@ -414,18 +414,7 @@ impl Device {
         let (Access::ReadWrite, Some(topic)) = (tag.access, &tag.command_topic) else {
             return Err(WriteError::NotWritable);
         };
-        if !tag.data_type.accepts(&request.value) {
-            return Err(WriteError::TypeMismatch(tag.data_type));
-        }
-        if let (Some(range), Some(x)) = (tag.range, request.value.as_f64()) {
-            if !range.contains(x) {
-                return Err(WriteError::OutOfRange {
-                    value: x,
-                    low: range.low,
-                    high: range.high,
-                });
-            }
-        }
+        check_write(tag.data_type, tag.range, &request.value)?;
         let payload = encode_command(&request.value, tag.command_format.unwrap_or_default())
             .ok_or(WriteError::TypeMismatch(tag.data_type))?;
         if !self.health.is_connected() {

@@ -35,8 +35,8 @@ use tracing::Instrument;
 use quiet::Quiet;
 
 use crate::adapter::{
-    Adapter, AdapterContext, CallError, Command, DeviceHealth, DeviceStatus, TagRegistrar,
-    WriteError, WriteRequest,
+    check_write, Adapter, AdapterContext, CallError, Command, DeviceHealth, DeviceStatus,
+    TagRegistrar, WriteError, WriteRequest,
 };
 use crate::backoff::Backoff;
 use crate::device::device_path;
@@ -590,18 +590,10 @@ impl OpcUaClient {
         if tag.access != Access::ReadWrite {
             return Err(Checked(WriteError::NotWritable));
         }
+        check_write(tag.data_type, tag.range, &request.value).map_err(Checked)?;
         let Some(variant) = variant_of(tag.data_type, &request.value) else {
             return Err(Checked(WriteError::TypeMismatch(tag.data_type)));
         };
-        if let (Some(range), Some(x)) = (tag.range, request.value.as_f64()) {
-            if !range.contains(x) {
-                return Err(Checked(WriteError::OutOfRange {
-                    value: x,
-                    low: range.low,
-                    high: range.high,
-                }));
-            }
-        }
         let node = match &connection.nodes[index] {
             Ok(node) => node.clone(),
             Err(problem) => {

@@ -49,19 +49,14 @@ impl Bridge {
         let mut changes = self.bus.subscribe();
         let mut pending = Vec::new();
         loop {
-            let event = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                event = changes.recv() => event,
-            };
-            let Some(first) = event else { break };
             // Take what is already queued too (several adapters may have flushed), and hand it
             // all to the subscriptions under one notifier rather than one per batch.
-            pending.push(first);
-            while pending.len() < MAX_BATCHES_PER_NOTIFY {
-                match changes.try_recv() {
-                    Some(event) => pending.push(event),
-                    None => break,
-                }
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                received = changes.recv_many(&mut pending, MAX_BATCHES_PER_NOTIFY) => received,
+            };
+            if !received {
+                break;
             }
             self.notify(&catalog, &pending);
             pending.clear();

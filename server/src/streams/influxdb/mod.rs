@@ -304,7 +304,7 @@ impl InfluxSink {
         queue.push_events(
             &[BusEvent::Resync {
                 missed: 0,
-                state: bus.snapshot(),
+                state: bus.published_state(),
             }],
             &counters,
         );
@@ -508,17 +508,12 @@ async fn read_bus(
 ) {
     let mut pending = Vec::new();
     loop {
-        let event = tokio::select! {
+        let received = tokio::select! {
             _ = shutdown.cancelled() => break,
-            event = changes.recv() => event,
+            received = changes.recv_many(&mut pending, MAX_BATCHES_PER_TAKE) => received,
         };
-        let Some(first) = event else { break };
-        pending.push(first);
-        while pending.len() < MAX_BATCHES_PER_TAKE {
-            match changes.try_recv() {
-                Some(event) => pending.push(event),
-                None => break,
-            }
+        if !received {
+            break;
         }
         queue.push_events(&pending, &counters);
         pending.clear();

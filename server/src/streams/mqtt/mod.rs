@@ -190,7 +190,14 @@ impl MqttSink {
         let (client, events) = AsyncClient::new(options, CLIENT_QUEUE);
         let mut polling = poll_after(events, Duration::ZERO);
         let mut backoff = Backoff::default();
+        // Subscribe, then take the latest state: adapters started before the sink have
+        // published already, and what they said must reach the broker too.
         let mut changes = self.bus.subscribe();
+        let caught_up = BusEvent::Resync {
+            missed: 0,
+            state: self.bus.published_state(),
+        };
+        values.on_bus(&caught_up, &mut link);
         let tick_every = if min_interval.is_zero() {
             Duration::from_secs(1)
         } else {
@@ -200,18 +207,17 @@ impl MqttSink {
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stats = Stats::default();
+        let mut burst = Vec::new();
 
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                event = changes.recv() => {
-                    let Some(first) = event else { break };
-                    values.on_bus(&first, &mut link);
-                    for _ in 1..MAX_BATCHES {
-                        match changes.try_recv() {
-                            Some(event) => values.on_bus(&event, &mut link),
-                            None => break,
-                        }
+                received = changes.recv_many(&mut burst, MAX_BATCHES) => {
+                    if !received {
+                        break;
+                    }
+                    for event in burst.drain(..) {
+                        values.on_bus(&event, &mut link);
                     }
                 }
                 (events, result) = &mut polling => {
