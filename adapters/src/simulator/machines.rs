@@ -42,11 +42,23 @@ impl MachineKind {
 }
 
 /// What a machine sees of the line on each tick.
+#[derive(Clone, Copy)]
 pub struct LineView<'a> {
     /// The order at this machine's step, if any.
     pub occupant: Option<&'a Order>,
     /// Whether any order is on the line.
     pub busy: bool,
+}
+
+impl LineView<'_> {
+    /// The machine's state: `busy` while an order is at its step, `Idle` otherwise.
+    fn activity(&self, busy: &'static str) -> Value {
+        Value::text(if self.occupant.is_some() {
+            busy
+        } else {
+            "Idle"
+        })
+    }
 }
 
 /// A simulated machine.
@@ -355,11 +367,7 @@ impl SimMachine for Cnc {
         let program = cutting.map_or(String::new(), |o| {
             format!("HOLDER_{}.NC", o.model.to_uppercase())
         });
-        out.set(
-            self.state,
-            Value::text(if cutting.is_some() { "Running" } else { "Idle" }),
-            now,
-        );
+        out.set(self.state, view.activity("Running"), now);
         out.set(self.program, Value::text(program), now);
         out.set(self.spindle, Value::Float(self.spindle_rpm.round()), now);
         out.set(self.feed, Value::Float(feed), now);
@@ -432,11 +440,7 @@ impl SimMachine for Laser {
             Some(_) => (self.power_setpoint.value + 0.5 * normal(rng)).clamp(0.0, 100.0),
             None => 0.0,
         };
-        out.set(
-            self.state,
-            Value::text(if job.is_some() { "Engraving" } else { "Idle" }),
-            now,
-        );
+        out.set(self.state, view.activity("Engraving"), now);
         out.set(
             self.progress,
             Value::Float(job.map_or(0.0, |o| 100.0 * o.step_progress())),
@@ -533,11 +537,7 @@ impl SimMachine for Cobot {
                 now,
             );
         }
-        out.set(
-            self.state,
-            Value::text(if running.is_some() { "Running" } else { "Idle" }),
-            now,
-        );
+        out.set(self.state, view.activity("Running"), now);
         out.set(self.program, Value::text("ASSEMBLE_HOLDER"), now);
         out.set(self.cycles, Value::UInt(self.done), now);
         self.speed.stage(out, now);
@@ -641,15 +641,7 @@ impl SimMachine for Metrology {
         out: &mut Publisher,
         now: Timestamp,
     ) {
-        out.set(
-            self.state,
-            Value::text(if view.occupant.is_some() {
-                "Measuring"
-            } else {
-                "Idle"
-            }),
-            now,
-        );
+        out.set(self.state, view.activity("Measuring"), now);
         for d in &self.dims {
             out.set(d.tag, Value::Float(d.last), now);
         }
@@ -781,15 +773,7 @@ impl SimMachine for Packaging {
         out: &mut Publisher,
         now: Timestamp,
     ) {
-        out.set(
-            self.state,
-            Value::text(if view.occupant.is_some() {
-                "Packing"
-            } else {
-                "Idle"
-            }),
-            now,
-        );
+        out.set(self.state, view.activity("Packing"), now);
         out.set(self.packed, Value::UInt(self.packed_count), now);
         out.set(self.label, Value::text(&self.last_label), now);
     }
