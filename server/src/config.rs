@@ -13,6 +13,7 @@ use fabrique_adapters::simulator::SimulationConfig;
 use fabrique_adapters::DeviceConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::http::HttpConfig;
 use crate::opcua::OpcUaConfig;
 use crate::streams::influxdb::InfluxConfig;
 use crate::streams::mqtt::MqttSinkConfig;
@@ -35,6 +36,11 @@ pub struct GatewayConfig {
     pub opcua: OpcUaConfig,
     #[serde(default)]
     pub bus: BusConfig,
+    /// The HTTP server: survey, statistics, health, metrics.
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// The MQTT publisher (off by default).
     #[serde(default)]
     pub mqtt: MqttSinkConfig,
@@ -94,6 +100,22 @@ pub struct BusConfig {
 impl Default for BusConfig {
     fn default() -> Self {
         BusConfig { capacity: 64 }
+    }
+}
+
+/// `[storage]`: where the gateway keeps what must survive a restart (buffers, history).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Created on demand; relative paths are relative to the working directory.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("data"),
+        }
     }
 }
 
@@ -201,6 +223,7 @@ impl GatewayConfig {
         self.simulation.validate().map_err(own)?;
         self.line.validate().map_err(own)?;
         self.opcua.validate().map_err(own)?;
+        self.http.validate().map_err(own)?;
         self.mqtt.validate().map_err(own)?;
         self.influxdb.validate().map_err(own)?;
         if self.bus.capacity == 0 || self.bus.capacity > 1_000_000 {

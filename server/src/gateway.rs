@@ -5,6 +5,8 @@
 //!    ▲                    ├─► MQTT publisher (streams::mqtt), when `[mqtt] enabled`
 //!    │                    └─► InfluxDB writer (streams::influxdb), when `[influxdb] enabled`
 //!    └──── command router ◄────────────────────────────────────┘  writes and method calls
+//!
+//! HTTP server (`[http]`): the routes of every feature that serves HTTP, on one listener.
 //! ```
 
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::CommandRouter;
 use crate::config::GatewayConfig;
+use crate::http::HttpServer;
 use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
 use crate::streams::influxdb::InfluxSink;
 use crate::streams::mqtt::MqttSink;
@@ -106,6 +109,12 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         },
     )?;
 
+    let http = if config.http.enabled {
+        Some(HttpServer::bind(&config.http).await?)
+    } else {
+        None
+    };
+
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     for (adapter, commands) in adapters.into_iter().zip(receivers) {
@@ -134,6 +143,12 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
             bus.clone(),
         )?;
         tasks.spawn(sink.run(shutdown.clone()));
+    }
+
+    if let Some(http) = http {
+        tracing::info!(url = %format!("http://{}", http.local_addr()), "HTTP server listening");
+        let routes = axum::Router::new();
+        tasks.spawn(http.serve(routes, shutdown.clone()));
     }
 
     let handle = opcua.handle.clone();

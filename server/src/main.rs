@@ -3,6 +3,7 @@
 mod commands;
 mod config;
 mod gateway;
+mod http;
 mod opcua;
 mod streams;
 

@@ -340,10 +340,19 @@ class Gateway:
         self.log_path = log_path
         self.name = name
         self.port = free_port()
+        self.http_port = free_port()
+        # One data directory per gateway name: a gateway restarted under the same name finds
+        # its buffers and history again; two gateways of one test never share a database.
+        self.data_dir = log_path.parent / f"{name}-data"
         self.env = clean_env(
-            FABRIQUE__OPCUA__HOST="127.0.0.1",
-            FABRIQUE__OPCUA__PORT=str(self.port),
-            **env,
+            **{
+                "FABRIQUE__OPCUA__HOST": "127.0.0.1",
+                "FABRIQUE__OPCUA__PORT": str(self.port),
+                "FABRIQUE__HTTP__HOST": "127.0.0.1",
+                "FABRIQUE__HTTP__PORT": str(self.http_port),
+                "FABRIQUE__STORAGE__DATA_DIR": str(self.data_dir),
+                **env,
+            }
         )
         self.proc: subprocess.Popen | None = None
         self.cache: dict[str, Any] = {}
@@ -352,6 +361,10 @@ class Gateway:
     @property
     def url(self) -> str:
         return f"opc.tcp://127.0.0.1:{self.port}/"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> None:
         self._log_file = open(self.log_path, "ab")
