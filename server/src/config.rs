@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::HttpConfig;
 use crate::opcua::OpcUaConfig;
+use crate::storage::StorageConfig;
 use crate::streams::influxdb::InfluxConfig;
 use crate::streams::mqtt::MqttSinkConfig;
 
@@ -100,22 +101,6 @@ pub struct BusConfig {
 impl Default for BusConfig {
     fn default() -> Self {
         BusConfig { capacity: 64 }
-    }
-}
-
-/// `[storage]`: where the gateway keeps what must survive a restart (buffers, history).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageConfig {
-    /// Created on demand; relative paths are relative to the working directory.
-    pub data_dir: PathBuf,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig {
-            data_dir: PathBuf::from("data"),
-        }
     }
 }
 

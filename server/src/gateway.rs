@@ -109,6 +109,9 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         },
     )?;
 
+    let data_dir = config.storage.ensure_dir()?;
+    tracing::debug!(data_dir = %data_dir.display(), "data directory ready");
+
     let http = if config.http.enabled {
         Some(HttpServer::bind(&config.http).await?)
     } else {

@@ -5,6 +5,7 @@ mod config;
 mod gateway;
 mod http;
 mod opcua;
+mod storage;
 mod streams;
 
 use std::path::PathBuf;
