@@ -108,13 +108,25 @@ impl Default for BusConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `info,fabrique_adapters::modbus=debug`.
     pub level: String,
+    /// `text` for people at a terminal, `json` (one object per line) for journald or a log
+    /// collector.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }
@@ -209,6 +221,9 @@ impl GatewayConfig {
         self.line.validate().map_err(own)?;
         self.opcua.validate().map_err(own)?;
         self.http.validate().map_err(own)?;
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(("log.level".into(), format!("not a log filter: {error}")));
+        }
         self.mqtt.validate().map_err(own)?;
         self.influxdb.validate().map_err(own)?;
         if self.bus.capacity == 0 || self.bus.capacity > 1_000_000 {

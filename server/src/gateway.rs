@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::CommandRouter;
 use crate::config::GatewayConfig;
 use crate::http::HttpServer;
+use crate::monitoring::Monitoring;
 use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
 use crate::streams::influxdb::InfluxSink;
 use crate::streams::mqtt::MqttSink;
@@ -150,7 +151,17 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
 
     if let Some(http) = http {
         tracing::info!(url = %format!("http://{}", http.local_addr()), "HTTP server listening");
-        let routes = axum::Router::new();
+        let protocols: Vec<(String, String)> = config
+            .effective_devices()
+            .iter()
+            .map(|d| {
+                let path = fabrique_adapters::device::device_path(d.station(), d.name());
+                (path, d.protocol().to_owned())
+            })
+            .collect();
+        let monitoring = Monitoring::new(bus.clone(), opcua.handle.clone(), &protocols, started);
+        tasks.spawn(monitoring.clone().sample(shutdown.clone()));
+        let routes = axum::Router::new().merge(monitoring.routes());
         tasks.spawn(http.serve(routes, shutdown.clone()));
     }
 

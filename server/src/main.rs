@@ -4,6 +4,7 @@ mod commands;
 mod config;
 mod gateway;
 mod http;
+mod monitoring;
 mod opcua;
 mod storage;
 mod streams;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, LogFormat};
 
 /// Industrial protocol gateway of the Fabrique mobile mini-factory.
 ///
@@ -73,9 +74,21 @@ fn main() -> ExitCode {
 }
 
 fn run(config: GatewayConfig) -> ExitCode {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(_) => match EnvFilter::try_new(&config.log.level) {
+            Ok(filter) => filter,
+            Err(error) => {
+                eprintln!("error: invalid `log.level` `{}`: {error}", config.log.level);
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log.format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
