@@ -177,7 +177,7 @@ impl GatewayConfig {
             .with_list_parse_key("line.models")
             .with_list_parse_key("line.step_durations_s")
             .source(Some(env.iter().cloned().collect()));
-        let merged = builder
+        let mut merged: GatewayConfig = builder
             .add_source(environment)
             .build()
             .and_then(Config::try_deserialize::<GatewayConfig>)
@@ -192,6 +192,7 @@ impl GatewayConfig {
                     .unwrap_or_default();
                 ConfigError::Merged(format!("configuration{file}: {e}{origin}"))
             })?;
+        merged.opcua.apply_profile();
         merged
             .validate()
             .map_err(|(key, reason)| ConfigError::Invalid {
@@ -208,6 +209,7 @@ impl GatewayConfig {
         self.simulation.validate().map_err(own)?;
         self.line.validate().map_err(own)?;
         self.opcua.validate().map_err(own)?;
+        self.opcua.security().validate()?;
         self.http.validate().map_err(own)?;
         self.mqtt.validate().map_err(own)?;
         self.influxdb.validate().map_err(own)?;
