@@ -351,6 +351,27 @@ mod tests {
     }
 
     #[test]
+    fn a_file_switching_to_the_secure_profile_loses_every_demo_default() {
+        let file = file_with("[opcua]\nprofile = \"secure\"\n");
+        let err = GatewayConfig::load_with_env(Some(&file.0), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`opcua.users`"), "{err}");
+        let file = file_with(
+            "[opcua]\nprofile = \"secure\"\n[[opcua.users]]\nname = \"a\"\n\
+             thumbprint = \"0123456789abcdef0123456789abcdef01234567\"\nrole = \"admin\"\n",
+        );
+        let config = GatewayConfig::load_with_env(Some(&file.0), no_env()).unwrap();
+        let security = config.opcua.security();
+        assert!(!security.anonymous);
+        assert_eq!(security.users.len(), 1);
+        assert!(security
+            .endpoints
+            .iter()
+            .all(|e| e.policy != crate::opcua::security::PolicyName::None));
+    }
+
+    #[test]
     fn environment_overrides_file_which_overrides_defaults() {
         let file = file_with("[opcua]\nport = 48500\n[simulation]\nspeed = 5.0\n");
         let env = vec![("FABRIQUE__SIMULATION__SPEED".to_string(), "20".to_string())];

@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 /// Policy id of the X.509 user token (async-opcua checks a token against this exact id).
 const POLICY_ID_X509: &str = "x509";
 const POLICY_ID_ANONYMOUS: &str = "anonymous";
+/// How passwords are encrypted on the None endpoint.
+const PASSWORD_POLICY_ON_NONE: SecurityPolicy = SecurityPolicy::Basic256Sha256;
 
 /// `[opcua] profile`: which defaults apply to the keys a configuration leaves out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -97,7 +99,13 @@ impl EndpointConfig {
     }
 
     pub fn server_endpoint(&self) -> ServerEndpoint {
-        ServerEndpoint::new("/", self.policy.policy(), self.mode.mode(), &[])
+        let mut endpoint = ServerEndpoint::new("/", self.policy.policy(), self.mode.mode(), &[]);
+        if self.policy == PolicyName::None {
+            // The channel is clear text: the client encrypts the password with the server's
+            // certificate instead (OPC UA Part 4, UserTokenPolicy.securityPolicyUri).
+            endpoint.password_security_policy = Some(PASSWORD_POLICY_ON_NONE.to_string());
+        }
+        endpoint
     }
 }
 
@@ -375,6 +383,17 @@ impl SecuritySettings<'_> {
                 ));
             }
             if let Some(hash) = &user.password_hash {
+                // A configuration printed from the demo and switched to secure would otherwise
+                // keep the public demo passwords.
+                if secure && DEMO_USERS.iter().any(|(_, _, demo, _)| demo == hash) {
+                    return Err((
+                        format!("opcua.users[{i}].password_hash"),
+                        format!(
+                            "user `{}` has a demo password (public); the secure profile refuses it",
+                            user.name
+                        ),
+                    ));
+                }
                 let parsed = PasswordHash::new(hash).map_err(|e| {
                     (
                         format!("opcua.users[{i}].password_hash"),
@@ -598,7 +617,11 @@ impl AuthManager for GatewayAuth {
                 token_type: UserTokenType::UserName,
                 issued_token_type: UAString::null(),
                 issuer_endpoint_url: UAString::null(),
-                security_policy_uri: UAString::null(),
+                // Null: the endpoint's own policy encrypts the password.
+                security_policy_uri: match endpoint.security_policy() {
+                    SecurityPolicy::None => UAString::from(PASSWORD_POLICY_ON_NONE.to_uri()),
+                    _ => UAString::null(),
+                },
             });
         }
         // A certificate token is signed with the endpoint's policy; the None endpoint has none.
@@ -674,15 +697,25 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.0, "opcua.endpoints[0].policy");
         assert!(err.1.contains("secure profile"), "{}", err.1);
+        let err = settings(Profile::Secure, false, &SECURE_ENDPOINTS, &users)
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.0, "opcua.users[0].password_hash");
+        assert!(err.1.contains("demo password"), "{}", err.1);
+        let own = [UserConfig::demo(
+            "alice",
+            &hash_password("alice's own").unwrap(),
+            Role::Admin,
+        )];
         assert_eq!(
-            settings(Profile::Secure, false, &SECURE_ENDPOINTS, &users).validate(),
+            settings(Profile::Secure, false, &SECURE_ENDPOINTS, &own).validate(),
             Ok(())
         );
         let err = settings(Profile::Secure, false, &SECURE_ENDPOINTS, &[])
             .validate()
             .unwrap_err();
         assert_eq!(err.0, "opcua.users");
-        let mut trusting = settings(Profile::Secure, false, &SECURE_ENDPOINTS, &users);
+        let mut trusting = settings(Profile::Secure, false, &SECURE_ENDPOINTS, &own);
         trusting.trust_client_certificates = true;
         assert_eq!(
             trusting.validate().unwrap_err().0,
