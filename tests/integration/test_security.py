@@ -179,9 +179,13 @@ async def test_every_policy_and_mode_with_a_password(secured):
         assert isinstance(await opc.read(SPEED_SETPOINT), float)
 
 
-async def test_each_identity_type_and_its_role(secured):
+async def test_each_identity_type_and_its_role(secured, tmp_path):
     gw, app, person, _, _ = secured
     policy, mode = "Basic256Sha256", "SignAndEncrypt"
+    stranger_badge = App(tmp_path, "badge-mallory")
+    with pytest.raises(ua.UaError):
+        async with session(gw, app, policy, mode, user_cert=stranger_badge):
+            pass
     async with session(gw, app, policy, mode, user_cert=person) as opc:
         assert (await write_speed(opc, 7.0)).is_good()
         assert await opc.read(SPEED_SETPOINT) == 7.0
