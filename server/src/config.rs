@@ -189,7 +189,7 @@ impl GatewayConfig {
             .with_list_parse_key("line.models")
             .with_list_parse_key("line.step_durations_s")
             .source(Some(env.iter().cloned().collect()));
-        let merged = builder
+        let mut merged: GatewayConfig = builder
             .add_source(environment)
             .build()
             .and_then(Config::try_deserialize::<GatewayConfig>)
@@ -204,6 +204,7 @@ impl GatewayConfig {
                     .unwrap_or_default();
                 ConfigError::Merged(format!("configuration{file}: {e}{origin}"))
             })?;
+        merged.opcua.apply_profile();
         merged
             .validate()
             .map_err(|(key, reason)| ConfigError::Invalid {
@@ -220,6 +221,7 @@ impl GatewayConfig {
         self.simulation.validate().map_err(own)?;
         self.line.validate().map_err(own)?;
         self.opcua.validate().map_err(own)?;
+        self.opcua.security().validate()?;
         self.http.validate().map_err(own)?;
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), format!("not a log filter: {error}")));
@@ -361,6 +363,27 @@ mod tests {
         let devices = config.effective_devices();
         assert!(devices.len() >= 7, "got {} devices", devices.len());
         assert!(devices.iter().all(|d| d.protocol() == "simulator"));
+    }
+
+    #[test]
+    fn a_file_switching_to_the_secure_profile_loses_every_demo_default() {
+        let file = file_with("[opcua]\nprofile = \"secure\"\n");
+        let err = GatewayConfig::load_with_env(Some(&file.0), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`opcua.users`"), "{err}");
+        let file = file_with(
+            "[opcua]\nprofile = \"secure\"\n[[opcua.users]]\nname = \"a\"\n\
+             thumbprint = \"0123456789abcdef0123456789abcdef01234567\"\nrole = \"admin\"\n",
+        );
+        let config = GatewayConfig::load_with_env(Some(&file.0), no_env()).unwrap();
+        let security = config.opcua.security();
+        assert!(!security.anonymous);
+        assert_eq!(security.users.len(), 1);
+        assert!(security
+            .endpoints
+            .iter()
+            .all(|e| e.policy != crate::opcua::security::PolicyName::None));
     }
 
     #[test]

@@ -39,10 +39,30 @@ enum Command {
     Check,
     /// Print the merged configuration as TOML.
     PrintConfig,
+    /// Read a password on stdin, print its Argon2 hash for `[[opcua.users]] password_hash`:
+    /// `echo -n secret | fabrique-gateway hash-password`.
+    HashPassword,
+    /// Client certificates in the configured `opcua.pki_dir`.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// One line per certificate: state (trusted, rejected, issuer), SHA-1 thumbprint, subject.
+    List,
+    /// Trust a client certificate (takes effect on its next connection, no restart).
+    Trust { thumbprint: String },
+    /// Reject a client certificate.
+    Reject { thumbprint: String },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Hashing a password needs no configuration (and must work before one is valid).
+    if matches!(cli.command, Some(Command::HashPassword)) {
+        return hash_password();
+    }
     let config = match GatewayConfig::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -69,11 +89,64 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::HashPassword => hash_password(),
+        Command::Pki(command) => pki(&config, command),
         Command::Run => run(config),
     }
 }
 
+fn hash_password() -> ExitCode {
+    let mut password = String::new();
+    if let Err(error) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut password) {
+        eprintln!("error: cannot read the password from stdin: {error}");
+        return ExitCode::from(2);
+    }
+    // `echo secret |` adds a newline nobody means as part of the password.
+    let password = password
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&password);
+    if password.is_empty() {
+        eprintln!("error: empty password (usage: echo -n secret | fabrique-gateway hash-password)");
+        return ExitCode::from(2);
+    }
+    match opcua::security::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: cannot hash the password: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pki(config: &GatewayConfig, command: PkiCommand) -> ExitCode {
+    use opcua::pki::{self, CertState};
+    let dir = &config.opcua.pki_dir;
+    let result = match command {
+        PkiCommand::List => pki::list(dir).map(|entries| {
+            for e in entries {
+                println!("{:<8} {} {}", e.state.as_str(), e.thumbprint, e.subject);
+            }
+        }),
+        PkiCommand::Trust { thumbprint } => pki::move_to(dir, &thumbprint, CertState::Trusted)
+            .map(|e| println!("trusted {} {}", e.thumbprint, e.subject)),
+        PkiCommand::Reject { thumbprint } => pki::move_to(dir, &thumbprint, CertState::Rejected)
+            .map(|e| println!("rejected {} {}", e.thumbprint, e.subject)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn run(config: GatewayConfig) -> ExitCode {
+    use tracing_subscriber::prelude::*;
     let filter = match EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
         Err(_) => match EnvFilter::try_new(&config.log.level) {
@@ -84,11 +157,18 @@ fn run(config: GatewayConfig) -> ExitCode {
             }
         },
     };
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.log.format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
+    let logs = match config.log.format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        // Client addresses for the failed-login log, whatever the log level.
+        .with(opcua::peers::PeerLayer.with_filter(opcua::peers::PeerLayer::filter()))
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

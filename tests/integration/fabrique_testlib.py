@@ -422,12 +422,11 @@ class Gateway:
 
 
 async def _probe(url: str) -> None:
+    # Whatever the security configuration, the endpoint list answers once the server runs.
     client = Client(url, timeout=3)
-    await client.connect()
-    try:
-        await client.get_namespace_index(INSTANCES_URI)
-    finally:
-        await client.disconnect()
+    endpoints = await client.connect_and_get_server_endpoints()
+    if not endpoints:
+        raise RuntimeError("no endpoints yet")
 
 
 def _run_in_thread(coro: Awaitable[Any], timeout: float) -> Any:
@@ -501,9 +500,17 @@ class Opc:
         )
 
 
+# The demo profile's users (docs/security.md); tests write and call as the operator.
+DEMO_OPERATOR = ("operator", "operator")
+
+
 @contextlib.asynccontextmanager
-async def connect(gateway: Gateway):
+async def connect(gateway: Gateway, user: str | None = DEMO_OPERATOR[0], password: str | None = DEMO_OPERATOR[1]):
+    """A session on the None endpoint; `user=None` for an anonymous one."""
     client = Client(gateway.url, timeout=10)
+    if user is not None:
+        client.set_user(user)
+        client.set_password(password or "")
     await client.connect()
     try:
         inst = await client.get_namespace_index(INSTANCES_URI)

@@ -4,15 +4,18 @@ mod address_space;
 mod bridge;
 mod convert;
 mod nodes;
+pub mod peers;
+pub mod pki;
+pub mod security;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use opcua::crypto::SecurityPolicy;
 use opcua::server::node_manager::memory::{InMemoryNodeManager, InMemoryNodeManagerBuilder};
-use opcua::server::{Server, ServerBuilder, ServerEndpoint, ServerHandle, ANONYMOUS_USER_TOKEN_ID};
-use opcua::types::MessageSecurityMode;
+use opcua::server::{Server, ServerBuilder, ServerHandle};
 use serde::{Deserialize, Serialize};
+
+use security::{EndpointConfig, GatewayAuth, Profile, SecuritySettings, UserConfig};
 
 pub use address_space::{DeviceNameplate, StaticModel};
 pub use bridge::Bridge;
@@ -29,8 +32,27 @@ pub struct OpcUaConfig {
     pub application_name: String,
     pub application_uri: String,
     pub product_uri: String,
-    /// Where the server keeps certificates (created on demand).
+    /// Where the server keeps certificates: its own (created on first start), and the
+    /// trusted, rejected and issuer client certificates (`fabrique-gateway pki`).
     pub pki_dir: PathBuf,
+    /// `demo` (the built-in configuration) or `secure` (the default of any other): the
+    /// defaults of `anonymous`, `endpoints` and `users`, and what validation accepts.
+    pub profile: Profile,
+    /// Anonymous sessions (read-only). Unset: true in the demo profile, false otherwise; the
+    /// secure profile refuses true.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous: Option<bool>,
+    /// Security policies and modes offered. Unset: the profile's (see `security.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Vec<EndpointConfig>>,
+    /// Who may log in, and their role. Unset: the demo users in the demo profile, nobody else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<UserConfig>>,
+    /// Extra host names and addresses for the server's certificate (besides `host`, localhost
+    /// and the machine's names), e.g. the truck LAN address SCADA clients connect to.
+    pub certificate_hosts: Vec<String>,
+    /// Demo only: trust every client certificate on first contact instead of rejecting it.
+    pub trust_client_certificates: bool,
     /// The server's subscription timer. async-opcua's default of 100 ms turns a 100 ms
     /// publishing interval into ~6 publishes a second; 10 ms keeps up.
     pub subscription_poll_interval_ms: u64,
@@ -48,6 +70,12 @@ impl Default for OpcUaConfig {
             application_uri: "urn:fabrique-gateway".into(),
             product_uri: "urn:fabrique-gateway:product".into(),
             pki_dir: PathBuf::from("pki"),
+            profile: Profile::default(),
+            anonymous: None,
+            endpoints: None,
+            users: None,
+            certificate_hosts: Vec::new(),
+            trust_client_certificates: false,
             subscription_poll_interval_ms: 10,
             command_timeout_ms: 5000,
             limits: LimitsConfig::default(),
@@ -154,6 +182,39 @@ impl OpcUaConfig {
         Ok(())
     }
 
+    /// The security keys with the profile's defaults filled in.
+    pub fn security(&self) -> SecuritySettings<'_> {
+        let demo = self.profile == Profile::Demo;
+        SecuritySettings {
+            profile: self.profile,
+            anonymous: self.anonymous.unwrap_or(demo),
+            endpoints: match &self.endpoints {
+                Some(endpoints) => endpoints,
+                None if demo => &security::DEMO_ENDPOINTS,
+                None => &security::SECURE_ENDPOINTS,
+            },
+            users: self.users.as_deref().unwrap_or(if demo {
+                security::demo_users_ref()
+            } else {
+                &[]
+            }),
+            trust_client_certificates: self.trust_client_certificates,
+        }
+    }
+
+    /// Fill the unset security keys from the profile, so `print-config` shows what runs.
+    pub fn apply_profile(&mut self) {
+        let settings = self.security();
+        let (anonymous, endpoints, users) = (
+            settings.anonymous,
+            settings.endpoints.to_vec(),
+            settings.users.to_vec(),
+        );
+        self.anonymous = Some(anonymous);
+        self.endpoints = Some(endpoints);
+        self.users = Some(users);
+    }
+
     pub fn endpoint_url(&self) -> String {
         format!("opc.tcp://{}:{}/", self.host, self.port)
     }
@@ -171,6 +232,10 @@ pub fn build_server(
     nodes: GatewayNodesBuilder,
 ) -> anyhow::Result<OpcUaServer> {
     let limits = &config.limits;
+    let security = config.security();
+    pki::ensure_own_certificate(config)?;
+    let auth = GatewayAuth::new(security.anonymous, security.users)
+        .map_err(|e| anyhow::anyhow!("OPC UA users: {e}"))?;
     let mut builder = ServerBuilder::new()
         .application_name(&config.application_name)
         .application_uri(&config.application_uri)
@@ -178,18 +243,11 @@ pub fn build_server(
         .host(&config.host)
         .port(config.port)
         .pki_dir(&config.pki_dir)
-        // The server's own self-signed certificate, created in `pki_dir` on first start: even
-        // the None endpoint's secure channel expects one, and encrypted endpoints need it.
-        .create_sample_keypair(true)
-        .add_endpoint(
-            "none",
-            ServerEndpoint::new(
-                "/",
-                SecurityPolicy::None,
-                MessageSecurityMode::None,
-                &[ANONYMOUS_USER_TOKEN_ID.to_owned()],
-            ),
-        )
+        // The server's own certificate was created above (with the configured host names);
+        // async-opcua reads it from `pki_dir`.
+        .create_sample_keypair(false)
+        .trust_client_certs(security.trust_client_certificates)
+        .with_authenticator(Arc::new(auth))
         .discovery_urls(vec![config.endpoint_url()])
         .subscription_poll_interval_ms(config.subscription_poll_interval_ms)
         .max_message_size(limits.max_message_size)
@@ -199,6 +257,9 @@ pub fn build_server(
         .max_sessions(limits.max_sessions)
         .diagnostics_enabled(true)
         .with_node_manager(InMemoryNodeManagerBuilder::new(nodes));
+    for endpoint in security.endpoints {
+        builder = builder.add_endpoint(endpoint.id(), endpoint.server_endpoint());
+    }
     {
         let l = builder.limits_mut();
         let s = &mut l.subscriptions;

@@ -28,6 +28,7 @@ use opcua::types::{
 
 use super::address_space::{self, StaticModel, INSTANCES_NAMESPACE, TYPES_NAMESPACE};
 use super::convert::{data_value, natural_variant};
+use super::security::Role;
 use crate::commands::CommandRouter;
 use fabrique_adapters::ua::value_of;
 
@@ -187,6 +188,16 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
         space: &RwLock<AddressSpace>,
         nodes_to_write: &mut [&mut WriteNode],
     ) -> Result<(), StatusCode> {
+        // 0. Only operators and admins write (viewers also see no write bit in their
+        // UserAccessLevel); a denied write changes nothing.
+        let role = Role::of(&context.token);
+        if !role.may_write() {
+            tracing::info!(user = %context.token.0, nodes = nodes_to_write.len(), "write denied");
+            for node in nodes_to_write.iter_mut() {
+                node.set_status(StatusCode::BadUserAccessDenied);
+            }
+            return Ok(());
+        }
         // 1. Check every write under the lock, without waiting on anything.
         let mut pending = Vec::new();
         {
@@ -245,15 +256,21 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
 
     async fn call(
         &self,
-        _context: &RequestContext,
+        context: &RequestContext,
         _space: &RwLock<AddressSpace>,
         methods_to_call: &mut [&mut &mut MethodCall],
     ) -> Result<(), StatusCode> {
+        let role = Role::of(&context.token);
         for call in methods_to_call.iter_mut() {
             let Some(method) = self.methods.get(call.method_id()) else {
                 call.set_status(StatusCode::BadMethodInvalid);
                 continue;
             };
+            if !role.may_call(method) {
+                tracing::info!(user = %context.token.0, %method, "method call denied");
+                call.set_status(StatusCode::BadUserAccessDenied);
+                continue;
+            }
             let Some(anchor) = self.line_anchor else {
                 call.set_status(StatusCode::BadNotImplemented);
                 continue;
