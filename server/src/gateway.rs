@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::CommandRouter;
 use crate::config::GatewayConfig;
 use crate::http::HttpServer;
+use crate::indicators::IndicatorsEngine;
 use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
 use crate::streams::influxdb::InfluxSink;
 use crate::streams::mqtt::MqttSink;
@@ -45,6 +46,14 @@ pub struct Plan {
 pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
     let devices = config.effective_devices();
     let mut adapters = build_adapters(&config.simulation, &config.line, &devices);
+    if config.indicators.enabled {
+        adapters.push(Box::new(IndicatorsEngine::new(
+            config.indicators.clone(),
+            config.storage.clone(),
+            config.stop.town.clone(),
+            config.simulation.speed,
+        )));
+    }
     let mut catalog = TagCatalogBuilder::new();
     for (i, adapter) in adapters.iter_mut().enumerate() {
         let owner = AdapterId(u16::try_from(i).context("more than 65535 adapters")?);
@@ -97,6 +106,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         Duration::from_millis(config.opcua.command_timeout_ms),
     );
 
+    let orders_router = router.clone();
     let types = NodeSet2Import::new_str("en", TYPES_NODESET, Vec::new())
         .context("cannot parse nodesets/Fabrique.NodeSet2.xml")?;
     let opcua = build_server(
@@ -150,7 +160,11 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
 
     if let Some(http) = http {
         tracing::info!(url = %format!("http://{}", http.local_addr()), "HTTP server listening");
-        let routes = axum::Router::new();
+        let routes = axum::Router::new().merge(crate::indicators::http::routes(
+            bus.clone(),
+            orders_router.clone(),
+            config.storage.clone(),
+        ));
         tasks.spawn(http.serve(routes, shutdown.clone()));
     }
 
