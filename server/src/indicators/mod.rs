@@ -446,7 +446,12 @@ impl Adapter for IndicatorsEngine {
                     if !alive {
                         break;
                     }
-                    state.town = state.current_town(&bus, &self.configured_town);
+                    let town = state.current_town(&bus, &self.configured_town);
+                    if town != state.town {
+                        // A new stop: its figures start from its own orders.
+                        state.town = town;
+                        state.changed = true;
+                    }
                     for event in events.drain(..) {
                         match event {
                             BusEvent::Changes(batch) => state.apply(&batch),
@@ -581,5 +586,192 @@ fn publish_figures(
     for ((avg, p90), spread) in tags.cycle.iter().zip(&f.cycle_time) {
         set(*avg, Value::Float(spread.avg_s));
         set(*p90, Value::Float(spread.p90_s));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use fabrique_adapters::simulator::line::{Line, LineConfig, LineEvent};
+    use fabrique_adapters::tag::{AdapterId, TagCatalogBuilder};
+    use rand::{rngs::StdRng, SeedableRng};
+
+    use super::history::{OrderState, Visit};
+    use super::*;
+
+    /// The line runs 100 simulated seconds per tick (several steps per tick for the short
+    /// steps) with 30 orders queued at once (more than the 20 recent slots): the history
+    /// rebuilt from the bus alone equals what the line did, step by step.
+    #[test]
+    fn the_history_rebuilt_from_the_bus_is_what_the_line_did() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut catalog = TagCatalogBuilder::new();
+        let mut line = Line::new(LineConfig::default(), 0.3);
+        line.declare_tags(&mut TagRegistrar::new(&mut catalog, AdapterId(0)))
+            .unwrap();
+        let bus = PointBus::new(Arc::new(catalog.build()), 1024);
+        let watch = Watch::new(&bus);
+        let mut rx = bus.subscribe();
+        let mut publisher = bus.publisher();
+        let mut history = History::default();
+
+        let mut t = Timestamp::from_nanos(1_800_000_000_000_000_000);
+        let mut expected: HashMap<String, ([Visit; STEP_COUNT], OrderState)> = HashMap::new();
+        for i in 0..30 {
+            let id = line.submit("Hexa", &format!("n{i}"), t, &mut rng).unwrap();
+            expected.insert(id, ([None; STEP_COUNT], OrderState::InProgress));
+        }
+        for tick in 0..200 {
+            t = t.plus_secs_f64(1.0);
+            for event in line.advance(100.0, t, &mut rng) {
+                let at = micros(t);
+                match event {
+                    LineEvent::Entered { step, order } => {
+                        expected.get_mut(&order.id).unwrap().0[step - 1] = Some((at, None));
+                    }
+                    LineEvent::Left { step, order } => {
+                        let entry = expected.get_mut(&order.id).unwrap();
+                        if let Some((_, left)) = &mut entry.0[step - 1] {
+                            *left = Some(at);
+                        }
+                        if step == STEP_COUNT {
+                            entry.1 = OrderState::Delivered;
+                        } else if order.verdict == Some(false) {
+                            entry.1 = OrderState::Scrapped;
+                        }
+                    }
+                }
+            }
+            line.publish(&mut publisher, t, tick == 0);
+            publisher.flush();
+            while let Some(BusEvent::Changes(batch)) = rx.try_recv() {
+                for update in batch.iter() {
+                    if let Some(signal) = watch.signal(update) {
+                        history.apply(signal, "Lens");
+                    }
+                }
+                history.end_of_batch("Lens");
+            }
+        }
+        assert_eq!(history.unannounced, 0);
+        assert_eq!(history.orders.len(), 30);
+        let mut scrapped = 0;
+        for order in &history.orders {
+            let (steps, state) = &expected[&order.id];
+            assert_eq!(&order.steps, steps, "{}", order.id);
+            assert_eq!(order.state, *state, "{}", order.id);
+            assert_eq!(order.model, "Hexa");
+            assert_eq!(order.verdict, Some(*state == OrderState::Delivered));
+            scrapped += u32::from(*state == OrderState::Scrapped);
+        }
+        assert!(scrapped > 0);
+    }
+}
+
+/// `cargo test --release -p fabrique-gateway indicators_bench -- --ignored --nocapture`: the
+/// figures in BENCHMARKS.md ("Order history and indicators").
+#[cfg(test)]
+mod indicators_bench {
+    use std::time::Instant;
+
+    use super::history::{LineState, OrderState};
+    use super::*;
+
+    fn synthetic(n: usize) -> Vec<OrderRecord> {
+        let start = 1_800_000_000_000_000i64;
+        (0..n)
+            .map(|i| {
+                let mut o = OrderRecord::new(i as i64 + 1, format!("ORD-{:06}", i + 1), {
+                    ["Lens", "Arras", "Douai"][i % 3].to_owned()
+                });
+                o.model = "Wave".into();
+                o.text = "Léa".into();
+                let t0 = start + i as i64 * 240_000_000;
+                o.submitted_at = Some(t0);
+                let mut t = t0;
+                for k in 0..STEP_COUNT {
+                    let d = 20_000_000 + ((i * 7 + k * 13) % 100) as i64 * 1_000_000;
+                    o.steps[k] = Some((t, Some(t + d)));
+                    t += d;
+                }
+                o.completed_at = Some(t);
+                let ok = i % 33 != 0;
+                o.verdict = Some(ok);
+                o.state = if ok {
+                    OrderState::Delivered
+                } else {
+                    OrderState::Scrapped
+                };
+                o
+            })
+            .collect()
+    }
+
+    #[test]
+    #[ignore = "benchmark; run with --release"]
+    fn indicators_bench() {
+        const ORDERS: usize = 50_000;
+        let dir = std::env::temp_dir().join(format!("fabrique-indicators-{}", std::process::id()));
+        let storage = StorageConfig {
+            data_dir: dir.clone(),
+        };
+        let orders = synthetic(ORDERS);
+        let states = [LineState {
+            at: 0,
+            running: true,
+        }];
+
+        // Recording: one transaction per burst (what the engine does), durable (FULL).
+        for burst in [1usize, 10, 250] {
+            let _ = std::fs::remove_file(dir.join(store::DATABASE_FILE));
+            let mut db = storage.open_database(store::DATABASE_FILE).unwrap();
+            store::create_schema(&db).unwrap();
+            let n = if burst == 1 { 2_000 } else { ORDERS };
+            let refs: Vec<&OrderRecord> = orders[..n].iter().collect();
+            let started = Instant::now();
+            for chunk in refs.chunks(burst) {
+                store::save(&mut db, chunk, &[]).unwrap();
+            }
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "record: {n} orders (9 steps each), {burst} per transaction: {:.2} s, {:.0} orders/s",
+                secs,
+                n as f64 / secs
+            );
+        }
+
+        let db = storage.open_database(store::DATABASE_FILE).unwrap();
+        let started = Instant::now();
+        let (loaded, _) = store::load(&db).unwrap();
+        println!(
+            "load {} orders at start: {:.0} ms",
+            loaded.len(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        let today = loaded
+            .last()
+            .and_then(|o| o.completed_at)
+            .and_then(local_day);
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let started = Instant::now();
+            for (scope, _) in SCOPES {
+                let f = compute(
+                    loaded.iter().filter(|o| in_scope(o, scope, "Lens", today)),
+                    &states,
+                    240e6,
+                );
+                assert!(f.parts_delivered > 0 || scope == Scope::Today);
+            }
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+        println!(
+            "recompute the 3 scopes over {} orders: {:.1} ms (best of 5)",
+            loaded.len(),
+            best * 1e3
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
