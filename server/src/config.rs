@@ -14,6 +14,7 @@ use fabrique_adapters::DeviceConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::http::HttpConfig;
+use crate::indicators::IndicatorsConfig;
 use crate::opcua::OpcUaConfig;
 use crate::storage::StorageConfig;
 use crate::streams::influxdb::InfluxConfig;
@@ -54,6 +55,9 @@ pub struct GatewayConfig {
     pub simulation: SimulationConfig,
     #[serde(default)]
     pub line: LineConfig,
+    /// Order history and production indicators.
+    #[serde(default)]
+    pub indicators: IndicatorsConfig,
     /// Real (or explicitly simulated) devices; see [`GatewayConfig::effective_devices`].
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
@@ -228,6 +232,7 @@ impl GatewayConfig {
         }
         self.mqtt.validate().map_err(own)?;
         self.influxdb.validate().map_err(own)?;
+        self.indicators.validate().map_err(own)?;
         if self.bus.capacity == 0 || self.bus.capacity > 1_000_000 {
             return Err((
                 "bus.capacity".into(),

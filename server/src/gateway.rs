@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::CommandRouter;
 use crate::config::GatewayConfig;
 use crate::http::HttpServer;
+use crate::indicators::IndicatorsEngine;
 use crate::monitoring::Monitoring;
 use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
 use crate::streams::influxdb::InfluxSink;
@@ -46,6 +47,14 @@ pub struct Plan {
 pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
     let devices = config.effective_devices();
     let mut adapters = build_adapters(&config.simulation, &config.line, &devices);
+    if config.indicators.enabled {
+        adapters.push(Box::new(IndicatorsEngine::new(
+            config.indicators.clone(),
+            config.storage.clone(),
+            config.stop.town.clone(),
+            config.simulation.speed,
+        )));
+    }
     let mut catalog = TagCatalogBuilder::new();
     for (i, adapter) in adapters.iter_mut().enumerate() {
         let owner = AdapterId(u16::try_from(i).context("more than 65535 adapters")?);
@@ -98,6 +107,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         Duration::from_millis(config.opcua.command_timeout_ms),
     );
 
+    let orders_router = router.clone();
     let types = NodeSet2Import::new_str("en", TYPES_NODESET, Vec::new())
         .context("cannot parse nodesets/Fabrique.NodeSet2.xml")?;
     let opcua = build_server(
@@ -161,7 +171,14 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
             .collect();
         let monitoring = Monitoring::new(bus.clone(), opcua.handle.clone(), &protocols, started);
         tasks.spawn(monitoring.clone().sample(shutdown.clone()));
-        let routes = axum::Router::new().merge(monitoring.routes());
+        let routes =
+            axum::Router::new()
+                .merge(monitoring.routes())
+                .merge(crate::indicators::http::routes(
+                    bus.clone(),
+                    orders_router.clone(),
+                    config.storage.clone(),
+                ));
         tasks.spawn(http.serve(routes, shutdown.clone()));
     }
 

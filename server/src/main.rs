@@ -4,6 +4,7 @@ mod commands;
 mod config;
 mod gateway;
 mod http;
+mod indicators;
 mod monitoring;
 mod opcua;
 mod storage;

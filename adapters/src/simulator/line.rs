@@ -239,6 +239,12 @@ pub struct Line {
     tags: Option<LineTags>,
     /// Orders delivered or scrapped since the last publish, still to be shown.
     finished: Vec<Order>,
+    /// Orders placed since the last publish, announced in their slot before they move.
+    placed: Vec<Order>,
+    /// Every change of a step's occupant since the last publish (step index, order id or ""),
+    /// so that a consumer of the bus sees each order enter and leave each step, even when
+    /// one tick moves it through several steps.
+    moves: Vec<(usize, String)>,
     /// The order each recent slot shows, by sequence number.
     slot_seq: Vec<u64>,
 }
@@ -258,6 +264,8 @@ impl Line {
             scrapped: 0,
             tags: None,
             finished: Vec::new(),
+            placed: Vec::new(),
+            moves: Vec::new(),
             slot_seq: vec![0; slots],
         }
     }
@@ -443,6 +451,7 @@ impl Line {
         };
         let id = order.id.clone();
         self.claim_slot(&order);
+        self.placed.push(order.clone());
         self.queue.push_back(order);
         Ok(id)
     }
@@ -492,7 +501,9 @@ impl Line {
                     continue;
                 };
                 let step = k + 1;
-                let carry = -order.remaining_s;
+                // Only what this tick overshot carries into the next step: time spent
+                // blocked (done, waiting for the next step to free) is not work done there.
+                let carry = (-order.remaining_s).min(dt);
                 self.stats[k].count += 1;
                 self.stats[k].last_cycle_s = order.duration_s;
                 if step == METROLOGY_STEP {
@@ -502,6 +513,7 @@ impl Line {
                     step,
                     order: order.clone(),
                 });
+                self.moves.push((k, String::new()));
                 moved = true;
                 if step == METROLOGY_STEP && order.defective {
                     order.state = OrderState::Scrapped;
@@ -542,6 +554,7 @@ impl Line {
         order.step = k + 1;
         order.duration_s = self.draw_duration(k + 1, rng);
         order.remaining_s = order.duration_s - carry;
+        self.moves.push((k, order.id.clone()));
         events.push(LineEvent::Entered {
             step: k + 1,
             order: order.clone(),
@@ -566,6 +579,32 @@ impl Line {
         set(tags.delivered, Value::UInt(self.delivered));
         set(tags.scrapped, Value::UInt(self.scrapped));
         set(tags.submitted, Value::UInt(self.next_seq - 1));
+        if full {
+            for slot in &tags.recent {
+                set(slot.id, Value::text(""));
+                set(slot.model, Value::text(""));
+                set(slot.text, Value::text(""));
+                set(slot.step, Value::UInt(0));
+                set(slot.state, Value::text("Empty"));
+                set(slot.submitted_at, Value::Time(Timestamp::NULL));
+                set(slot.completed_at, Value::Time(Timestamp::NULL));
+                set(slot.verdict, Value::text(""));
+            }
+        }
+        // What happened during the tick, in order, so that a consumer of the bus can record
+        // every order exactly: new orders are announced in their slot before they move, then
+        // each step's occupant changes one by one, then finished orders show their outcome.
+        // A slot whose order was already replaced by a newer one shows the finished order
+        // briefly, within this batch, then its current order again (below).
+        let slots = self.slot_seq.len();
+        for order in &self.placed {
+            stage_order(&tags.recent[slot_of(order.seq, slots)], order, &mut set);
+        }
+        self.placed.clear();
+        for (k, occupant) in self.moves.drain(..) {
+            set(tags.steps[k].current_order, Value::text(occupant));
+        }
+
         let last_id = if self.next_seq > 1 {
             format!("ORD-{:06}", self.next_seq - 1)
         } else {
@@ -601,21 +640,11 @@ impl Line {
             set(step_tags.count, Value::UInt(self.stats[k].count));
         }
 
-        if full {
-            for slot in &tags.recent {
-                set(slot.id, Value::text(""));
-                set(slot.model, Value::text(""));
-                set(slot.text, Value::text(""));
-                set(slot.step, Value::UInt(0));
-                set(slot.state, Value::text("Empty"));
-                set(slot.submitted_at, Value::Time(Timestamp::NULL));
-                set(slot.completed_at, Value::Time(Timestamp::NULL));
-                set(slot.verdict, Value::text(""));
-            }
+        for order in &self.finished {
+            stage_order(&tags.recent[slot_of(order.seq, slots)], order, &mut set);
         }
         // Orders still on the line are re-staged every tick (their step moves); the bus drops
         // whatever did not change.
-        let slots = self.slot_seq.len();
         let shown = |order: &&Order| self.slot_seq[slot_of(order.seq, slots)] == order.seq;
         for order in self
             .queue
@@ -736,6 +765,80 @@ mod tests {
         assert!(
             matches!(config.check_order("Wave", &long), Err(CallError::InvalidArgument(m)) if m.contains("at most"))
         );
+    }
+
+    #[test]
+    fn time_spent_blocked_does_not_shorten_the_next_step() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let config = LineConfig::default();
+        let slowest = config.step_durations_s.iter().cloned().fold(0.0, f64::max);
+        let mut line = Line::new(config, 0.0);
+        for i in 0..10 {
+            line.submit("Wave", &format!("n{i}"), Timestamp::now(), &mut rng)
+                .unwrap();
+        }
+        let mut left_last_step = Vec::new();
+        for t in 0..5000 {
+            for event in line.advance(1.0, Timestamp::now(), &mut rng) {
+                if let LineEvent::Left { step: 9, .. } = event {
+                    left_last_step.push(t as f64);
+                }
+            }
+        }
+        assert_eq!(left_last_step.len(), 10);
+        // Parts leave no faster than the slowest step allows (its duration varies by ±5 %).
+        for pair in left_last_step.windows(2) {
+            assert!(pair[1] - pair[0] >= 0.8 * slowest, "{left_last_step:?}");
+        }
+    }
+
+    #[test]
+    fn a_tick_longer_than_steps_publishes_every_occupant_in_order() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let mut catalog = crate::tag::TagCatalogBuilder::new();
+        let mut line = Line::new(LineConfig::default(), 0.0);
+        line.declare_tags(&mut TagRegistrar::new(
+            &mut catalog,
+            crate::tag::AdapterId(0),
+        ))
+        .unwrap();
+        let bus = crate::bus::PointBus::new(std::sync::Arc::new(catalog.build()), 16);
+        let steps: Vec<TagId> = (1..=3)
+            .map(|n| {
+                bus.catalog()
+                    .lookup(&format!("Line/Steps/Step{n}/CurrentOrder"))
+                    .unwrap()
+            })
+            .collect();
+        let mut rx = bus.subscribe();
+        let mut publisher = bus.publisher();
+        line.submit("Wave", "a", Timestamp::now(), &mut rng)
+            .unwrap();
+        line.advance(1.0, Timestamp::now(), &mut rng);
+        line.publish(&mut publisher, Timestamp::now(), true);
+        publisher.flush();
+        while rx.try_recv().is_some() {}
+        // 55 simulated seconds: the order leaves step 1 (29 s left), passes step 2 (20 s)
+        // and enters step 3, all in one tick.
+        line.advance(55.0, Timestamp::now(), &mut rng);
+        line.publish(&mut publisher, Timestamp::now(), false);
+        publisher.flush();
+        let mut seen = Vec::new();
+        while let Some(crate::bus::BusEvent::Changes(batch)) = rx.try_recv() {
+            for u in batch.iter() {
+                if let Some(step) = steps.iter().position(|t| *t == u.tag) {
+                    seen.push((step + 1, u.point.value.clone().unwrap().to_string()));
+                }
+            }
+        }
+        let id = "ORD-000001".to_owned();
+        let expected = vec![
+            (1, String::new()),
+            (2, id.clone()),
+            (2, String::new()),
+            (3, id),
+        ];
+        assert_eq!(seen, expected, "{seen:?}");
     }
 
     #[test]
