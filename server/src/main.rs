@@ -7,6 +7,7 @@ mod http;
 mod opcua;
 mod storage;
 mod streams;
+mod visits;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -50,7 +50,6 @@ impl StorageConfig {
     /// Write-ahead logging lets readers (statistics, HTTP) run beside the one writer;
     /// `synchronous = FULL` makes a committed transaction durable before the caller
     /// acknowledges it (a survey answer answered 201 must survive a power cut).
-    #[allow(dead_code)] // TEMPORARY: its users (orders history, visits and survey) are on their way
     pub fn open_database(&self, file: &str) -> Result<Connection, StorageError> {
         let path = self.ensure_dir()?.join(file);
         let open = |path: &Path| -> rusqlite::Result<Connection> {
