@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use fabrique_adapters::Timestamp;
 use parking_lot::Mutex;
-use serde_json::{json, Map, Value as Json_};
+use serde_json::{json, Map, Value as JsonValue};
 
 use super::adapter::{Pending, StoreFailed, VisitsHandle};
 use super::records::{
@@ -188,14 +188,14 @@ async fn get_stats(
     }
 }
 
-fn survey_json(f: &SurveyFigures) -> Map<String, Json_> {
+fn survey_json(f: &SurveyFigures) -> Map<String, JsonValue> {
     match serde_json::to_value(f) {
-        Ok(Json_::Object(map)) => map,
+        Ok(JsonValue::Object(map)) => map,
         _ => Map::new(),
     }
 }
 
-fn visits_json(f: &VisitFigures) -> Map<String, Json_> {
+fn visits_json(f: &VisitFigures) -> Map<String, JsonValue> {
     let mut map = Map::new();
     map.insert("visitors".into(), f.visitors.into());
     map.insert("groups".into(), f.groups.into());
@@ -203,21 +203,21 @@ fn visits_json(f: &VisitFigures) -> Map<String, Json_> {
 }
 
 /// Survey part and visits part of one scope, each with its figures by audience.
-fn scope_json(f: &Figures) -> (Map<String, Json_>, Map<String, Json_>) {
+fn scope_json(f: &Figures) -> (Map<String, JsonValue>, Map<String, JsonValue>) {
     let mut survey = survey_json(&f.survey);
-    let by: Map<String, Json_> = f
+    let by: Map<String, JsonValue> = f
         .survey_by_audience
         .iter()
-        .map(|(a, s)| (a.code().to_owned(), Json_::Object(survey_json(s))))
+        .map(|(a, s)| (a.code().to_owned(), JsonValue::Object(survey_json(s))))
         .collect();
-    survey.insert("by_audience".into(), Json_::Object(by));
+    survey.insert("by_audience".into(), JsonValue::Object(by));
     let mut visits = visits_json(&f.visits);
-    let by: Map<String, Json_> = f
+    let by: Map<String, JsonValue> = f
         .visits_by_audience
         .iter()
-        .map(|(a, v)| (a.code().to_owned(), Json_::Object(visits_json(v))))
+        .map(|(a, v)| (a.code().to_owned(), JsonValue::Object(visits_json(v))))
         .collect();
-    visits.insert("by_audience".into(), Json_::Object(by));
+    visits.insert("by_audience".into(), JsonValue::Object(by));
     (survey, visits)
 }
 
@@ -227,7 +227,7 @@ pub fn stats_json(
     current: &Stop,
     scope: Option<&str>,
     rejected: (u64, u64),
-) -> Result<Json_, StoreError> {
+) -> Result<JsonValue, StoreError> {
     let today = day_of(Timestamp::now());
     let base = Scope {
         stop: scope,
@@ -244,8 +244,8 @@ pub fn stats_json(
     })?;
     let (s, v) = scope_json(&at_stop);
     visits.insert("visitors_at_stop".into(), v["visitors"].clone());
-    survey.insert("current_stop".into(), Json_::Object(s));
-    visits.insert("current_stop".into(), Json_::Object(v));
+    survey.insert("current_stop".into(), JsonValue::Object(s));
+    visits.insert("current_stop".into(), JsonValue::Object(v));
 
     let on_day = store.figures(Scope {
         stop: scope,
@@ -253,22 +253,22 @@ pub fn stats_json(
     })?;
     let (s, v) = scope_json(&on_day);
     visits.insert("visitors_today".into(), v["visitors"].clone());
-    survey.insert("today".into(), Json_::Object(s));
-    visits.insert("today".into(), Json_::Object(v));
+    survey.insert("today".into(), JsonValue::Object(s));
+    visits.insert("today".into(), JsonValue::Object(v));
 
     for (key, by) in [("by_day", GroupBy::Day), ("by_stop", GroupBy::Stop)] {
-        let s: Map<String, Json_> = store
+        let s: Map<String, JsonValue> = store
             .survey_grouped(base, by)?
             .iter()
-            .map(|(k, f)| (k.clone(), Json_::Object(survey_json(f))))
+            .map(|(k, f)| (k.clone(), JsonValue::Object(survey_json(f))))
             .collect();
-        survey.insert(key.into(), Json_::Object(s));
-        let v: Map<String, Json_> = store
+        survey.insert(key.into(), JsonValue::Object(s));
+        let v: Map<String, JsonValue> = store
             .visits_grouped(base, by)?
             .iter()
-            .map(|(k, f)| (k.clone(), Json_::Object(visits_json(f))))
+            .map(|(k, f)| (k.clone(), JsonValue::Object(visits_json(f))))
             .collect();
-        visits.insert(key.into(), Json_::Object(v));
+        visits.insert(key.into(), JsonValue::Object(v));
     }
     survey.insert("rejected".into(), rejected.0.into());
     visits.insert("rejected".into(), rejected.1.into());
