@@ -125,6 +125,13 @@ def main() -> None:
         print(f"seeded {groups} groups ({groups * 24} visitors) and {groups * 24} answers over {args.stops} stops "
               f"in {time.monotonic() - t0:.1f} s ({seeded / (time.monotonic() - t0):.0f} writes/s, 32 clients)")
 
+        stats = api.stats()
+        print(f"database: {stats['visits']['visitors_total']} visitors, {stats['visits']['groups_total']} groups, "
+              f"{stats['survey']['responses']} answers, {len(stats['survey']['by_stop'])} stops, "
+              f"{len(stats['survey']['by_day'])} days; {os.path.getsize(work / 'data' / 'visits.sqlite') / 1e6:.1f} MB")
+        for path in ["/api/stats", f"/api/stats?stop={towns[7]}"]:
+            median, p90 = timings(api, path, args.queries)
+            print(f"GET {path}: median {median:.1f} ms, p90 {p90:.1f} ms ({args.queries} calls)")
         for label, path, body in [
             ("survey", "/api/survey", lambda k, i: {"audience": AUDIENCES[i % 8], "satisfaction": 1 + i % 4, "view_changed": i % 2 == 0}),
             ("check-in", "/api/visits", lambda k, i: {"audience": AUDIENCES[i % 8], "size": 1 + i % 40}),
@@ -138,13 +145,6 @@ def main() -> None:
                 print(f"{label:8s} clients={clients:3d}: {ok / elapsed:8.0f} writes/s ({ok} in {elapsed:.1f} s, "
                       f"{bad} failed), gateway CPU {cpu:.0f} %, RSS {rss_mb(gateway.pid):.0f} MB")
 
-        stats = api.stats()
-        print(f"database: {stats['visits']['visitors_total']} visitors, {stats['visits']['groups_total']} groups, "
-              f"{stats['survey']['responses']} answers, {len(stats['survey']['by_stop'])} stops, "
-              f"{len(stats['survey']['by_day'])} days; {os.path.getsize(work / 'data' / 'visits.sqlite') / 1e6:.1f} MB")
-        for path in ["/api/stats", f"/api/stats?stop={towns[7]}"]:
-            median, p90 = timings(api, path, args.queries)
-            print(f"GET {path}: median {median:.1f} ms, p90 {p90:.1f} ms ({args.queries} calls)")
     finally:
         gateway.terminate()
         gateway.wait(timeout=10)

@@ -40,10 +40,16 @@ CREATE TABLE IF NOT EXISTS survey (
     view_changed INTEGER NOT NULL CHECK (view_changed IN (0, 1)),
     source TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS visits_stop_day ON visits (stop, day);
-CREATE INDEX IF NOT EXISTS visits_day ON visits (day);
-CREATE INDEX IF NOT EXISTS survey_stop_day ON survey (stop, day);
-CREATE INDEX IF NOT EXISTS survey_day ON survey (day);
+-- Covering indexes: every aggregate (by audience, day or stop; over everything, one stop or one
+-- day) reads an index in order, without touching the table or sorting.
+CREATE INDEX IF NOT EXISTS visits_audience ON visits (audience, size);
+CREATE INDEX IF NOT EXISTS visits_stop ON visits (stop, audience, size);
+CREATE INDEX IF NOT EXISTS visits_day ON visits (day, audience, size);
+CREATE INDEX IF NOT EXISTS visits_stop_day ON visits (stop, day, audience, size);
+CREATE INDEX IF NOT EXISTS survey_audience ON survey (audience, satisfaction, view_changed);
+CREATE INDEX IF NOT EXISTS survey_stop ON survey (stop, audience, satisfaction, view_changed);
+CREATE INDEX IF NOT EXISTS survey_day ON survey (day, audience, satisfaction, view_changed);
+CREATE INDEX IF NOT EXISTS survey_stop_day ON survey (stop, day, audience, satisfaction, view_changed);
 ";
 
 #[derive(Debug, thiserror::Error)]
