@@ -1,7 +1,7 @@
 """Writes Fabrique.NodeSet2.xml, the gateway's type model, next to this script.
 
 Edit the tables below and run `python3 nodesets/generate_nodeset.py`; the Rust code refers to the
-type ids 1001-1011 (server/src/opcua/address_space.rs), keep them stable.
+type ids 1001-1012 (server/src/opcua/address_space.rs), keep them stable.
 """
 from xml.sax.saxutils import escape
 
@@ -22,6 +22,7 @@ TYPES = [
     (1009, "DeviceStatusType", "Device status", "Communication status of a device as seen by its adapter."),
     (1010, "OrdersType", "Orders", "Folder-like object holding the recent orders."),
     (1011, "StopType", "Stop", "The current tour stop: town, venue and dates."),
+    (1012, "SurveyType", "Survey", "Post-visit survey figures, computed from the stored responses."),
 ]
 
 # (id, parent id, ref type, browse name, data type, rule, description, extra)
@@ -76,6 +77,20 @@ DECLS = [
     (2404, 1009, "V", "LastReadTime", "DateTime", M, "When the device was last read successfully."),
     (2405, 1009, "V", "RequestsOk", "UInt64", M, "Requests the device answered since start."),
     (2406, 1009, "V", "RequestsFailed", "UInt64", M, "Requests that failed or timed out since start."),
+    # VisitsType 1008 -> 2351..
+    (2351, 1008, "V", "VisitorsTotal", "UInt64", M, "Visitors checked in, all stops."),
+    (2352, 1008, "V", "VisitorsAtStop", "UInt64", M, "Visitors checked in at the current stop."),
+    (2353, 1008, "V", "VisitorsToday", "UInt64", M, "Visitors checked in today (UTC day)."),
+    (2354, 1008, "V", "GroupsTotal", "UInt64", M, "Groups checked in, all stops."),
+    (2355, 1008, "O", "Survey", None, M, "Post-visit survey figures.", {"typedef": "ns=1;i=1012"}),
+    # SurveyType 1012 -> 2551..
+    (2551, 1012, "V", "Responses", "UInt64", M, "Survey responses, all stops."),
+    (2552, 1012, "A", "SatisfiedPct", "Double", M, "Share of responses satisfied or very satisfied (satisfaction 3 or 4), all stops, in percent.",
+     {"unit": (20529, "%", "percent"), "range": (0.0, 100.0), "eu_ids": (2553, 2554)}),
+    (2555, 1012, "A", "ViewChangedPct", "Double", M, "Share of responses whose view of industrial jobs changed, all stops, in percent.",
+     {"unit": (20529, "%", "percent"), "range": (0.0, 100.0), "eu_ids": (2556, 2557)}),
+    (2558, 1012, "V", "ResponsesAtStop", "UInt64", M, "Survey responses at the current stop."),
+    (2559, 1012, "V", "Rejected", "UInt64", M, "Invalid responses refused since start."),
     # StopType 1011 -> 2501..
     (2501, 1011, "V", "Town", "String", M, "Town of the stop."),
     (2502, 1011, "V", "Venue", "String", M, "Venue where the truck is parked."),

@@ -19,6 +19,7 @@ use crate::opcua::OpcUaConfig;
 use crate::storage::StorageConfig;
 use crate::streams::influxdb::InfluxConfig;
 use crate::streams::mqtt::MqttSinkConfig;
+use crate::visits::VisitsConfig;
 
 /// The built-in default: the whole truck, simulated.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -51,6 +52,9 @@ pub struct GatewayConfig {
     /// Northbound: every point to InfluxDB (off by default).
     #[serde(default)]
     pub influxdb: InfluxConfig,
+    /// Tour stops, check-ins and the post-visit survey.
+    #[serde(default)]
+    pub visits: VisitsConfig,
     #[serde(default)]
     pub simulation: SimulationConfig,
     #[serde(default)]
@@ -233,6 +237,7 @@ impl GatewayConfig {
         self.mqtt.validate().map_err(own)?;
         self.influxdb.validate().map_err(own)?;
         self.indicators.validate().map_err(own)?;
+        crate::visits::validate_stop(&self.stop).map_err(own)?;
         if self.bus.capacity == 0 || self.bus.capacity > 1_000_000 {
             return Err((
                 "bus.capacity".into(),

@@ -7,6 +7,7 @@
 //!    └──── command router ◄────────────────────────────────────┘  writes and method calls
 //!
 //! HTTP server (`[http]`): the routes of every feature that serves HTTP, on one listener.
+//! Visits (`visits`): a producer on the bus (Stop/*, Visits/*), fed by HTTP, MQTT and OPC UA.
 //! ```
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::monitoring::Monitoring;
 use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
 use crate::streams::influxdb::InfluxSink;
 use crate::streams::mqtt::MqttSink;
+use crate::visits::{MqttInbound, VisitsAdapter, VisitsHandle};
 
 /// The gateway's own information model, parsed at start.
 const TYPES_NODESET: &str = include_str!("../../nodesets/Fabrique.NodeSet2.xml");
@@ -41,12 +43,16 @@ const COMMAND_QUEUE: usize = 64;
 pub struct Plan {
     pub adapters: Vec<Box<dyn Adapter>>,
     pub catalog: Arc<TagCatalog>,
+    /// The visits producer's handle; its database is opened by `run`, not by `check`.
+    pub visits: VisitsHandle,
 }
 
 /// Build the adapters of `config` and collect their tags.
 pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
     let devices = config.effective_devices();
     let mut adapters = build_adapters(&config.simulation, &config.line, &devices);
+    let (visits_adapter, visits) = VisitsAdapter::new(crate::visits::configured_stop(&config.stop));
+    adapters.push(Box::new(visits_adapter));
     if config.indicators.enabled {
         adapters.push(Box::new(IndicatorsEngine::new(
             config.indicators.clone(),
@@ -65,19 +71,13 @@ pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
     Ok(Plan {
         adapters,
         catalog: Arc::new(catalog.build()),
+        visits,
     })
 }
 
 fn static_model(config: &GatewayConfig) -> StaticModel {
-    let stop = &config.stop;
     StaticModel {
         site_name: config.site.name.clone(),
-        stop: [
-            ("Town", stop.town.clone()),
-            ("Venue", stop.venue.clone()),
-            ("FirstDay", stop.first_day.clone()),
-            ("LastDay", stop.last_day.clone()),
-        ],
         line_models: config.line.models.clone(),
         devices: config
             .effective_devices()
@@ -94,7 +94,11 @@ fn static_model(config: &GatewayConfig) -> StaticModel {
 /// Run the gateway until Ctrl-C or SIGTERM.
 pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let started = Instant::now();
-    let Plan { adapters, catalog } = plan(&config)?;
+    let Plan {
+        adapters,
+        catalog,
+        visits,
+    } = plan(&config)?;
     let bus = PointBus::new(catalog.clone(), config.bus.capacity);
 
     let (senders, receivers): (Vec<_>, Vec<_>) = adapters
@@ -116,12 +120,18 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
             types: Box::new(types),
             model: static_model(&config),
             bus: bus.clone(),
-            router,
+            router: router.clone(),
         },
     )?;
 
     let data_dir = config.storage.ensure_dir()?;
     tracing::debug!(data_dir = %data_dir.display(), "data directory ready");
+    let stop = visits
+        .open(
+            &config.storage,
+            &crate::visits::configured_stop(&config.stop),
+        )
+        .context("visits database")?;
 
     let http = if config.http.enabled {
         Some(HttpServer::bind(&config.http).await?)
@@ -148,14 +158,19 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     if config.mqtt.enabled {
         let sink = MqttSink::new(config.mqtt.clone(), &config.site.id, bus.clone());
         tasks.spawn(sink.run(shutdown.clone()));
+        if config.visits.mqtt_subscribe {
+            let inbound = MqttInbound::new(
+                config.mqtt.clone(),
+                &config.site.id,
+                visits.clone(),
+                router.clone(),
+                catalog.lookup("Line/State"),
+            );
+            tasks.spawn(inbound.run(shutdown.clone()));
+        }
     }
     if config.influxdb.enabled {
-        let sink = InfluxSink::new(
-            &config.influxdb,
-            &config.site.id,
-            &config.stop.town,
-            bus.clone(),
-        )?;
+        let sink = InfluxSink::new(&config.influxdb, &config.site.id, &stop.town, bus.clone())?;
         tasks.spawn(sink.run(shutdown.clone()));
     }
 
@@ -171,14 +186,17 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
             .collect();
         let monitoring = Monitoring::new(bus.clone(), opcua.handle.clone(), &protocols, started);
         tasks.spawn(monitoring.clone().sample(shutdown.clone()));
-        let routes =
-            axum::Router::new()
-                .merge(monitoring.routes())
-                .merge(crate::indicators::http::routes(
-                    bus.clone(),
-                    orders_router.clone(),
-                    config.storage.clone(),
-                ));
+        let routes = axum::Router::new()
+            .merge(monitoring.routes())
+            .merge(crate::indicators::http::routes(
+                bus.clone(),
+                orders_router.clone(),
+                config.storage.clone(),
+            ))
+            .merge(
+                crate::visits::routes(visits.clone(), &config.storage)
+                    .context("visits database")?,
+            );
         tasks.spawn(http.serve(routes, shutdown.clone()));
     }
 

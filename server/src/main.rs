@@ -9,6 +9,7 @@ mod monitoring;
 mod opcua;
 mod storage;
 mod streams;
+mod visits;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -48,6 +48,8 @@ TYPE_IDS = {
     "IndicatorsType": 1007,
     "VisitsType": 1008,
     "OrdersType": 1010,
+    "StopType": 1011,
+    "SurveyType": 1012,
 }
 
 # Namespace-0 data type ids.

@@ -121,7 +121,10 @@ async def test_tree_shape(opc):
     for obj in ["Stop", "Line", "Stations", "Orders", "Indicators", "Visits"]:
         expect_class(f"Fabrique/{obj}", ua.NodeClass.Object)
     expect_class("Fabrique/Name", ua.NodeClass.Variable)
-    expect_children("Fabrique/Stop", {"Town", "Venue", "FirstDay", "LastDay"})
+    expect_children("Fabrique/Stop", {"Town", "Venue", "FirstDay", "LastDay", "SetStop"})
+    expect_class("Fabrique/Stop/SetStop", ua.NodeClass.Method)
+    expect_class("Fabrique/Visits/CheckIn", ua.NodeClass.Method)
+    expect_class("Fabrique/Visits/Survey", ua.NodeClass.Object)
 
     expect_children("Fabrique/Line", set(LINE_VARIABLES) | set(LINE_METHODS) | {"Steps"})
     for name in LINE_VARIABLES:
@@ -190,6 +193,8 @@ async def test_type_definitions(opc):
     expected = {"Fabrique": "SiteType", "Fabrique/Line": "LineType", "Fabrique/Orders": "OrdersType"}
     expected["Fabrique/Indicators"] = "IndicatorsType"
     expected["Fabrique/Visits"] = "VisitsType"
+    expected["Fabrique/Stop"] = "StopType"
+    expected["Fabrique/Visits/Survey"] = "SurveyType"
     for n in range(1, 10):
         expected[f"Fabrique/Line/Steps/Step{n}"] = "ProductionStepType"
     for device in DEVICE_TAGS:

@@ -20,6 +20,7 @@ import pytest
 from conftest import start_gateway, stop_gateway
 from fabrique_testlib import FAST_SIMULATION_ENV
 from peer_influx import InfluxDB1
+from peer_survey import Api
 from test_influxdb import influx_config
 
 IN_CI = os.environ.get("CI") == "true"
@@ -64,7 +65,7 @@ def queries(dashboard: dict) -> list[tuple[str, str]]:
 def substitute(query: str) -> str:
     """What Grafana sends for the dashboard's defaults: the last hour, 10 s buckets, one site."""
     query = query.replace("$timeFilter", "time > now() - 1h").replace("$__interval", "10s")
-    query = query.replace("$site", re.escape(SITE))
+    query = query.replace("$site", re.escape(SITE)).replace("$stop", ".*")
     unknown = re.findall(r"\$\{?[A-Za-z_]\w*", query)
     assert not unknown, f"variables the test does not know ({unknown}): {query}"
     return query
@@ -75,7 +76,7 @@ def substitute(query: str) -> str:
 
 
 def test_dashboards_exist_and_use_the_provisioned_datasource():
-    assert [p.name for p in DASHBOARDS] == ["production.json"]
+    assert [p.name for p in DASHBOARDS] == ["production.json", "visits.json"]
     provisioning = (GRAFANA_DIR / "provisioning" / "datasources" / "fabrique.yaml").read_text()
     assert f"uid: {DATASOURCE_UID}" in provisioning and "version: InfluxQL" in provisioning
     providers = (GRAFANA_DIR / "provisioning" / "dashboards" / "fabrique.yaml").read_text()
@@ -165,6 +166,14 @@ def influxdb1(tmp_path_factory):
 def fed_influxdb(gateway_bin, influxdb1, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("gateway-grafana")
     gw = start_gateway(gateway_bin, workdir, ORDERS_ENV, "grafana", args=influx_config(workdir, influxdb1.url, "v1"))
+    # Visitors and survey answers for the visits dashboard, and one invalid answer.
+    api = Api(gw.http_url)
+    for body in [{"audience": "middle_school", "size": 24}, {"audience": "company", "size": 5}]:
+        assert api.request("POST", "/api/visits", body)[0] == 201
+    for audience, satisfaction, view_changed in [("middle_school", 4, True), ("company", 3, False), ("teacher", 1, True)]:
+        body = {"audience": audience, "satisfaction": satisfaction, "view_changed": view_changed}
+        assert api.request("POST", "/api/survey", body)[0] == 201
+    assert api.request("POST", "/api/survey", {"audience": "nobody"})[0] == 400
     yield influxdb1
     stop_gateway(gw)
 
@@ -187,6 +196,9 @@ def _answer(db: InfluxDB1, query: str, positive: bool) -> list[dict]:
 POSITIVE = {
     "Parts delivered", "Parts scrapped", "Orders in progress", "Orders submitted",
     "Last cycle time per step", "Last cycle time (latest)", "CNC spindle", "Conveyor speed",
+    # visits.json
+    "Visitors, all stops", "Visitors at this stop", "Groups, all stops", "Responses, all stops",
+    "Satisfied, all stops", "View changed, all stops", "Responses by stop", "Invalid responses refused",
 }
 
 # Grouped queries whose series count is known: the 9 steps, the 3 printer temperatures.
@@ -195,6 +207,9 @@ EXPECTED_SERIES = {
     "Last cycle time per step": 9,
     "Last cycle time (latest)": 9,
     "3D printer temperatures": 3,
+    "Visitors by audience (at this stop)": 8,
+    "Satisfied by audience (all stops)": 8,
+    "View changed by audience (all stops)": 8,
 }
 
 
@@ -220,6 +235,15 @@ def test_every_query_returns_data(fed_influxdb, path):
     # A few values that must make sense, not only exist.
     site = answers["variable $site"][0]["values"]
     assert [SITE] == [v[1] for v in site], site
+    if path.name == "visits.json":
+        last = lambda title: _values(answers[f"panel {title!r} target A"][0])[-1]  # noqa: E731
+        assert last("Town") == "Lens"
+        assert last("Visitors, all stops") == 29
+        assert last("Responses, all stops") == 3
+        assert last("Satisfied, all stops") == 100 * 2 / 3
+        assert last("View changed, all stops") == 100 * 2 / 3
+        assert last("Invalid responses refused") == 1
+        return
     states = answers["panel 'Step states' target A"]
     assert {s["tags"]["tag"] for s in states} == {f"Line/Steps/Step{k}/State" for k in range(1, 10)}
     assert {v for s in states for row in s["values"] for v in row[1:] if v is not None} <= {"Idle", "Busy", "Blocked"}

@@ -39,6 +39,7 @@ mod types {
     pub const DEVICE_STATUS: u32 = 1009;
     pub const ORDERS: u32 = 1010;
     pub const STOP: u32 = 1011;
+    pub const SURVEY: u32 = 1012;
 }
 
 /// How an object is typed, from where it sits.
@@ -62,6 +63,7 @@ fn type_for(path: &str) -> ObjectKind {
         ["Orders", "Recent", _] => ObjectKind::Typed(types::ORDER),
         ["Indicators"] => ObjectKind::Typed(types::INDICATORS),
         ["Visits"] => ObjectKind::Typed(types::VISITS),
+        ["Visits", "Survey"] => ObjectKind::Typed(types::SURVEY),
         ["Stop"] => ObjectKind::Typed(types::STOP),
         _ => ObjectKind::Plain,
     }
@@ -70,7 +72,6 @@ fn type_for(path: &str) -> ObjectKind {
 /// What the address space shows that does not come from the bus.
 pub struct StaticModel {
     pub site_name: String,
-    pub stop: [(&'static str, String); 4],
     pub line_models: Vec<String>,
     pub devices: Vec<DeviceNameplate>,
 }
@@ -113,6 +114,27 @@ pub const LINE_METHODS: [MethodSpec; 3] = [
         description: "Stop the line; orders keep queueing",
     },
 ];
+
+/// Methods of the visits producer (`server/src/visits`).
+pub const VISITS_METHODS: [MethodSpec; 2] = [
+    MethodSpec {
+        parent: "Stop",
+        name: "SetStop",
+        inputs: &["Town", "Venue", "FirstDay", "LastDay"],
+        outputs: &[],
+        description: "Set the current stop (dates YYYY-MM-DD, first <= last); kept across restarts",
+    },
+    MethodSpec {
+        parent: "Visits",
+        name: "CheckIn",
+        inputs: &["Audience", "Size"],
+        outputs: &[],
+        description: "Check a group in: audience code (middle_school, high_school, student, job_seeker, retraining, teacher, company, general_public) and size",
+    },
+];
+
+/// Method arguments that are numbers; every other argument is a String.
+const UINT32_ARGUMENTS: [&str; 1] = ["Size"];
 
 /// What the node manager needs to know about the nodes built here.
 pub struct BuiltNodes {
@@ -317,7 +339,14 @@ impl Builder<'_> {
         let args = |names: &[&str]| -> Vec<opcua::types::Argument> {
             names
                 .iter()
-                .map(|n| (*n, DataTypeId::String).into())
+                .map(|n| {
+                    let data_type = if UINT32_ARGUMENTS.contains(n) {
+                        DataTypeId::UInt32
+                    } else {
+                        DataTypeId::String
+                    };
+                    (*n, data_type).into()
+                })
                 .collect()
         };
         let mut builder = MethodBuilder::new(&id, self.name(spec.name), spec.name)
@@ -366,17 +395,9 @@ pub fn build(
         DataTypeId::String,
         true,
     );
-    for (key, value) in &model.stop {
-        b.constant(
-            "Stop",
-            key,
-            Variant::from(value.as_str()),
-            DataTypeId::String,
-            false,
-        );
-    }
     // The top-level objects exist even before anything fills them.
     for path in [
+        "Stop",
         "Line",
         "Line/Steps",
         "Stations",
@@ -426,6 +447,7 @@ pub fn build(
     }
     let methods = LINE_METHODS
         .iter()
+        .chain(VISITS_METHODS.iter())
         .map(|m| (b.method(m), format!("{}/{}", m.parent, m.name)))
         .collect();
     BuiltNodes {

@@ -57,7 +57,23 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
         space.add_namespace(INSTANCES_NAMESPACE, ns);
         let catalog = self.bus.catalog().clone();
         let built = address_space::build(space, ns, types_ns, &self.model, &catalog);
-        let line_anchor = catalog.lookup("Line/State");
+        // A method goes to the adapter that owns the tags next to it (`Line/State` for
+        // `Line/SubmitOrder`, `Stop/Town` for `Stop/SetStop`).
+        let method_anchors = built
+            .methods
+            .values()
+            .filter_map(|method| {
+                let parent = method.rsplit_once('/')?.0;
+                let prefix = format!("{parent}/");
+                let anchor = catalog.lookup(&format!("{parent}/State")).or_else(|| {
+                    catalog
+                        .iter()
+                        .find(|(_, e)| e.spec.path.starts_with(&prefix))
+                        .map(|(t, _)| t)
+                })?;
+                Some((method.clone(), anchor))
+            })
+            .collect();
         let namespaces = [(TYPES_NAMESPACE, types_ns), (INSTANCES_NAMESPACE, ns)]
             .into_iter()
             .map(|(uri, index)| NamespaceMetadata {
@@ -71,7 +87,7 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             tag_nodes: built.tag_nodes.into(),
             node_tags: built.node_tags,
             methods: built.methods,
-            line_anchor,
+            method_anchors,
             bus: self.bus,
             router: self.router,
         }
@@ -83,8 +99,8 @@ pub struct GatewayNodes {
     tag_nodes: Arc<[NodeId]>,
     node_tags: HashMap<NodeId, TagId>,
     methods: HashMap<NodeId, String>,
-    /// A line tag, whose owner serves the line's methods.
-    line_anchor: Option<TagId>,
+    /// Method (`Parent/Name`) → a tag of the adapter that serves it.
+    method_anchors: HashMap<String, TagId>,
     bus: PointBus,
     router: CommandRouter,
 }
@@ -271,7 +287,7 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                 call.set_status(StatusCode::BadUserAccessDenied);
                 continue;
             }
-            let Some(anchor) = self.line_anchor else {
+            let Some(&anchor) = self.method_anchors.get(method) else {
                 call.set_status(StatusCode::BadNotImplemented);
                 continue;
             };
@@ -281,6 +297,8 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                 .map(|a| match a {
                     Variant::String(s) => Some(Value::text(s.as_ref())),
                     Variant::Empty => Some(Value::text("")),
+                    Variant::UInt32(n) => Some(Value::UInt((*n).into())),
+                    Variant::Int32(n) => Some(Value::Int((*n).into())),
                     _ => None,
                 })
                 .collect();

@@ -276,6 +276,16 @@ pub struct InfluxSink {
     counters: Arc<InfluxCounters>,
     /// Taken by the bus reader when the sink runs.
     changes: Option<BusReceiver>,
+    /// Points carry the stop of the moment they are written: the encoder is rebuilt when
+    /// `Stop/Town` changes on the bus (set at run time, see docs/visits.md).
+    stop: StopFollower,
+}
+
+struct StopFollower {
+    tag: Option<fabrique_adapters::TagId>,
+    town: String,
+    site: String,
+    labels: Arc<[crate::streams::TagLabels]>,
 }
 
 impl InfluxSink {
@@ -310,6 +320,12 @@ impl InfluxSink {
         );
         Ok(InfluxSink {
             encoder: LineEncoder::new(&config.measurement, site, stop, &labels),
+            stop: StopFollower {
+                tag: bus.catalog().lookup("Stop/Town"),
+                town: stop.to_owned(),
+                site: site.to_owned(),
+                labels,
+            },
             writer,
             queue,
             counters,
@@ -344,7 +360,7 @@ impl InfluxSink {
         stats.abort();
     }
 
-    async fn write_loop(&self, shutdown: &CancellationToken) {
+    async fn write_loop(&mut self, shutdown: &CancellationToken) {
         let flush = Duration::from_millis(self.config.flush_ms);
         let mut points = Vec::with_capacity(self.config.batch_size);
         let mut body = Vec::new();
@@ -388,13 +404,23 @@ impl InfluxSink {
         }
     }
 
-    fn next_batch(&self, points: &mut Vec<PointUpdate>, body: &mut Vec<u8>) -> Batch {
+    fn next_batch(&mut self, points: &mut Vec<PointUpdate>, body: &mut Vec<u8>) -> Batch {
         points.clear();
         self.queue.take(self.config.batch_size, points);
         let now = Timestamp::now();
         let mut ends = Vec::with_capacity(points.len());
         body.clear();
         for update in points.iter() {
+            if Some(update.tag) == self.stop.tag {
+                if let Some(fabrique_adapters::Value::Text(town)) = &update.point.value {
+                    if **town != *self.stop.town {
+                        self.stop.town = town.to_string();
+                        let s = &self.stop;
+                        self.encoder =
+                            LineEncoder::new(&self.config.measurement, &s.site, &s.town, &s.labels);
+                    }
+                }
+            }
             if self.encoder.encode(body, update, now) {
                 ends.push(body.len());
             }

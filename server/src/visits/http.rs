@@ -1,0 +1,282 @@
+//! HTTP: `/api/stop`, `/api/visits`, `/api/survey`, `/api/stats` and the `/survey` page.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use fabrique_adapters::Timestamp;
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value as JsonValue};
+
+use super::adapter::{Pending, StoreFailed, VisitsHandle};
+use super::records::{
+    day_of, rfc3339, CheckIn, Rejection, RejectionKind, Stop, SurveyResponse, MAX_BODY_BYTES,
+};
+use super::store::{Figures, GroupBy, Scope, Store, StoreError, SurveyFigures, VisitFigures};
+use crate::storage::StorageConfig;
+
+const PAGE_HTML: &str = include_str!("page/survey.html");
+const PAGE_CSS: &str = include_str!("page/survey.css");
+const PAGE_JS: &str = include_str!("page/survey.js");
+
+#[derive(Clone)]
+struct AppState {
+    handle: VisitsHandle,
+    /// A reader connection beside the writer (WAL): statistics never wait for a commit.
+    reader: Arc<Mutex<Store>>,
+}
+
+/// The routes; opens a reader connection on the visits database (after [`VisitsHandle::open`]).
+pub fn routes(handle: VisitsHandle, storage: &StorageConfig) -> Result<Router, StoreError> {
+    let state = AppState {
+        handle,
+        reader: Arc::new(Mutex::new(Store::open_reader(storage)?)),
+    };
+    Ok(Router::new()
+        .route("/api/stop", get(get_stop).put(put_stop))
+        .route("/api/visits", axum::routing::post(post_visit))
+        .route("/api/survey", axum::routing::post(post_survey))
+        .route("/api/stats", get(get_stats))
+        .route(
+            "/survey",
+            get(|| async { page("text/html; charset=utf-8", PAGE_HTML) }),
+        )
+        .route(
+            "/survey/survey.css",
+            get(|| async { page("text/css; charset=utf-8", PAGE_CSS) }),
+        )
+        .route(
+            "/survey/survey.js",
+            get(|| async { page("text/javascript; charset=utf-8", PAGE_JS) }),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state))
+}
+
+fn page(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+fn bad_request(rejection: &Rejection) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": rejection.reason, "kind": rejection.kind.as_str()})),
+    )
+        .into_response()
+}
+
+fn unavailable(error: &StoreFailed) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": format!("not stored: {error}")})),
+    )
+        .into_response()
+}
+
+/// The body, or why it could not be read (too large, mostly).
+fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Rejection> {
+    body.map_err(|e| {
+        let kind = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            RejectionKind::TooLarge
+        } else {
+            RejectionKind::MalformedJson
+        };
+        Rejection::new(
+            kind,
+            format!("cannot read the body (at most {MAX_BODY_BYTES} bytes): {e}"),
+        )
+    })
+}
+
+async fn get_stop(State(state): State<AppState>) -> Response {
+    Json(state.handle.current_stop()).into_response()
+}
+
+async fn put_stop(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Response {
+    let stop = match body(raw).and_then(|b| Stop::parse_json(&b)) {
+        Ok(stop) => stop,
+        Err(rejection) => return bad_request(&rejection),
+    };
+    match state.handle.submit(Pending::SetStop(stop)).await {
+        Ok(_) => Json(state.handle.current_stop()).into_response(),
+        Err(error) => unavailable(&error),
+    }
+}
+
+async fn post_visit(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Response {
+    let visit = match body(raw).and_then(|b| CheckIn::parse_json(&b)) {
+        Ok(visit) => visit,
+        Err(rejection) => {
+            state.handle.shared.rejected("http", false, &rejection);
+            return bad_request(&rejection);
+        }
+    };
+    let at = visit.at;
+    created(state.handle.submit(Pending::Visit(visit, "http")).await, at)
+}
+
+async fn post_survey(
+    State(state): State<AppState>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let response = match body(raw).and_then(|b| SurveyResponse::parse_json(&b)) {
+        Ok(response) => response,
+        Err(rejection) => {
+            state.handle.shared.rejected("http", true, &rejection);
+            return bad_request(&rejection);
+        }
+    };
+    let at = response.at;
+    created(
+        state.handle.submit(Pending::Survey(response, "http")).await,
+        at,
+    )
+}
+
+fn created(stored: Result<super::adapter::Stored, StoreFailed>, at: Timestamp) -> Response {
+    match stored {
+        Ok(stored) => (
+            StatusCode::CREATED,
+            Json(json!({"id": stored.id, "stop": stored.stop, "at": rfc3339(at)})),
+        )
+            .into_response(),
+        Err(error) => unavailable(&error),
+    }
+}
+
+async fn get_stats(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let scope_stop = query.get("stop").cloned();
+    let current = state.handle.current_stop();
+    let rejected = (
+        state
+            .handle
+            .shared
+            .survey_rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        state
+            .handle
+            .shared
+            .visits_rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let reader = state.reader.clone();
+    let computed = tokio::task::spawn_blocking(move || {
+        stats_json(&reader.lock(), &current, scope_stop.as_deref(), rejected)
+    })
+    .await;
+    match computed {
+        Ok(Ok(body)) => Json(body).into_response(),
+        Ok(Err(error)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": error.to_string()})),
+        )
+            .into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": error.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+fn survey_json(f: &SurveyFigures) -> Map<String, JsonValue> {
+    match serde_json::to_value(f) {
+        Ok(JsonValue::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+fn visits_json(f: &VisitFigures) -> Map<String, JsonValue> {
+    let mut map = Map::new();
+    map.insert("visitors".into(), f.visitors.into());
+    map.insert("groups".into(), f.groups.into());
+    map
+}
+
+/// Survey part and visits part of one scope, each with its figures by audience.
+fn scope_json(f: &Figures) -> (Map<String, JsonValue>, Map<String, JsonValue>) {
+    let mut survey = survey_json(&f.survey);
+    let by: Map<String, JsonValue> = f
+        .survey_by_audience
+        .iter()
+        .map(|(a, s)| (a.code().to_owned(), JsonValue::Object(survey_json(s))))
+        .collect();
+    survey.insert("by_audience".into(), JsonValue::Object(by));
+    let mut visits = visits_json(&f.visits);
+    let by: Map<String, JsonValue> = f
+        .visits_by_audience
+        .iter()
+        .map(|(a, v)| (a.code().to_owned(), JsonValue::Object(visits_json(v))))
+        .collect();
+    visits.insert("by_audience".into(), JsonValue::Object(by));
+    (survey, visits)
+}
+
+/// `/api/stats`: over every record, or over one stop's (`scope`).
+pub fn stats_json(
+    store: &Store,
+    current: &Stop,
+    scope: Option<&str>,
+    rejected: (u64, u64),
+) -> Result<JsonValue, StoreError> {
+    let today = day_of(Timestamp::now());
+    let base = Scope {
+        stop: scope,
+        day: None,
+    };
+    let (mut survey, mut visits) = scope_json(&store.figures(base)?);
+    // Short names for the headline figures, as the issue names them.
+    visits.insert("visitors_total".into(), visits["visitors"].clone());
+    visits.insert("groups_total".into(), visits["groups"].clone());
+
+    let at_stop = store.figures(Scope {
+        stop: Some(&current.town),
+        day: None,
+    })?;
+    let (s, v) = scope_json(&at_stop);
+    visits.insert("visitors_at_stop".into(), v["visitors"].clone());
+    survey.insert("current_stop".into(), JsonValue::Object(s));
+    visits.insert("current_stop".into(), JsonValue::Object(v));
+
+    let on_day = store.figures(Scope {
+        stop: scope,
+        day: Some(&today),
+    })?;
+    let (s, v) = scope_json(&on_day);
+    visits.insert("visitors_today".into(), v["visitors"].clone());
+    survey.insert("today".into(), JsonValue::Object(s));
+    visits.insert("today".into(), JsonValue::Object(v));
+
+    for (key, by) in [("by_day", GroupBy::Day), ("by_stop", GroupBy::Stop)] {
+        let s: Map<String, JsonValue> = store
+            .survey_grouped(base, by)?
+            .iter()
+            .map(|(k, f)| (k.clone(), JsonValue::Object(survey_json(f))))
+            .collect();
+        survey.insert(key.into(), JsonValue::Object(s));
+        let v: Map<String, JsonValue> = store
+            .visits_grouped(base, by)?
+            .iter()
+            .map(|(k, f)| (k.clone(), JsonValue::Object(visits_json(f))))
+            .collect();
+        visits.insert(key.into(), JsonValue::Object(v));
+    }
+    survey.insert("rejected".into(), rejected.0.into());
+    visits.insert("rejected".into(), rejected.1.into());
+    Ok(json!({
+        "stop": current,
+        "scope": {"stop": scope},
+        "today": today,
+        "survey": survey,
+        "visits": visits,
+    }))
+}

@@ -1,0 +1,65 @@
+//! Tour stops, group check-ins and the post-visit survey.
+//!
+//! ```text
+//! HTTP /api/visits, /api/survey, /api/stop ─┐
+//! MQTT <prefix>/<site>/survey/responses ────┼─► writer (VisitsAdapter) ─► visits.sqlite
+//! OPC UA Stop.SetStop, Visits.CheckIn ──────┘        │  committed, then figures recomputed
+//!                                                    ▼
+//!                         bus: Stop/*, Visits/*, Visits/Survey/* ─► OPC UA, MQTT, InfluxDB
+//! HTTP /api/stats ◄── reader connection (SQL aggregates over the stored rows)
+//! ```
+
+mod adapter;
+mod http;
+mod mqtt_inbound;
+mod records;
+mod store;
+
+pub use adapter::{VisitsAdapter, VisitsHandle};
+pub use http::routes;
+pub use mqtt_inbound::MqttInbound;
+pub use records::Stop;
+
+use serde::{Deserialize, Serialize};
+
+/// `[visits]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VisitsConfig {
+    /// With `[mqtt] enabled`: take survey responses and orders from the broker too.
+    pub mqtt_subscribe: bool,
+}
+
+impl Default for VisitsConfig {
+    fn default() -> Self {
+        VisitsConfig {
+            mqtt_subscribe: true,
+        }
+    }
+}
+
+/// The `[stop]` of the configuration as a stop.
+pub fn configured_stop(config: &crate::config::StopConfig) -> Stop {
+    Stop {
+        town: config.town.clone(),
+        venue: config.venue.clone(),
+        first_day: config.first_day.clone(),
+        last_day: config.last_day.clone(),
+    }
+}
+
+/// The `[stop]` of the configuration, checked like a stop set at run time.
+pub fn validate_stop(config: &crate::config::StopConfig) -> Result<(), (&'static str, String)> {
+    configured_stop(config).validate().map_err(|r| {
+        let key = ["town", "venue", "first_day", "last_day"]
+            .into_iter()
+            .find(|k| r.reason.starts_with(k))
+            .map_or("stop", |k| match k {
+                "town" => "stop.town",
+                "venue" => "stop.venue",
+                "first_day" => "stop.first_day",
+                _ => "stop.last_day",
+            });
+        (key, r.reason)
+    })
+}

@@ -1,0 +1,258 @@
+//! What the gateway takes in over MQTT: survey responses and orders, on the broker of `[mqtt]`.
+//!
+//! - `<prefix>/<site>/survey/responses`: the JSON of `POST /api/survey`.
+//! - `<prefix>/<site>/orders/submit`: `{"model": "...", "text": "..."}`, placed on the line
+//!   through the command router, like an OPC UA `SubmitOrder`.
+//!
+//! Its own client (`<client_id>-in`), a persistent session and manual acknowledgements: a
+//! QoS 1 response is acknowledged to the broker only once it is stored (or refused), and the
+//! broker keeps what arrives while the gateway is away. Acknowledgements leave in the order the
+//! messages came, as MQTT requires, while records are stored concurrently (group commit).
+//! The price of at-least-once: a response redelivered after a lost connection (sent again by
+//! the broker because its acknowledgement never arrived) is stored twice.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use fabrique_adapters::backoff::Backoff;
+use fabrique_adapters::mqtt::config::parse_broker;
+use fabrique_adapters::mqtt::poll_after;
+use fabrique_adapters::{TagId, Value};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, Incoming, MqttOptions, Publish, QoS, TlsConfiguration,
+    Transport,
+};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::adapter::{Pending, VisitsHandle};
+use super::records::{Rejection, RejectionKind, SurveyResponse, MAX_BODY_BYTES};
+use crate::commands::CommandRouter;
+use crate::streams::mqtt::MqttSinkConfig;
+
+/// Larger messages are a protocol error (the connection is made again); up to it, a message
+/// over [`MAX_BODY_BYTES`] is refused like an oversized HTTP body.
+const MAX_PACKET_BYTES: usize = 64 * 1024;
+
+pub struct MqttInbound {
+    config: MqttSinkConfig,
+    site: String,
+    visits: VisitsHandle,
+    router: CommandRouter,
+    /// A line tag, whose owner serves `Line/SubmitOrder`.
+    line_anchor: Option<TagId>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderInput {
+    model: String,
+    text: String,
+}
+
+impl MqttInbound {
+    pub fn new(
+        config: MqttSinkConfig,
+        site: &str,
+        visits: VisitsHandle,
+        router: CommandRouter,
+        line_anchor: Option<TagId>,
+    ) -> Self {
+        MqttInbound {
+            config,
+            site: site.to_owned(),
+            visits,
+            router,
+            line_anchor,
+        }
+    }
+
+    pub fn survey_topic(&self) -> String {
+        format!("{}/{}/survey/responses", self.config.prefix, self.site)
+    }
+
+    pub fn orders_topic(&self) -> String {
+        format!("{}/{}/orders/submit", self.config.prefix, self.site)
+    }
+
+    fn options(&self) -> Result<MqttOptions, String> {
+        let (host, port) = parse_broker(&self.config.broker)?;
+        let client_id = format!("{}-in", self.config.client_id(&self.site));
+        let mut options = MqttOptions::new(client_id, host, port);
+        options
+            .set_keep_alive(Duration::from_secs(self.config.keep_alive_s.max(1)))
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        if let Some(user) = &self.config.username {
+            let password = match &self.config.password_env {
+                Some(var) => std::env::var(var).map_err(|_| {
+                    format!("environment variable `{var}` (mqtt.password_env) is not set")
+                })?,
+                None => String::new(),
+            };
+            options.set_credentials(user.clone(), password);
+        }
+        if let Some(path) = &self.config.ca_file {
+            let ca = std::fs::read(path)
+                .map_err(|e| format!("cannot read mqtt.ca_file {}: {e}", path.display()))?;
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+                ca,
+                alpn: None,
+                client_auth: None,
+            }));
+        }
+        Ok(options)
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let options = match self.options() {
+            Ok(options) => options,
+            Err(error) => {
+                tracing::error!(%error, "mqtt survey and orders subscriber not started");
+                return;
+            }
+        };
+        let survey_topic = self.survey_topic();
+        let orders_topic = self.orders_topic();
+        tracing::info!(broker = %self.config.broker, survey = %survey_topic, orders = %orders_topic, "mqtt subscriber started");
+        let (client, events) = AsyncClient::new(options, 1024);
+        let (acks, pending_acks) = mpsc::unbounded_channel();
+        let acker = tokio::spawn(acknowledge_in_order(client.clone(), pending_acks));
+        let mut polling = poll_after(events, Duration::ZERO);
+        let mut backoff = Backoff::default();
+        let mut connected = false;
+        let mut orders_logged = HashSet::new();
+        loop {
+            let (events, result) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                polled = &mut polling => polled,
+            };
+            let delay = match result {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    connected = true;
+                    backoff.reset();
+                    tracing::info!(broker = %self.config.broker, "mqtt subscriber connected");
+                    for topic in [&survey_topic, &orders_topic] {
+                        if let Err(error) = client.try_subscribe(topic.as_str(), QoS::AtLeastOnce) {
+                            tracing::warn!(%topic, %error, "cannot subscribe");
+                        }
+                    }
+                    Duration::ZERO
+                }
+                Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                    let done = if publish.topic == survey_topic {
+                        self.survey(&publish)
+                    } else if publish.topic == orders_topic {
+                        self.order(&publish, &mut orders_logged)
+                    } else {
+                        None
+                    };
+                    let _ = acks.send((publish, done));
+                    Duration::ZERO
+                }
+                Ok(_) => Duration::ZERO,
+                Err(error) => {
+                    self.lost(&mut connected, &error);
+                    backoff.next_delay()
+                }
+            };
+            polling = poll_after(events, delay);
+        }
+        drop(acks);
+        acker.abort();
+        let _ = client.try_disconnect();
+    }
+
+    fn lost(&self, connected: &mut bool, error: &ConnectionError) {
+        if *connected {
+            tracing::warn!(broker = %self.config.broker, %error, "mqtt subscriber lost the broker; reconnecting");
+        } else {
+            tracing::debug!(broker = %self.config.broker, %error, "mqtt subscriber cannot connect");
+        }
+        *connected = false;
+    }
+
+    /// A survey response: refused (counted) or on its way to the database; the returned task
+    /// ends once it is stored.
+    fn survey(&self, publish: &Publish) -> Option<JoinHandle<()>> {
+        let response = if publish.payload.len() > MAX_BODY_BYTES {
+            Err(Rejection::new(
+                RejectionKind::TooLarge,
+                format!(
+                    "message of {} bytes is larger than {MAX_BODY_BYTES}",
+                    publish.payload.len()
+                ),
+            ))
+        } else {
+            SurveyResponse::parse_json(&publish.payload)
+        };
+        match response {
+            Err(rejection) => {
+                self.visits.shared.rejected("mqtt", true, &rejection);
+                None
+            }
+            Ok(response) => {
+                let visits = self.visits.clone();
+                Some(tokio::spawn(async move {
+                    if let Err(error) = visits.submit(Pending::Survey(response, "mqtt")).await {
+                        tracing::error!(%error, "survey response from mqtt not stored");
+                    }
+                }))
+            }
+        }
+    }
+
+    fn order(
+        &self,
+        publish: &Publish,
+        logged: &mut HashSet<&'static str>,
+    ) -> Option<JoinHandle<()>> {
+        let mut refuse = |kind: &'static str, reason: String| {
+            if logged.insert(kind) {
+                tracing::warn!(kind, %reason, "order from mqtt refused (further ones of this kind are not logged)");
+            }
+        };
+        let input: OrderInput = match serde_json::from_slice(&publish.payload) {
+            Ok(input) => input,
+            Err(error) => {
+                refuse("invalid-json", error.to_string());
+                return None;
+            }
+        };
+        let Some(anchor) = self.line_anchor else {
+            refuse("no-line", "no production line in this configuration".into());
+            return None;
+        };
+        let router = self.router.clone();
+        Some(tokio::spawn(async move {
+            let args = vec![Value::text(&input.model), Value::text(&input.text)];
+            match router.call(anchor, "Line/SubmitOrder".into(), args).await {
+                Ok(id) => {
+                    tracing::info!(order = ?id.first(), model = %input.model, "order from mqtt placed")
+                }
+                Err(error) => {
+                    tracing::info!(%error, model = %input.model, "order from mqtt refused")
+                }
+            }
+        }))
+    }
+}
+
+/// Acknowledge each message once its record is stored, in arrival order.
+async fn acknowledge_in_order(
+    client: AsyncClient,
+    mut pending: mpsc::UnboundedReceiver<(Publish, Option<JoinHandle<()>>)>,
+) {
+    while let Some((publish, done)) = pending.recv().await {
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+        if client.ack(&publish).await.is_err() {
+            break;
+        }
+    }
+}
