@@ -4,7 +4,11 @@
 //! and `gateway.rs` merges them here, so the listener, its limits and its shutdown live in one
 //! place.
 
+pub mod auth;
+pub mod limit;
+
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use axum::Router;
 use serde::{Deserialize, Serialize};
@@ -19,6 +23,13 @@ pub struct HttpConfig {
     /// the truck's LAN address once the crew sets one.
     pub host: String,
     pub port: u16,
+    /// Environment variable holding the bearer token of the admin endpoints.
+    pub admin_token_env: String,
+    /// Or a file holding it (wins when set). With neither, admin endpoints answer 403.
+    pub admin_token_file: Option<PathBuf>,
+    /// Requests a minute per client address on the public endpoints (survey, orders);
+    /// 0: no limit.
+    pub public_rate_per_minute: u32,
 }
 
 impl Default for HttpConfig {
@@ -27,6 +38,9 @@ impl Default for HttpConfig {
             enabled: true,
             host: "127.0.0.1".into(),
             port: 8080,
+            admin_token_env: "FABRIQUE_ADMIN_TOKEN".into(),
+            admin_token_file: None,
+            public_rate_per_minute: 120,
         }
     }
 }
@@ -37,6 +51,23 @@ impl HttpConfig {
             self.socket_addr()?;
         }
         Ok(())
+    }
+
+    /// The admin token from `admin_token_file`, else from the variable `admin_token_env`.
+    pub fn admin_token(&self) -> Result<auth::AdminToken, HttpError> {
+        let token = match &self.admin_token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|source| HttpError::TokenFile {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => std::env::var(&self.admin_token_env).ok(),
+        };
+        Ok(auth::AdminToken::new(token))
     }
 
     pub fn socket_addr(&self) -> Result<SocketAddr, (&'static str, String)> {
@@ -50,6 +81,11 @@ impl HttpConfig {
 pub enum HttpError {
     #[error("invalid `{key}`: {reason}")]
     Config { key: &'static str, reason: String },
+    #[error("cannot read the admin token file {path} (`http.admin_token_file`): {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on http://{addr} (set `http.port` or `http.host`): {source}")]
     Bind {
         addr: SocketAddr,
@@ -83,7 +119,9 @@ impl HttpServer {
     /// Serve `routes` until `shutdown`; requests in flight are allowed to finish.
     pub async fn serve(self, routes: Router, shutdown: CancellationToken) {
         let addr = self.addr;
-        let served = axum::serve(self.listener, routes)
+        // Client addresses reach the handlers for rate limits and logs.
+        let service = routes.into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;
         if let Err(error) = served {
