@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::CommandRouter;
 use crate::config::GatewayConfig;
-use crate::http::HttpServer;
+use crate::http::{Guards, HttpServer};
 use crate::indicators::IndicatorsEngine;
 use crate::monitoring::Monitoring;
 use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
@@ -184,6 +184,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
                 (path, d.protocol().to_owned())
             })
             .collect();
+        let guards = Guards::new(&config.http)?;
         let monitoring = Monitoring::new(bus.clone(), opcua.handle.clone(), &protocols, started);
         tasks.spawn(monitoring.clone().sample(shutdown.clone()));
         let routes = axum::Router::new()
@@ -192,9 +193,10 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
                 bus.clone(),
                 orders_router.clone(),
                 config.storage.clone(),
+                &guards,
             ))
             .merge(
-                crate::visits::routes(visits.clone(), &config.storage)
+                crate::visits::routes(visits.clone(), &config.storage, &guards)
                     .context("visits database")?,
             );
         tasks.spawn(http.serve(routes, shutdown.clone()));

@@ -322,6 +322,10 @@ def status_name(code: ua.StatusCode | int) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+# Every test gateway gets this admin token for its HTTP admin endpoints (`Authorization: Bearer`).
+ADMIN_TOKEN = "test-admin-token"
+
+
 class GatewayStartError(Exception):
     pass
 
@@ -353,6 +357,10 @@ class Gateway:
                 "FABRIQUE__HTTP__HOST": "127.0.0.1",
                 "FABRIQUE__HTTP__PORT": str(self.http_port),
                 "FABRIQUE__STORAGE__DATA_DIR": str(self.data_dir),
+                "FABRIQUE_ADMIN_TOKEN": ADMIN_TOKEN,
+                # Tests send thousands of requests from one address; test_http_guards.py turns
+                # the per-client limit back on.
+                "FABRIQUE__HTTP__PUBLIC_RATE_PER_MINUTE": "0",
                 **env,
             }
         )

@@ -39,16 +39,22 @@ BROWSE_NAMES = {
 class Api:
     """`request(method, path, body)` -> (status, decoded JSON or text); thread-safe."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0):
+    def __init__(self, base_url: str, timeout: float = 30.0, token: str | None = None,
+                 source: str | None = None):
+        """`token`: sent as `Authorization: Bearer`; `source`: the local address to connect from
+        (another loopback address, to be another client)."""
         assert base_url.startswith("http://")
         host, port = base_url[len("http://") :].split(":")
         self.host, self.port, self.timeout = host, int(port), timeout
+        self.token = token
+        self.source = (source, 0) if source else None
         self._local = threading.local()
 
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout,
+                                              source_address=self.source)
             self._local.conn = conn
         return conn
 
@@ -58,6 +64,8 @@ class Api:
         if isinstance(body, str):
             body = body.encode()
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         for attempt in range(2):
             conn = self._connection()
             try:
@@ -75,6 +83,7 @@ class Api:
             decoded = json.loads(raw)
         except ValueError:
             decoded = raw.decode(errors="replace")
+        self.last_headers = dict(response.getheaders())
         return response.status, decoded
 
     def stats(self, stop: str | None = None) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from asyncua import ua
 
 from conftest import start_gateway, stop_gateway
-from fabrique_testlib import FAST_SIMULATION_ENV, connect, status_name, wait_for
+from fabrique_testlib import ADMIN_TOKEN, FAST_SIMULATION_ENV, connect, status_name, wait_for
 from peer_influx import InfluxDB1
 from peer_influx import tools_missing as influx_missing
 from peer_mqtt import Broker
@@ -120,17 +120,21 @@ def test_the_stop_is_set_at_run_time_kept_across_restarts_and_carried_everywhere
         )
     )
 
-    # By HTTP: refused with the reason, then set.
+    # By HTTP, an admin endpoint: refused without the admin token, and with a wrong one.
+    douai = {"town": "Douai", "venue": "Gayant Expo", "first_day": "2026-12-14", "last_day": "2026-12-18"}
+    assert api.request("PUT", "/api/stop", douai)[0] == 401
+    assert Api(gw.http_url, token="not-the-token").request("PUT", "/api/stop", douai)[0] == 401
+    admin = Api(gw.http_url, token=ADMIN_TOKEN)
+    # Refused with the reason, then set.
     for bad in [
         {"town": "Douai", "venue": "", "first_day": "2026-12-15", "last_day": "2026-12-14"},
         {"town": "Douai", "first_day": "2026-12-15"},
         {"town": "", "venue": "x", "first_day": "2026-12-14", "last_day": "2026-12-15"},
         {"town": "Douai", "venue": "x", "first_day": "2026-12-14", "last_day": "2026-12-15", "mayor": "?"},
     ]:
-        status, answer = api.request("PUT", "/api/stop", bad)
+        status, answer = admin.request("PUT", "/api/stop", bad)
         assert status == 400 and answer["error"], (bad, answer)
-    douai = {"town": "Douai", "venue": "Gayant Expo", "first_day": "2026-12-14", "last_day": "2026-12-18"}
-    assert api.request("PUT", "/api/stop", douai) == (200, douai)
+    assert admin.request("PUT", "/api/stop", douai) == (200, douai)
     status, answer = api.request("POST", "/api/visits", {"audience": "job_seeker", "size": 12})
     assert status == 201 and answer["stop"] == "Douai"
     status, answer = api.request("POST", "/api/survey", {"audience": "job_seeker", "satisfaction": 3, "view_changed": True})

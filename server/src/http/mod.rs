@@ -10,6 +10,7 @@ pub mod limit;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use axum::routing::MethodRouter;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -74,6 +75,45 @@ impl HttpConfig {
         format!("{}:{}", self.host, self.port)
             .parse()
             .map_err(|_| ("http.host", format!("`{}` is not an IP address", self.host)))
+    }
+}
+
+/// What guards the routes: the admin token for admin endpoints, the per-client rate limit for
+/// public ones. Features wrap their routes with it instead of building their own.
+#[derive(Clone)]
+pub struct Guards {
+    admin: auth::AdminToken,
+    public: limit::RateLimit,
+}
+
+impl Guards {
+    pub fn new(config: &HttpConfig) -> Result<Self, HttpError> {
+        Ok(Guards {
+            admin: config.admin_token()?,
+            public: limit::RateLimit::per_minute(config.public_rate_per_minute),
+        })
+    }
+
+    /// Only with `Authorization: Bearer <admin token>`.
+    pub fn admin<S: Clone + Send + Sync + 'static>(
+        &self,
+        route: MethodRouter<S>,
+    ) -> MethodRouter<S> {
+        route.route_layer(axum::middleware::from_fn_with_state(
+            self.admin.clone(),
+            auth::require_admin,
+        ))
+    }
+
+    /// Open to anyone, at most `http.public_rate_per_minute` requests a minute per client.
+    pub fn public<S: Clone + Send + Sync + 'static>(
+        &self,
+        route: MethodRouter<S>,
+    ) -> MethodRouter<S> {
+        route.route_layer(axum::middleware::from_fn_with_state(
+            self.public.clone(),
+            limit::rate_limited,
+        ))
     }
 }
 

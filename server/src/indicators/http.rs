@@ -21,6 +21,7 @@ use serde_json::{json, Map};
 
 use super::store;
 use crate::commands::CommandRouter;
+use crate::http::Guards;
 use crate::storage::StorageConfig;
 
 /// What the routes share.
@@ -34,7 +35,12 @@ pub struct OrdersApi {
     db: Mutex<Option<Connection>>,
 }
 
-pub fn routes(bus: PointBus, router: CommandRouter, storage: StorageConfig) -> Router {
+pub fn routes(
+    bus: PointBus,
+    router: CommandRouter,
+    storage: StorageConfig,
+    guards: &Guards,
+) -> Router {
     let api = Arc::new(OrdersApi {
         line_anchor: bus.catalog().lookup("Line/State"),
         bus,
@@ -43,7 +49,7 @@ pub fn routes(bus: PointBus, router: CommandRouter, storage: StorageConfig) -> R
         db: Mutex::new(None),
     });
     Router::new()
-        .route("/api/orders", post(submit_order))
+        .route("/api/orders", guards.public(post(submit_order)))
         .route("/api/orders/{id}", get(order))
         .route("/api/indicators", get(indicators))
         .with_state(api)

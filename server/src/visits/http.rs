@@ -8,7 +8,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use fabrique_adapters::Timestamp;
 use parking_lot::Mutex;
@@ -19,6 +19,7 @@ use super::records::{
     day_of, rfc3339, CheckIn, Rejection, RejectionKind, Stop, SurveyResponse, MAX_BODY_BYTES,
 };
 use super::store::{Figures, GroupBy, Scope, Store, StoreError, SurveyFigures, VisitFigures};
+use crate::http::Guards;
 use crate::storage::StorageConfig;
 
 const PAGE_HTML: &str = include_str!("page/survey.html");
@@ -33,15 +34,22 @@ struct AppState {
 }
 
 /// The routes; opens a reader connection on the visits database (after [`VisitsHandle::open`]).
-pub fn routes(handle: VisitsHandle, storage: &StorageConfig) -> Result<Router, StoreError> {
+pub fn routes(
+    handle: VisitsHandle,
+    storage: &StorageConfig,
+    guards: &Guards,
+) -> Result<Router, StoreError> {
     let state = AppState {
         handle,
         reader: Arc::new(Mutex::new(Store::open_reader(storage)?)),
     };
     Ok(Router::new()
-        .route("/api/stop", get(get_stop).put(put_stop))
-        .route("/api/visits", axum::routing::post(post_visit))
-        .route("/api/survey", axum::routing::post(post_survey))
+        .route(
+            "/api/stop",
+            get(get_stop).merge(guards.admin(put(put_stop))),
+        )
+        .route("/api/visits", guards.public(post(post_visit)))
+        .route("/api/survey", guards.public(post(post_survey)))
         .route("/api/stats", get(get_stats))
         .route(
             "/survey",
