@@ -6,6 +6,7 @@
 
 pub mod influxdb;
 pub mod mqtt;
+pub mod spool;
 
 use std::sync::Arc;
 
