@@ -6,6 +6,9 @@
 //!    │                    └─► InfluxDB writer (streams::influxdb), when `[influxdb] enabled`
 //!    └──── command router ◄────────────────────────────────────┘  writes and method calls
 //!
+//! Sinks buffer on disk under `<storage.data_dir>/buffer/<sink>/`; their counters come back
+//! onto the bus as `Diagnostics/Sinks/<Sink>/*` tags (diagnostics.rs).
+//!
 //! HTTP server (`[http]`): the routes of every feature that serves HTTP, on one listener.
 //! ```
 
@@ -24,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::CommandRouter;
 use crate::config::GatewayConfig;
+use crate::diagnostics::{SinkCounterSet, SinkDiagnostics};
 use crate::http::HttpServer;
 use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
 use crate::streams::influxdb::InfluxSink;
@@ -39,12 +43,25 @@ const COMMAND_QUEUE: usize = 64;
 pub struct Plan {
     pub adapters: Vec<Box<dyn Adapter>>,
     pub catalog: Arc<TagCatalog>,
+    /// Shared by the sinks and their diagnostics tags.
+    pub sinks: SinkCounterSet,
 }
 
 /// Build the adapters of `config` and collect their tags.
 pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
     let devices = config.effective_devices();
     let mut adapters = build_adapters(&config.simulation, &config.line, &devices);
+    let sinks = SinkCounterSet::default();
+    let mut enabled_sinks = Vec::new();
+    if config.mqtt.enabled {
+        enabled_sinks.push(("Mqtt", sinks.mqtt.clone()));
+    }
+    if config.influxdb.enabled {
+        enabled_sinks.push(("InfluxDB", sinks.influxdb.clone()));
+    }
+    if !enabled_sinks.is_empty() {
+        adapters.push(Box::new(SinkDiagnostics::new(enabled_sinks)));
+    }
     let mut catalog = TagCatalogBuilder::new();
     for (i, adapter) in adapters.iter_mut().enumerate() {
         let owner = AdapterId(u16::try_from(i).context("more than 65535 adapters")?);
@@ -55,6 +72,7 @@ pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
     Ok(Plan {
         adapters,
         catalog: Arc::new(catalog.build()),
+        sinks,
     })
 }
 
@@ -84,7 +102,11 @@ fn static_model(config: &GatewayConfig) -> StaticModel {
 /// Run the gateway until Ctrl-C or SIGTERM.
 pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let started = Instant::now();
-    let Plan { adapters, catalog } = plan(&config)?;
+    let Plan {
+        adapters,
+        catalog,
+        sinks,
+    } = plan(&config)?;
     let bus = PointBus::new(catalog.clone(), config.bus.capacity);
 
     let (senders, receivers): (Vec<_>, Vec<_>) = adapters
@@ -135,7 +157,14 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     };
     tasks.spawn(bridge.run(shutdown.clone()));
     if config.mqtt.enabled {
-        let sink = MqttSink::new(config.mqtt.clone(), &config.site.id, bus.clone());
+        let sink = MqttSink::new(
+            config.mqtt.clone(),
+            &config.site.id,
+            bus.clone(),
+            data_dir.join("buffer").join("mqtt"),
+            sinks.mqtt.clone(),
+        )
+        .context("mqtt publisher")?;
         tasks.spawn(sink.run(shutdown.clone()));
     }
     if config.influxdb.enabled {
@@ -144,6 +173,8 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
             &config.site.id,
             &config.stop.town,
             bus.clone(),
+            data_dir.join("buffer").join("influxdb"),
+            sinks.influxdb.clone(),
         )?;
         tasks.spawn(sink.run(shutdown.clone()));
     }

@@ -63,6 +63,10 @@ fn type_for(path: &str) -> ObjectKind {
         ["Indicators"] => ObjectKind::Typed(types::INDICATORS),
         ["Visits"] => ObjectKind::Typed(types::VISITS),
         ["Stop"] => ObjectKind::Typed(types::STOP),
+        // The gateway's own diagnostics (diagnostics.rs): plain folders, one per sink.
+        ["Diagnostics"] | ["Diagnostics", "Sinks"] | ["Diagnostics", "Sinks", _] => {
+            ObjectKind::Folder
+        }
         _ => ObjectKind::Plain,
     }
 }
@@ -458,6 +462,7 @@ mod tests {
             ObjectKind::Typed(types::DEVICE_STATUS)
         );
         assert_eq!(type_for("Orders/Recent"), ObjectKind::Folder);
+        assert_eq!(type_for("Diagnostics/Sinks/Mqtt"), ObjectKind::Folder);
         assert_eq!(
             type_for("Stations/Printing/Printer3D/Axes"),
             ObjectKind::Plain

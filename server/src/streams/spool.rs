@@ -317,7 +317,10 @@ impl Spool {
             .write_all(&header)
             .and_then(|()| self.writer.write_all(payload))
             .map_err(io_at(&active_path))?;
-        let active = self.segments.back_mut().expect("the active segment always exists");
+        let active = self
+            .segments
+            .back_mut()
+            .expect("the active segment always exists");
         active.bytes += size;
         active.end_seq += u64::from(weight);
         self.total_bytes += size;
@@ -472,7 +475,10 @@ impl Spool {
                 self.reader = None;
             }
         }
-        let active = self.segments.back().expect("the active segment always exists");
+        let active = self
+            .segments
+            .back()
+            .expect("the active segment always exists");
         if self.segments.len() == 1 && active.bytes > 0 && self.acked.offset >= active.bytes {
             // All delivered: start an empty segment so that the file does not grow forever.
             self.rotate()?;
@@ -509,7 +515,9 @@ impl Spool {
     /// The oldest segment goes for room; what it held unacknowledged is counted as dropped.
     fn drop_oldest(&mut self) -> Result<(), SpoolError> {
         let head = &self.segments[0];
-        let lost = head.end_seq.saturating_sub(self.acked.seq.max(head.first_seq));
+        let lost = head
+            .end_seq
+            .saturating_sub(self.acked.seq.max(head.first_seq));
         let end_seq = head.end_seq;
         self.dropped += lost;
         self.remove_head()?;
@@ -534,7 +542,10 @@ impl Spool {
         self.writer.flush().map_err(io_at(&path))?;
         self.writer.get_ref().sync_all().map_err(io_at(&path))?;
         let (id, seq) = {
-            let active = self.segments.back().expect("the active segment always exists");
+            let active = self
+                .segments
+                .back()
+                .expect("the active segment always exists");
             (active.id + 1, active.end_seq)
         };
         let next = segment_path(&self.dir, id);
@@ -607,7 +618,11 @@ mod tests {
         assert_eq!(again.len(), 90);
         spool.ack_through(again.last().unwrap().1).unwrap();
         assert_eq!(spool.pending(), 0);
-        assert_eq!(spool.bytes(), 0, "everything delivered: nothing left on disk");
+        assert_eq!(
+            spool.bytes(),
+            0,
+            "everything delivered: nothing left on disk"
+        );
         // Appending after a full drain works and keeps order.
         spool.append(b"later", 1).unwrap();
         assert_eq!(read_all(&mut spool)[0].0, "later");
@@ -657,7 +672,11 @@ mod tests {
         }
         let mut spool = Spool::open(&dir, 1 << 20).unwrap();
         let read = read_all(&mut spool);
-        assert_eq!(read.len(), 31, "acks of the killed life were never persisted");
+        assert_eq!(
+            read.len(),
+            31,
+            "acks of the killed life were never persisted"
+        );
         assert_eq!(read[0].0, "r20");
         assert_eq!(read.last().unwrap().0, "r50");
         fs::remove_dir_all(&dir).unwrap();
