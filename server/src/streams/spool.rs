@@ -277,11 +277,6 @@ impl Spool {
         self.segments.back().map_or(0, |s| s.end_seq) - self.acked.seq
     }
 
-    /// Weight appended and not yet handed out by `next`.
-    pub fn unread(&self) -> u64 {
-        self.segments.back().map_or(0, |s| s.end_seq) - self.read.seq
-    }
-
     pub fn bytes(&self) -> u64 {
         self.total_bytes
     }

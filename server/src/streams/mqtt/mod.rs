@@ -192,6 +192,7 @@ impl MqttSink {
             counters: self.counters.clone(),
             spool: self.spool.take(),
             spool_next: None,
+            from_spool_out: 0,
             scratch: Vec::new(),
         };
         let mut values = Values {
@@ -383,7 +384,17 @@ struct Link {
     spool: Option<Spool>,
     /// A message read from the spool that the client had no room for.
     spool_next: Option<Message>,
+    /// Messages from the spool in `handed` and `inflight` (counted by the spool, not memory).
+    from_spool_out: usize,
     scratch: Vec<u8>,
+}
+
+enum FromSpool {
+    Message(Message),
+    /// A record that could not be decoded: counted and released; ask again.
+    Skipped,
+    /// Nothing (more) to hand out from disk.
+    Empty,
 }
 
 impl Link {
@@ -444,9 +455,9 @@ impl Link {
     fn pump(&mut self, client: &AsyncClient) {
         while self.connected && self.handed.len() < CLIENT_QUEUE {
             let message = match self.next_from_spool() {
-                Some(message) => message,
-                None if self.spool_unread() => continue,
-                None => match self.queue.pop_front() {
+                FromSpool::Message(message) => message,
+                FromSpool::Skipped => continue,
+                FromSpool::Empty => match self.queue.pop_front() {
                     Some(message) => message,
                     None => break,
                 },
@@ -478,28 +489,25 @@ impl Link {
             .store(from_disk, Ordering::Relaxed);
     }
 
-    /// Whether the spool still has records to hand out (or one waiting for room).
-    fn spool_unread(&self) -> bool {
-        self.spool_next.is_some() || self.spool.as_ref().is_some_and(|s| s.unread() > 0)
-    }
-
-    /// The next message of the disk buffer; `None` when it has nothing more to hand out or
-    /// when a record could not be decoded (counted, acknowledged, skipped: call again).
-    fn next_from_spool(&mut self) -> Option<Message> {
+    /// The next message of the disk buffer.
+    fn next_from_spool(&mut self) -> FromSpool {
         if let Some(message) = self.spool_next.take() {
-            return Some(message);
+            return FromSpool::Message(message);
         }
-        let spool = self.spool.as_mut()?;
+        let Some(spool) = self.spool.as_mut() else {
+            return FromSpool::Empty;
+        };
         match spool.next(&mut self.scratch) {
             Ok(Some((_, ticket))) => match decode_record(&self.scratch, ticket) {
-                Some(message) => Some(message),
+                Some(message) => FromSpool::Message(message),
                 None => {
+                    // Framed and checksummed, so only a bug writes such a record: count it.
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                     let _ = spool.ack_through(ticket);
-                    None
+                    FromSpool::Skipped
                 }
             },
-            Ok(None) => None,
+            Ok(None) => FromSpool::Empty,
             Err(error) => {
                 // The disk failed under us: give up on what it holds rather than spin.
                 let lost = spool.pending();
@@ -507,7 +515,7 @@ impl Link {
                 self.counters.dropped.fetch_add(lost, Ordering::Relaxed);
                 self.counters.set_error(error.to_string());
                 self.spool = None;
-                None
+                FromSpool::Empty
             }
         }
     }
@@ -528,6 +536,9 @@ impl Link {
         );
         match sent {
             Ok(()) => {
+                if message.ticket.is_some() {
+                    self.from_spool_out += 1;
+                }
                 self.handed.push_back(message);
                 true
             }
@@ -580,6 +591,9 @@ impl Link {
         if !message.status {
             self.counters.sent.fetch_add(1, Ordering::Relaxed);
         }
+        if message.ticket.is_some() {
+            self.from_spool_out = self.from_spool_out.saturating_sub(1);
+        }
         if let (Some(ticket), Some(spool)) = (message.ticket, self.spool.as_mut()) {
             if let Err(error) = spool.ack_through(ticket) {
                 self.counters.set_error(error.to_string());
@@ -627,6 +641,7 @@ impl Link {
             self.queue.push_front(message);
         }
         self.spool_next = None;
+        self.from_spool_out = 0;
         if let Some(spool) = &mut self.spool {
             spool.rewind();
         }
@@ -714,5 +729,40 @@ impl Stats {
             counters.log("mqtt publisher");
         }
         self.seen = seen;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_survives_the_disk_buffer_as_it_was() {
+        let dir = std::env::temp_dir().join(format!("fabrique-mqtt-record-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut spool = Spool::open(&dir, 1 << 20).unwrap();
+        let message = Message {
+            topic: "fabrique/site/Printing/Printer3D/NozzleTemperature".into(),
+            payload: br#"{"value":215.5,"quality":"Good","status":0,"ts":null}"#.to_vec(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            status: false,
+            ticket: None,
+        };
+        let mut record = Vec::new();
+        encode_record(&message, &mut record);
+        spool.append(&record, 1).unwrap();
+        let mut read = Vec::new();
+        let (_, ticket) = spool.next(&mut read).unwrap().unwrap();
+        let back = decode_record(&read, ticket).unwrap();
+        assert_eq!(back.topic, message.topic);
+        assert_eq!(back.payload, message.payload);
+        assert_eq!(back.qos, QoS::AtLeastOnce);
+        assert!(back.retain && !back.status && back.ticket.is_some());
+        assert!(
+            decode_record(&read[..3], ticket).is_none(),
+            "truncated: refused"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
