@@ -193,6 +193,7 @@ impl MqttSink {
             spool: self.spool.take(),
             spool_next: None,
             from_spool_out: 0,
+            spool_dropped_seen: 0,
             scratch: Vec::new(),
         };
         let mut values = Values {
@@ -365,7 +366,8 @@ impl Values {
 /// Order: the on-disk buffer holds older messages than the memory queue. While the broker is
 /// away, messages go straight to the buffer (and the memory queue is spilled into it when the
 /// connection drops); when it is back, the buffer is handed to the client first, then the
-/// memory queue, in which live changes wait meanwhile.
+/// memory queue, in which live changes wait meanwhile. While connected, a full memory queue
+/// drops its oldest message (counted): the disk is for outages, not for a slow broker.
 struct Link {
     /// Waiting for the connection (or for room in the client).
     queue: VecDeque<Message>,
@@ -386,6 +388,8 @@ struct Link {
     spool_next: Option<Message>,
     /// Messages from the spool in `handed` and `inflight` (counted by the spool, not memory).
     from_spool_out: usize,
+    /// The spool's `dropped` already added to the counters.
+    spool_dropped_seen: u64,
     scratch: Vec<u8>,
 }
 
@@ -409,14 +413,12 @@ impl Link {
             return;
         }
         self.queue.push_back(message);
+        // Connected but the broker is slower than the bus: drop the oldest, counted. The disk
+        // would not help a broker that stays slower than the load (it would fill, then drop
+        // just the same), and writing every message costs more than the sink can spare then.
         if self.queue.len() > self.capacity {
-            if let Some(oldest) = self.queue.pop_front() {
-                if self.spool.is_some() {
-                    self.spill(oldest);
-                } else {
-                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            self.queue.pop_front();
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -473,6 +475,13 @@ impl Link {
                 self.counters.set_error(error.to_string());
             }
             from_disk = spool.pending();
+            let dropped = spool.dropped();
+            if dropped > self.spool_dropped_seen {
+                self.counters
+                    .dropped
+                    .fetch_add(dropped - self.spool_dropped_seen, Ordering::Relaxed);
+                self.spool_dropped_seen = dropped;
+            }
         }
         let in_memory = self.queue.len()
             + self.handed.iter().filter(|m| m.ticket.is_none()).count()
