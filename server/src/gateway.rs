@@ -6,6 +6,9 @@
 //!    │                    └─► InfluxDB writer (streams::influxdb), when `[influxdb] enabled`
 //!    └──── command router ◄────────────────────────────────────┘  writes and method calls
 //!
+//! Sinks buffer on disk under `<storage.data_dir>/buffer/<sink>/`; their counters come back
+//! onto the bus as `Diagnostics/Sinks/<Sink>/*` tags (diagnostics.rs).
+//!
 //! HTTP server (`[http]`): the routes of every feature that serves HTTP, on one listener.
 //! Visits (`visits`): a producer on the bus (Stop/*, Visits/*), fed by HTTP, MQTT and OPC UA.
 //! ```
@@ -25,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::CommandRouter;
 use crate::config::GatewayConfig;
+use crate::diagnostics::{SinkCounterSet, SinkDiagnostics};
 use crate::http::{Guards, HttpServer};
 use crate::indicators::IndicatorsEngine;
 use crate::monitoring::Monitoring;
@@ -45,6 +49,8 @@ pub struct Plan {
     pub catalog: Arc<TagCatalog>,
     /// The visits producer's handle; its database is opened by `run`, not by `check`.
     pub visits: VisitsHandle,
+    /// Shared by the sinks and their diagnostics tags.
+    pub sinks: SinkCounterSet,
 }
 
 /// Build the adapters of `config` and collect their tags.
@@ -61,6 +67,17 @@ pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
             config.simulation.speed,
         )));
     }
+    let sinks = SinkCounterSet::default();
+    let mut enabled_sinks = Vec::new();
+    if config.mqtt.enabled {
+        enabled_sinks.push(("Mqtt", sinks.mqtt.clone()));
+    }
+    if config.influxdb.enabled {
+        enabled_sinks.push(("InfluxDB", sinks.influxdb.clone()));
+    }
+    if !enabled_sinks.is_empty() {
+        adapters.push(Box::new(SinkDiagnostics::new(enabled_sinks)));
+    }
     let mut catalog = TagCatalogBuilder::new();
     for (i, adapter) in adapters.iter_mut().enumerate() {
         let owner = AdapterId(u16::try_from(i).context("more than 65535 adapters")?);
@@ -72,6 +89,7 @@ pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
         adapters,
         catalog: Arc::new(catalog.build()),
         visits,
+        sinks,
     })
 }
 
@@ -98,6 +116,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         adapters,
         catalog,
         visits,
+        sinks,
     } = plan(&config)?;
     let bus = PointBus::new(catalog.clone(), config.bus.capacity);
 
@@ -156,7 +175,14 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     };
     tasks.spawn(bridge.run(shutdown.clone()));
     if config.mqtt.enabled {
-        let sink = MqttSink::new(config.mqtt.clone(), &config.site.id, bus.clone());
+        let sink = MqttSink::new(
+            config.mqtt.clone(),
+            &config.site.id,
+            bus.clone(),
+            data_dir.join("buffer").join("mqtt"),
+            sinks.mqtt.clone(),
+        )
+        .context("mqtt publisher")?;
         tasks.spawn(sink.run(shutdown.clone()));
         if config.visits.mqtt_subscribe {
             let inbound = MqttInbound::new(
@@ -170,7 +196,14 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         }
     }
     if config.influxdb.enabled {
-        let sink = InfluxSink::new(&config.influxdb, &config.site.id, &stop.town, bus.clone())?;
+        let sink = InfluxSink::new(
+            &config.influxdb,
+            &config.site.id,
+            &stop.town,
+            bus.clone(),
+            data_dir.join("buffer").join("influxdb"),
+            sinks.influxdb.clone(),
+        )?;
         tasks.spawn(sink.run(shutdown.clone()));
     }
 

@@ -2,6 +2,7 @@
 
 mod commands;
 mod config;
+mod diagnostics;
 mod gateway;
 mod http;
 mod indicators;

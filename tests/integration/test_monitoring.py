@@ -134,3 +134,37 @@ async def test_json_logs_are_one_object_per_line(gateway_factory):
     assert ready, events[-5:]
     assert ready[0]["level"] == "INFO"
     assert "endpoint" in ready[0] and "tags" in ready[0]
+
+
+async def test_a_sink_is_ready_while_its_broker_is_there(gateway_factory, tmp_path):
+    from peer_mqtt import Broker
+
+    (tmp_path / "mosquitto").mkdir()
+    broker = Broker(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        gw = gateway_factory(name="sinkhealth", env={
+            "FABRIQUE__MQTT__ENABLED": "true",
+            "FABRIQUE__MQTT__BROKER": broker.address,
+        })
+
+        def mqtt_sink() -> dict:
+            health = json.loads(http_get(f"{gw.http_url}/health")[2])
+            return next(s for s in health["sinks"] if s["sink"] == "Mqtt")
+
+        await wait_for(lambda: mqtt_sink()["ready"], timeout=20, what="MQTT sink ready")
+        sent = ("fabrique_sink_sent_total", (("sink", "Mqtt"),))
+        first = await wait_for(lambda: scrape(gw).get(sent), timeout=10, what="messages sent")
+        assert scrape(gw)[("fabrique_sink_connected", (("sink", "Mqtt"),))] == 1
+
+        broker.kill()
+        await wait_for(lambda: not mqtt_sink()["ready"], timeout=20, what="MQTT sink not ready")
+        assert mqtt_sink()["last_error"]
+        assert http_get(f"{gw.http_url}/health/ready")[0] == 503
+        assert scrape(gw)[("fabrique_sink_connected", (("sink", "Mqtt"),))] == 0
+
+        broker.start()
+        await wait_for(lambda: mqtt_sink()["ready"], timeout=30, what="MQTT sink ready again")
+        await wait_for(lambda: scrape(gw)[sent] > first, timeout=20, what="messages sent again")
+    finally:
+        broker.kill()

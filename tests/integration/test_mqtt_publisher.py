@@ -14,6 +14,7 @@ import pytest
 from conftest import start_gateway, stop_gateway
 from fabrique_testlib import FAST_SIMULATION_ENV
 from peer_mqtt import Broker, Subscriber, tools_missing
+from sink_counters import sink_counters
 from peer_mqtt_publisher import (
     ArgsSubscriber,
     PersistentBroker,
@@ -114,7 +115,21 @@ def test_last_will_says_offline_when_the_gateway_is_killed(gateway_bin, broker, 
         stop_gateway(gw)
 
 
+def wait_until(check, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
 def test_a_broker_outage_leaves_no_gap_in_the_values(gateway_bin, tmp_path):
+    """mosquitto stopped for 30 s: every value of a 2 Hz counter published meanwhile goes
+    through the disk buffer and arrives after the broker is back (QoS 1, a subscriber with a
+    persistent session); the counters over OPC UA show it."""
     (tmp_path / "broker").mkdir()
     broker = PersistentBroker(tmp_path / "broker")
     broker.start()
@@ -143,17 +158,38 @@ def test_a_broker_outage_leaves_no_gap_in_the_values(gateway_bin, tmp_path):
         sub.wait_ready("fabrique/probe/Synthetic/Load/T000000")
         gw = start_gateway(gateway_bin, tmp_path, env, "mqtt-pub-outage")
         collect(lambda: len(seen) >= 4, 20)
+        sent_before = wait_until(lambda: sink_counters(gw, "Mqtt")["Sent"], 10, "Sent > 0")
         broker.stop()
         sub.close()
-        time.sleep(10)
+        outage_ends = time.monotonic() + 30
+        # While the broker is away the messages wait on disk.
+        during = wait_until(
+            lambda: (c := sink_counters(gw, "Mqtt"))["Buffered"] > 10 and c["Retries"] > 0 and c,
+            25,
+            "Buffered > 10 during the outage",
+        )
+        assert during["LastError"].startswith("broker "), during
+        buffer_dir = gw.data_dir / "buffer" / "mqtt"
+        assert any(p.stat().st_size > 0 for p in buffer_dir.glob("*.seg")), list(buffer_dir.iterdir())
+        time.sleep(max(0.0, outage_ends - time.monotonic()))
         broker.start()
         sub = session_subscriber(broker, "fabrique/+/Synthetic/Load/T000000", "outage-watcher")
         before = max(seen)
-        # 10 s at 2 Hz: about 20 values published while the broker was away, then live ones.
-        collect(lambda: max(seen) >= before + 30, 60)
+        # 30 s at 2 Hz: about 60 values published while the broker was away, then live ones.
+        collect(lambda: max(seen) >= before + 70, 60)
         values = sorted(set(int(v) for v in seen))
         missing = sorted(set(range(values[0], values[-1] + 1)) - set(values))
         assert not missing, f"values lost across the outage: {missing}"
+        # The disk buffer drains to nothing. KNOWN ISSUE (docs/streams.md): in about one run
+        # in three, one message stays counted as in memory after the reconnection, so the
+        # check on the OPC UA counter allows 1 until that is found.
+        wait_until(
+            lambda: sum(p.stat().st_size for p in buffer_dir.glob("*.seg")) == 0, 20, "an empty disk buffer"
+        )
+        after = wait_until(
+            lambda: (c := sink_counters(gw, "Mqtt"))["Buffered"] <= 1 and c, 20, "Buffered back to 0 (or 1)"
+        )
+        assert after["Sent"] >= sent_before + 60 and after["Dropped"] == 0, after
         log = gw.log_path.read_text(errors="replace")
         assert "mqtt publisher lost the broker" in log
     finally:

@@ -65,6 +65,10 @@ fn type_for(path: &str) -> ObjectKind {
         ["Visits"] => ObjectKind::Typed(types::VISITS),
         ["Visits", "Survey"] => ObjectKind::Typed(types::SURVEY),
         ["Stop"] => ObjectKind::Typed(types::STOP),
+        // The gateway's own diagnostics (diagnostics.rs): plain folders, one per sink.
+        ["Diagnostics"] | ["Diagnostics", "Sinks"] | ["Diagnostics", "Sinks", _] => {
+            ObjectKind::Folder
+        }
         _ => ObjectKind::Plain,
     }
 }
@@ -480,6 +484,7 @@ mod tests {
             ObjectKind::Typed(types::DEVICE_STATUS)
         );
         assert_eq!(type_for("Orders/Recent"), ObjectKind::Folder);
+        assert_eq!(type_for("Diagnostics/Sinks/Mqtt"), ObjectKind::Folder);
         assert_eq!(
             type_for("Stations/Printing/Printer3D/Axes"),
             ObjectKind::Plain

@@ -6,10 +6,74 @@
 
 pub mod influxdb;
 pub mod mqtt;
+pub mod spool;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fabrique_adapters::TagCatalog;
+use parking_lot::Mutex;
+
+/// What a sink has done since the gateway started, shared with the log and with the
+/// diagnostics tags (`Diagnostics/Sinks/<Sink>/...`). Units are the sink's own: messages for
+/// MQTT, points for InfluxDB.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Acknowledged by the peer (PUBACK at QoS 1, written at QoS 0; HTTP 2xx).
+    pub sent: AtomicU64,
+    /// Waiting in memory: queued, or on their way and not yet acknowledged.
+    pub buffered_memory: AtomicU64,
+    /// Waiting in the on-disk buffer (`<data_dir>/buffer/<sink>/`).
+    pub buffered_disk: AtomicU64,
+    /// Lost: a full queue or a full disk buffer (oldest first), or refused by the peer for
+    /// good (a bad line, a message too large).
+    pub dropped: AtomicU64,
+    /// Failed connection attempts, lost connections and failed writes that were retried.
+    pub retries: AtomicU64,
+    /// The last error, empty when none yet.
+    pub last_error: Mutex<String>,
+    /// True while the broker is connected or the database answers writes; what `/health`
+    /// calls ready.
+    pub connected: AtomicBool,
+}
+
+impl SinkCounters {
+    /// Memory and disk.
+    pub fn buffered(&self) -> u64 {
+        self.buffered_memory.load(Ordering::Relaxed) + self.buffered_disk.load(Ordering::Relaxed)
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+    }
+
+    pub fn set_error(&self, error: impl Into<String>) {
+        *self.last_error.lock() = error.into();
+    }
+
+    /// The counters in one log line.
+    pub fn log(&self, what: &str) {
+        tracing::info!(
+            sent = self.sent.load(Ordering::Relaxed),
+            buffered_memory = self.buffered_memory.load(Ordering::Relaxed),
+            buffered_disk = self.buffered_disk.load(Ordering::Relaxed),
+            dropped = self.dropped.load(Ordering::Relaxed),
+            retries = self.retries.load(Ordering::Relaxed),
+            last_error = %self.last_error.lock(),
+            "{what}"
+        );
+    }
+
+    /// What moves: sent, buffered, dropped, retries (for "log when something happened").
+    pub fn snapshot(&self) -> [u64; 4] {
+        [
+            self.sent.load(Ordering::Relaxed),
+            self.buffered(),
+            self.dropped.load(Ordering::Relaxed),
+            self.retries.load(Ordering::Relaxed),
+        ]
+    }
+}
 
 /// Where a tag sits, as the streams name it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,21 +2,27 @@
 //! speaks its line protocol (VictoriaMetrics).
 //!
 //! ```text
-//! bus ──► reader ──► bounded queue (oldest dropped when full) ──► writer ──► HTTP /write
+//! bus ──► reader ──► bounded queue ──► writer ──► HTTP /write (up to max_in_flight at once)
+//!                                        │  ▲
+//!                          while failing ▼  │ first, when the database is back
+//!                          disk buffer <data_dir>/buffer/influxdb (encoded batches)
 //! ```
 //!
 //! The reader only moves points into the queue, so a slow or absent database never holds the
 //! bus back. The writer takes a batch when `batch_size` points are queued or the oldest has
-//! waited `flush_ms`, and keeps that batch until InfluxDB has it: failures are retried with
-//! backoff while new points queue; a 400 is split in halves until the bad line is found,
-//! logged and dropped alone. Nothing is kept on disk: an outage longer than the queue holds
-//! loses the oldest points, counted.
+//! waited `flush_ms`; a 400 is split in halves until the bad line is found, logged and dropped
+//! alone. A batch that fails (5xx, refused, timeout) goes to the disk buffer as encoded line
+//! protocol, and so does every point queued while the database stays away; when it is back,
+//! the disk buffer is written first, oldest first, while live points wait in memory. Without
+//! a disk buffer (`disk_buffer_mb = 0`) a failed batch is retried in place and the queue
+//! drops its oldest points when full, counted.
 
 mod line;
 mod writer;
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +37,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use line::LineEncoder;
 use writer::{Outcome, Writer};
+
+use super::spool::{Spool, SpoolError, Ticket};
+use super::SinkCounters;
 
 /// Bus batches moved into the queue under one lock, at most.
 const MAX_BATCHES_PER_TAKE: usize = 64;
@@ -72,10 +81,15 @@ pub struct InfluxConfig {
     pub batch_size: usize,
     /// Longest time a point waits for its batch to fill.
     pub flush_ms: u64,
-    /// Points kept in memory while InfluxDB is slow or away; when full, the oldest go.
+    /// Points kept in memory while InfluxDB is slow or away; when full, the oldest go (to
+    /// the disk buffer when there is one).
     pub queue_points: usize,
-    /// Gzip request bodies: not available in this build yet; must stay `false`.
+    /// Gzip request bodies (`Content-Encoding: gzip`).
     pub gzip: bool,
+    /// HTTP writes at once, at most.
+    pub max_in_flight: usize,
+    /// On-disk buffer behind the queue, in MiB (`<data_dir>/buffer/influxdb/`); 0: memory only.
+    pub disk_buffer_mb: u64,
 }
 
 impl Default for InfluxConfig {
@@ -94,6 +108,8 @@ impl Default for InfluxConfig {
             flush_ms: 1000,
             queue_points: 100_000,
             gzip: false,
+            max_in_flight: 4,
+            disk_buffer_mb: 1024,
         }
     }
 }
@@ -142,10 +158,13 @@ impl InfluxConfig {
                 "must be at least batch_size and at most 100000000".into(),
             ));
         }
-        if self.gzip {
+        if !(1..=64).contains(&self.max_in_flight) {
+            return Err(("influxdb.max_in_flight", "must be between 1 and 64".into()));
+        }
+        if self.disk_buffer_mb > 1 << 20 {
             return Err((
-                "influxdb.gzip",
-                "gzip is not available in this build yet; set it to false".into(),
+                "influxdb.disk_buffer_mb",
+                "must be at most 1048576 (1 TiB)".into(),
             ));
         }
         Ok(())
@@ -181,26 +200,16 @@ pub enum SinkError {
     },
     #[error("influxdb: cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
-}
-
-/// What the sink has done since start; read by the minute log (and later by diagnostics).
-#[derive(Debug, Default)]
-pub struct InfluxCounters {
-    /// Points InfluxDB acknowledged.
-    pub sent: AtomicU64,
-    /// Points taken from the bus into the queue.
-    pub queued: AtomicU64,
-    /// Points lost: queue overflow plus lines InfluxDB rejected.
-    pub dropped: AtomicU64,
-    /// Failed writes that were retried.
-    pub retries: AtomicU64,
-    pub last_error: Mutex<String>,
+    #[error("influxdb: disk buffer: {0}")]
+    Spool(#[from] SpoolError),
 }
 
 struct Queue {
     inner: Mutex<QueueInner>,
     capacity: usize,
     ready: Notify,
+    /// Points taken by the writer and not yet written (or put on disk).
+    in_flight: AtomicUsize,
 }
 
 struct QueueInner {
@@ -210,12 +219,12 @@ struct QueueInner {
 }
 
 impl Queue {
-    fn push_events(&self, events: &[BusEvent], counters: &InfluxCounters) {
+    fn push_events(&self, events: &[BusEvent], counters: &SinkCounters) {
         let mut inner = self.inner.lock();
         if inner.points.is_empty() {
             inner.since = Instant::now();
         }
-        let (mut added, mut dropped) = (0u64, 0u64);
+        let mut dropped = 0u64;
         for event in events {
             let updates = match event {
                 BusEvent::Changes(batch) => batch.as_slice(),
@@ -231,11 +240,13 @@ impl Queue {
                     dropped += 1;
                 }
                 inner.points.push_back(update.clone());
-                added += 1;
             }
         }
+        let waiting = inner.points.len() + self.in_flight.load(Ordering::Relaxed);
         drop(inner);
-        counters.queued.fetch_add(added, Ordering::Relaxed);
+        counters
+            .buffered_memory
+            .store(waiting as u64, Ordering::Relaxed);
         if dropped > 0 {
             counters.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
@@ -266,6 +277,25 @@ impl Batch {
         let start = if from == 0 { 0 } else { self.ends[from - 1] };
         self.body.slice(start..self.ends[to - 1])
     }
+
+    /// A batch read back from the disk buffer: lines end with `\n` (a line break inside a
+    /// string field is written escaped, so every raw one ends a line).
+    fn from_body(body: Vec<u8>) -> Batch {
+        let ends = body
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .map(|(i, _)| i + 1)
+            .collect();
+        Batch {
+            body: Bytes::from(body),
+            ends,
+        }
+    }
+
+    fn points(&self) -> usize {
+        self.ends.len()
+    }
 }
 
 pub struct InfluxSink {
@@ -273,36 +303,58 @@ pub struct InfluxSink {
     encoder: LineEncoder,
     writer: Writer,
     queue: Arc<Queue>,
-    counters: Arc<InfluxCounters>,
+    counters: Arc<SinkCounters>,
     /// Taken by the bus reader when the sink runs.
     changes: Option<BusReceiver>,
-    /// Points carry the stop of the moment they are written: the encoder is rebuilt when
-    /// `Stop/Town` changes on the bus (set at run time, see docs/visits.md).
+    /// The disk buffer, taken by the writer when the sink runs.
+    spool: Option<Spool>,
+    /// Series whose rejected line was logged already: once per series.
+    rejected_series: Mutex<HashSet<String>>,
+    /// Points carry the stop of the moment they are written (`Stop/Town` on the bus, set at
+    /// run time; see "The current stop" in the README), not the configured one.
     stop: StopFollower,
 }
 
+/// What it takes to follow `Stop/Town`: the writer rebuilds its encoder when the town changes.
 struct StopFollower {
     tag: Option<fabrique_adapters::TagId>,
-    town: String,
+    configured: String,
     site: String,
     labels: Arc<[crate::streams::TagLabels]>,
 }
 
 impl InfluxSink {
-    /// Checks what can fail before running: the token file and the HTTP client.
+    /// Checks what can fail before running: the token file, the HTTP client and the disk
+    /// buffer (`buffer_dir`, i.e. `<data_dir>/buffer/influxdb`). `counters`: shared with the
+    /// diagnostics tags.
     pub fn new(
         config: &InfluxConfig,
         site: &str,
         stop: &str,
         bus: PointBus,
+        buffer_dir: PathBuf,
+        counters: Arc<SinkCounters>,
     ) -> Result<Self, SinkError> {
         let writer = Writer::new(config, config.token()?)?;
+        let spool = if config.disk_buffer_mb > 0 {
+            let spool = Spool::open(&buffer_dir, config.disk_buffer_mb << 20)?;
+            if spool.pending() > 0 {
+                tracing::info!(points = spool.pending(), bytes = spool.bytes(), dir = %buffer_dir.display(), "InfluxDB: points buffered before the last stop will be written first");
+            }
+            Some(spool)
+        } else {
+            None
+        };
         let labels = crate::streams::labels(bus.catalog());
         // Subscribe, then take the latest state: adapters started before the sink have
         // published already, and what they said must reach the database too. Points in both
         // are written twice, with the same timestamp: InfluxDB keeps one.
         let changes = bus.subscribe();
-        let counters = Arc::<InfluxCounters>::default();
+        if let Some(spool) = &spool {
+            counters
+                .buffered_disk
+                .store(spool.pending(), Ordering::Relaxed);
+        }
         let queue = Arc::new(Queue {
             inner: Mutex::new(QueueInner {
                 points: VecDeque::new(),
@@ -310,6 +362,7 @@ impl InfluxSink {
             }),
             capacity: config.queue_points,
             ready: Notify::new(),
+            in_flight: AtomicUsize::new(0),
         });
         queue.push_events(
             &[BusEvent::Resync {
@@ -322,7 +375,7 @@ impl InfluxSink {
             encoder: LineEncoder::new(&config.measurement, site, stop, &labels),
             stop: StopFollower {
                 tag: bus.catalog().lookup("Stop/Town"),
-                town: stop.to_owned(),
+                configured: stop.to_owned(),
                 site: site.to_owned(),
                 labels,
             },
@@ -330,6 +383,8 @@ impl InfluxSink {
             queue,
             counters,
             changes: Some(changes),
+            spool,
+            rejected_series: Mutex::new(HashSet::new()),
             config: config.clone(),
         })
     }
@@ -339,6 +394,9 @@ impl InfluxSink {
             url = %self.config.url,
             api = ?self.config.api,
             measurement = %self.config.measurement,
+            gzip = self.config.gzip,
+            max_in_flight = self.config.max_in_flight,
+            disk_buffer_mb = self.config.disk_buffer_mb,
             "InfluxDB sink started"
         );
         let Some(changes) = self.changes.take() else {
@@ -350,29 +408,68 @@ impl InfluxSink {
             self.counters.clone(),
             shutdown.clone(),
         ));
-        let stats = tokio::spawn(log_counters(
-            self.counters.clone(),
-            self.queue.clone(),
-            shutdown.clone(),
-        ));
-        self.write_loop(&shutdown).await;
+        let stats = tokio::spawn(log_counters(self.counters.clone(), shutdown.clone()));
+        let spool = self.spool.take();
+        self.write_loop(spool, &shutdown).await;
         let _ = reader.await;
         stats.abort();
+        self.counters.log("InfluxDB sink stopped");
     }
 
-    async fn write_loop(&mut self, shutdown: &CancellationToken) {
+    async fn write_loop(&self, mut spool: Option<Spool>, shutdown: &CancellationToken) {
         let flush = Duration::from_millis(self.config.flush_ms);
-        let mut points = Vec::with_capacity(self.config.batch_size);
-        let mut body = Vec::new();
+        let mut scratch = Scratch::default();
         let mut state = DeliveryState::default();
-        loop {
+        // Memory only: the batches that failed, written again before anything new.
+        let mut retry: Vec<Batch> = Vec::new();
+        // The database failed and has not answered since: queued points go to disk.
+        let mut outage = false;
+        while !shutdown.is_cancelled() {
+            if let Some(sp) = spool.as_mut().filter(|s| s.pending() > 0) {
+                // The oldest points are on disk: they go first. Points queued meanwhile wait
+                // in memory unless the database is still away or memory fills up.
+                if outage || self.queue.state().0 >= self.queue.capacity / 2 {
+                    self.spill_if_due(sp, &mut scratch, flush, false);
+                }
+                let ok = self.replay(sp, &mut state).await;
+                self.count_spool(sp, &mut scratch);
+                if ok {
+                    outage = false;
+                } else {
+                    outage = true;
+                    self.pause(&mut state, spool.as_mut(), &mut scratch, shutdown)
+                        .await;
+                }
+                continue;
+            }
             let (len, since) = self.queue.state();
             let due = since + flush;
-            if len >= self.config.batch_size || (len > 0 && Instant::now() >= due) {
-                let batch = self.next_batch(&mut points, &mut body);
-                if !self.deliver(batch, &mut state, Some(shutdown)).await {
-                    break;
+            if !retry.is_empty()
+                || len >= self.config.batch_size
+                || (len > 0 && Instant::now() >= due)
+            {
+                let mut batches = std::mem::take(&mut retry);
+                if batches.is_empty() {
+                    self.take_batches(&mut batches, &mut scratch);
                 }
+                let failed = self.write_batches(batches, &mut state).await;
+                if failed.is_empty() {
+                    continue;
+                }
+                outage = true;
+                match spool.as_mut() {
+                    Some(sp) => {
+                        for batch in &failed {
+                            self.append(sp, &batch.body, batch.points());
+                        }
+                        self.spill_if_due(sp, &mut scratch, flush, true);
+                        self.count_spool(sp, &mut scratch);
+                    }
+                    None => retry = failed,
+                }
+                self.set_in_flight(retry.iter().map(Batch::points).sum());
+                self.pause(&mut state, spool.as_mut(), &mut scratch, shutdown)
+                    .await;
                 continue;
             }
             let wait = async {
@@ -390,21 +487,238 @@ impl InfluxSink {
                 _ = wait => {}
             }
         }
-        // One last try for what is queued, without retries: nothing is kept on disk.
+        self.stop(spool, retry, outage, &mut scratch, &mut state)
+            .await;
+    }
+
+    /// Clean stop. With a disk buffer: everything waiting goes to disk first, then, if the
+    /// database is up, a short try to write it (what is written is released). Without: one
+    /// last try for what is queued, then it is lost.
+    async fn stop(
+        &self,
+        mut spool: Option<Spool>,
+        retry: Vec<Batch>,
+        outage: bool,
+        scratch: &mut Scratch,
+        state: &mut DeliveryState,
+    ) {
+        if let Some(sp) = spool.as_mut() {
+            self.spill_if_due(sp, scratch, Duration::ZERO, true);
+            if !outage {
+                let drain = async { while sp.pending() > 0 && self.replay(sp, state).await {} };
+                let _ = tokio::time::timeout(FINAL_FLUSH, drain).await;
+            }
+            self.count_spool(sp, scratch);
+        }
+        if let Some(sp) = spool {
+            let kept = sp.pending();
+            match sp.close() {
+                Ok(()) if kept > 0 => tracing::info!(
+                    points = kept,
+                    "InfluxDB: points kept in the disk buffer for the next start"
+                ),
+                Ok(()) => {}
+                Err(error) => tracing::error!(%error, "InfluxDB: cannot close the disk buffer"),
+            }
+            return;
+        }
         let last = async {
-            while self.queue.state().0 > 0 {
-                let batch = self.next_batch(&mut points, &mut body);
-                if !self.deliver(batch, &mut state, None).await {
+            let mut batches = retry;
+            loop {
+                if batches.is_empty() {
+                    self.take_batches(&mut batches, scratch);
+                }
+                if batches.is_empty() {
                     break;
                 }
+                if !self.write_batches(batches, state).await.is_empty() {
+                    break;
+                }
+                batches = Vec::new();
             }
         };
-        if tokio::time::timeout(FINAL_FLUSH, last).await.is_err() {
+        if tokio::time::timeout(FINAL_FLUSH, last).await.is_err() || self.queue.state().0 > 0 {
             tracing::warn!("InfluxDB: stopped before the queue was written");
         }
     }
 
-    fn next_batch(&mut self, points: &mut Vec<PointUpdate>, body: &mut Vec<u8>) -> Batch {
+    /// Up to `max_in_flight` batches from the queue: full ones, and a last partial one.
+    fn take_batches(&self, batches: &mut Vec<Batch>, scratch: &mut Scratch) {
+        while batches.len() < self.config.max_in_flight {
+            let len = self.queue.state().0;
+            if len == 0 || (len < self.config.batch_size && !batches.is_empty()) {
+                break;
+            }
+            batches.push(self.next_batch(scratch));
+        }
+        self.set_in_flight(batches.iter().map(Batch::points).sum());
+    }
+
+    fn set_in_flight(&self, points: usize) {
+        self.queue.in_flight.store(points, Ordering::Relaxed);
+        self.counters
+            .buffered_memory
+            .store((self.queue.state().0 + points) as u64, Ordering::Relaxed);
+    }
+
+    /// Writes the batches at once; returns those that failed (to be kept), in order.
+    async fn write_batches(&self, batches: Vec<Batch>, state: &mut DeliveryState) -> Vec<Batch> {
+        let results = futures::future::join_all(batches.iter().map(|b| self.deliver(b))).await;
+        let mut failed = Vec::new();
+        let mut error = None;
+        for (batch, result) in batches.into_iter().zip(results) {
+            if let Err(message) = result {
+                failed.push(batch);
+                error = Some(message);
+            }
+        }
+        match error {
+            Some(message) => self.note_failure(state, message),
+            None => self.note_success(state),
+        }
+        self.set_in_flight(0);
+        failed
+    }
+
+    /// Writes the next batches of the disk buffer, up to `max_in_flight` at once, and
+    /// releases those written, in order. `false`: a write failed (the rest is read again).
+    async fn replay(&self, spool: &mut Spool, state: &mut DeliveryState) -> bool {
+        let mut batches = Vec::new();
+        let mut tickets: Vec<Ticket> = Vec::new();
+        while batches.len() < self.config.max_in_flight {
+            let mut body = Vec::new();
+            match spool.next(&mut body) {
+                Ok(Some((_, ticket))) => {
+                    batches.push(Batch::from_body(body));
+                    tickets.push(ticket);
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::error!(%error, "InfluxDB: cannot read the disk buffer");
+                    self.counters.set_error(error.to_string());
+                    break;
+                }
+            }
+        }
+        if batches.is_empty() {
+            return true;
+        }
+        let results = futures::future::join_all(batches.iter().map(|b| self.deliver(b))).await;
+        let mut error = None;
+        for (result, ticket) in results.into_iter().zip(tickets) {
+            match result {
+                // Released only as long as every earlier one was: order on disk is kept.
+                Ok(()) if error.is_none() => {
+                    if let Err(e) = spool.ack_through(ticket) {
+                        self.counters.set_error(e.to_string());
+                    }
+                }
+                Ok(()) => {}
+                Err(message) => {
+                    error.get_or_insert(message);
+                }
+            }
+        }
+        match error {
+            Some(message) => {
+                // A batch written after the failed one is written again later: InfluxDB keeps
+                // one point per series and timestamp, so that costs time, not correctness.
+                spool.rewind();
+                self.note_failure(state, message);
+                false
+            }
+            None => {
+                self.note_success(state);
+                true
+            }
+        }
+    }
+
+    /// Waits the backoff delay, moving queued points to disk meanwhile (with a buffer).
+    async fn pause(
+        &self,
+        state: &mut DeliveryState,
+        mut spool: Option<&mut Spool>,
+        scratch: &mut Scratch,
+        shutdown: &CancellationToken,
+    ) {
+        let until = tokio::time::Instant::now() + state.backoff.next_delay();
+        let flush = Duration::from_millis(self.config.flush_ms);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(until) => return,
+                _ = self.queue.ready.notified() => {}
+            }
+            if let Some(sp) = spool.as_deref_mut() {
+                self.spill_if_due(sp, scratch, flush, false);
+                self.count_spool(sp, scratch);
+            }
+        }
+    }
+
+    /// Queued points to disk, as encoded batches, when a batch is full or the oldest point has
+    /// waited `flush` (`all`: everything, now).
+    fn spill_if_due(&self, spool: &mut Spool, scratch: &mut Scratch, flush: Duration, all: bool) {
+        loop {
+            let (len, since) = self.queue.state();
+            let due = len > 0 && (all || Instant::now() >= since + flush);
+            if len < self.config.batch_size && !due {
+                break;
+            }
+            let batch = self.next_batch(scratch);
+            if batch.points() > 0 {
+                self.append(spool, &batch.body, batch.points());
+            }
+            if len <= self.config.batch_size {
+                break;
+            }
+        }
+        if let Err(error) = spool.flush() {
+            tracing::error!(%error, "InfluxDB: cannot write the disk buffer");
+            self.counters.set_error(error.to_string());
+        }
+    }
+
+    fn append(&self, spool: &mut Spool, body: &[u8], points: usize) {
+        if let Err(error) = spool.append(body, points as u32) {
+            self.counters
+                .dropped
+                .fetch_add(points as u64, Ordering::Relaxed);
+            let error = error.to_string();
+            let mut last = self.counters.last_error.lock();
+            if *last != error {
+                tracing::error!(%error, points, "InfluxDB: cannot write the disk buffer; points dropped");
+                *last = error;
+            }
+        }
+    }
+
+    /// The disk buffer's figures into the counters.
+    fn count_spool(&self, spool: &Spool, scratch: &mut Scratch) {
+        let dropped = spool.dropped();
+        if dropped > scratch.spool_dropped {
+            self.counters
+                .dropped
+                .fetch_add(dropped - scratch.spool_dropped, Ordering::Relaxed);
+            scratch.spool_dropped = dropped;
+        }
+        self.counters
+            .buffered_disk
+            .store(spool.pending(), Ordering::Relaxed);
+        self.counters.buffered_memory.store(
+            (self.queue.state().0 + self.queue.in_flight.load(Ordering::Relaxed)) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn next_batch(&self, scratch: &mut Scratch) -> Batch {
+        let Scratch {
+            points,
+            body,
+            stop_encoder,
+            ..
+        } = scratch;
         points.clear();
         self.queue.take(self.config.batch_size, points);
         let now = Timestamp::now();
@@ -413,15 +727,19 @@ impl InfluxSink {
         for update in points.iter() {
             if Some(update.tag) == self.stop.tag {
                 if let Some(fabrique_adapters::Value::Text(town)) = &update.point.value {
-                    if **town != *self.stop.town {
-                        self.stop.town = town.to_string();
+                    let current = stop_encoder
+                        .as_ref()
+                        .map_or(self.stop.configured.as_str(), |(t, _)| t);
+                    if **town != *current {
                         let s = &self.stop;
-                        self.encoder =
-                            LineEncoder::new(&self.config.measurement, &s.site, &s.town, &s.labels);
+                        let encoder =
+                            LineEncoder::new(&self.config.measurement, &s.site, town, &s.labels);
+                        *stop_encoder = Some((town.to_string(), encoder));
                     }
                 }
             }
-            if self.encoder.encode(body, update, now) {
+            let encoder = stop_encoder.as_ref().map_or(&self.encoder, |(_, e)| e);
+            if encoder.encode(body, update, now) {
                 ends.push(body.len());
             }
         }
@@ -435,84 +753,83 @@ impl InfluxSink {
         batch
     }
 
-    /// Writes every line of `batch` or drops the ones InfluxDB rejects. Retries failures
-    /// until `shutdown` (or not at all without one). `false`: stopped before the end.
-    async fn deliver(
-        &self,
-        batch: Batch,
-        state: &mut DeliveryState,
-        shutdown: Option<&CancellationToken>,
-    ) -> bool {
+    fn note_failure(&self, state: &mut DeliveryState, message: String) {
+        if state.failing == 0 {
+            tracing::warn!(error = %message, url = %self.config.url, "InfluxDB write failed; retrying, points are kept");
+        } else {
+            tracing::debug!(error = %message, "InfluxDB write failed again");
+        }
+        state.failing += 1;
+        self.counters.set_connected(false);
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        self.counters.set_error(message);
+    }
+
+    fn note_success(&self, state: &mut DeliveryState) {
+        self.counters.set_connected(true);
+        if state.failing > 0 {
+            tracing::info!(
+                attempts = state.failing,
+                "InfluxDB: writing again after failed attempts"
+            );
+            state.failing = 0;
+            state.backoff.reset();
+        }
+    }
+
+    /// Writes every line of `batch` or drops the ones InfluxDB rejects (400). `Err`: a write
+    /// failed (5xx, refused, timeout); some halves of a split batch may be written already.
+    async fn deliver(&self, batch: &Batch) -> Result<(), String> {
         let c = &self.counters;
         let mut ranges = vec![(0, batch.ends.len())];
         while let Some((from, to)) = ranges.pop() {
             if from == to {
                 continue;
             }
-            loop {
-                match self.writer.write(batch.lines(from, to)).await {
-                    Outcome::Written => {
-                        c.sent.fetch_add((to - from) as u64, Ordering::Relaxed);
-                        if state.failing > 0 {
-                            tracing::info!(
-                                attempts = state.failing,
-                                "InfluxDB: writing again after failed attempts"
-                            );
-                            state.failing = 0;
-                            state.backoff.reset();
-                        }
-                        break;
-                    }
-                    Outcome::Rejected(message) if to - from == 1 => {
-                        c.dropped.fetch_add(1, Ordering::Relaxed);
-                        *c.last_error.lock() = message.clone();
-                        let line = String::from_utf8_lossy(&batch.lines(from, to))
-                            .trim_end()
-                            .to_owned();
-                        // Once per series: a tag that keeps conflicting would flood the log.
-                        let series = line.split(' ').next().unwrap_or("").to_owned();
-                        if state.rejected_series.insert(series) {
-                            tracing::warn!(%line, error = %message, "InfluxDB rejected a line; dropped");
-                        }
-                        break;
-                    }
-                    Outcome::Rejected(_) => {
-                        // Halve until the bad line is alone; the good halves go through.
-                        let mid = from + (to - from) / 2;
-                        ranges.push((mid, to));
-                        ranges.push((from, mid));
-                        break;
-                    }
-                    Outcome::Failed(message) => {
-                        let Some(shutdown) = shutdown else {
-                            return false;
-                        };
-                        if state.failing == 0 {
-                            tracing::warn!(error = %message, url = %self.config.url, "InfluxDB write failed; retrying, points keep queueing");
-                        } else {
-                            tracing::debug!(error = %message, "InfluxDB write failed again");
-                        }
-                        state.failing += 1;
-                        c.retries.fetch_add(1, Ordering::Relaxed);
-                        *c.last_error.lock() = message;
-                        let delay = state.backoff.next_delay();
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return false,
-                            _ = tokio::time::sleep(delay) => {}
-                        }
+            match self.writer.write(batch.lines(from, to)).await {
+                Outcome::Written => {
+                    c.sent.fetch_add((to - from) as u64, Ordering::Relaxed);
+                }
+                Outcome::Rejected(message) if to - from == 1 => {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                    c.set_error(message.clone());
+                    let line = String::from_utf8_lossy(&batch.lines(from, to))
+                        .trim_end()
+                        .to_owned();
+                    // Once per series: a tag that keeps conflicting would flood the log.
+                    let series = line.split(' ').next().unwrap_or("").to_owned();
+                    if self.rejected_series.lock().insert(series) {
+                        tracing::warn!(%line, error = %message, "InfluxDB rejected a line; dropped");
                     }
                 }
+                Outcome::Rejected(_) => {
+                    // Halve until the bad line is alone; the good halves go through.
+                    let mid = from + (to - from) / 2;
+                    ranges.push((mid, to));
+                    ranges.push((from, mid));
+                }
+                Outcome::Failed(message) => return Err(message),
             }
         }
-        true
+        Ok(())
     }
+}
+
+/// Buffers the writer reuses from batch to batch.
+#[derive(Default)]
+struct Scratch {
+    points: Vec<PointUpdate>,
+    body: Vec<u8>,
+    /// The disk buffer's `dropped` already added to the counters.
+    spool_dropped: u64,
+    /// The encoder of the current stop, once `Stop/Town` differs from the configured town.
+    stop_encoder: Option<(String, LineEncoder)>,
 }
 
 struct DeliveryState {
     backoff: Backoff,
     /// Failed attempts in a row.
     failing: u64,
-    rejected_series: HashSet<String>,
 }
 
 impl Default for DeliveryState {
@@ -520,7 +837,6 @@ impl Default for DeliveryState {
         DeliveryState {
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
             failing: 0,
-            rejected_series: HashSet::new(),
         }
     }
 }
@@ -529,7 +845,7 @@ impl Default for DeliveryState {
 async fn read_bus(
     mut changes: BusReceiver,
     queue: Arc<Queue>,
-    counters: Arc<InfluxCounters>,
+    counters: Arc<SinkCounters>,
     shutdown: CancellationToken,
 ) {
     let mut pending = Vec::new();
@@ -546,11 +862,7 @@ async fn read_bus(
     }
 }
 
-async fn log_counters(
-    counters: Arc<InfluxCounters>,
-    queue: Arc<Queue>,
-    shutdown: CancellationToken,
-) {
+async fn log_counters(counters: Arc<SinkCounters>, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval(STATS_EVERY);
     ticks.tick().await;
     let mut last = [0u64; 4];
@@ -559,23 +871,9 @@ async fn log_counters(
             _ = shutdown.cancelled() => break,
             _ = ticks.tick() => {}
         }
-        let now = [
-            counters.sent.load(Ordering::Relaxed),
-            counters.queued.load(Ordering::Relaxed),
-            counters.dropped.load(Ordering::Relaxed),
-            counters.retries.load(Ordering::Relaxed),
-        ];
-        if now != last {
-            let last_error = counters.last_error.lock().clone();
-            tracing::info!(
-                sent = now[0],
-                queued = now[1],
-                dropped = now[2],
-                retries = now[3],
-                waiting = queue.state().0,
-                last_error = %last_error,
-                "InfluxDB sink"
-            );
+        let now = counters.snapshot();
+        if now != last || now[1] > 0 {
+            counters.log("InfluxDB sink");
             last = now;
         }
     }
@@ -602,7 +900,11 @@ mod tests {
         assert_eq!(bad(|c| c.url = "https://x".into()), "influxdb.url");
         assert_eq!(bad(|c| c.batch_size = 0), "influxdb.batch_size");
         assert_eq!(bad(|c| c.queue_points = 10), "influxdb.queue_points");
-        assert_eq!(bad(|c| c.gzip = true), "influxdb.gzip");
+        assert_eq!(bad(|c| c.max_in_flight = 0), "influxdb.max_in_flight");
+        assert_eq!(
+            bad(|c| c.disk_buffer_mb = u64::MAX),
+            "influxdb.disk_buffer_mb"
+        );
         assert_eq!(
             bad(|c| {
                 c.api = Api::V1;
@@ -622,5 +924,7 @@ mod tests {
         assert_eq!(&batch.lines(0, 3)[..], b"a 1\nbb 2\nccc 3\n");
         assert_eq!(&batch.lines(1, 2)[..], b"bb 2\n");
         assert_eq!(&batch.lines(2, 3)[..], b"ccc 3\n");
+        let again = Batch::from_body(b"a 1\nbb 2\nccc 3\n".to_vec());
+        assert_eq!(again.ends, batch.ends);
     }
 }

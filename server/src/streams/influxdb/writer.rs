@@ -2,11 +2,16 @@
 //!
 //! Plain `reqwest` rather than the `influxdb2` crate: the body is already line protocol (our
 //! encoder), v1 needs the same client anyway, and the 400 path needs the raw status and
-//! message to find the bad line.
+//! message to find the bad line. With `gzip = true` the body is compressed (flate2, fastest
+//! level: line protocol shrinks about tenfold at a small cost) and sent with
+//! `Content-Encoding: gzip`, which InfluxDB 1.x/2.x/3.x and VictoriaMetrics all accept.
 
+use std::io::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
 
 use super::{Api, InfluxConfig};
 
@@ -26,6 +31,7 @@ pub struct Writer {
     url: String,
     /// `Authorization` header value, if any. Never logged.
     auth: Option<String>,
+    gzip: bool,
 }
 
 impl Writer {
@@ -50,15 +56,28 @@ impl Writer {
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
             .build()?;
-        Ok(Writer { client, url, auth })
+        Ok(Writer {
+            client,
+            url,
+            auth,
+            gzip: config.gzip,
+        })
     }
 
     pub async fn write(&self, body: Bytes) -> Outcome {
         let mut request = self
             .client
             .post(&self.url)
-            .header("Content-Type", "text/plain; charset=utf-8")
-            .body(body);
+            .header("Content-Type", "text/plain; charset=utf-8");
+        request = if self.gzip {
+            match gzip(&body) {
+                Ok(compressed) => request.header("Content-Encoding", "gzip").body(compressed),
+                // Compressing into memory cannot fail short of memory; send it plain then.
+                Err(_) => request.body(body),
+            }
+        } else {
+            request.body(body)
+        };
         if let Some(auth) = &self.auth {
             request = request.header("Authorization", auth);
         }
@@ -78,6 +97,12 @@ impl Writer {
             Outcome::Failed(message)
         }
     }
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(body.len() / 8), Compression::fast());
+    encoder.write_all(body)?;
+    encoder.finish()
 }
 
 /// reqwest's top-level message ("error sending request") hides the useful part.
@@ -136,6 +161,19 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+    }
+
+    #[test]
+    fn gzip_bodies_decompress_to_the_lines() {
+        use std::io::Read;
+        let lines = b"m,tag=a value=1 1\nm,tag=b value=2 2\n".repeat(100);
+        let compressed = gzip(&lines).unwrap();
+        assert!(compressed.len() < lines.len() / 4);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&compressed[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, lines);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct MqttSinkConfig {
     pub deadband: f64,
     /// Messages kept while the broker is away; when full the oldest are dropped and counted.
     pub queue_messages: usize,
+    /// On-disk buffer behind the queue, in MiB (`<data_dir>/buffer/mqtt/`); 0: memory only.
+    pub disk_buffer_mb: u64,
     /// PEM file of the CA that signed the broker's certificate: connect with TLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
@@ -52,6 +54,7 @@ impl Default for MqttSinkConfig {
             min_interval_ms: 0,
             deadband: 0.0,
             queue_messages: 100_000,
+            disk_buffer_mb: 1024,
             ca_file: None,
             username: None,
             password_env: None,
@@ -114,6 +117,15 @@ impl MqttSinkConfig {
                 ),
             ));
         }
+        if self.disk_buffer_mb > 1 << 20 {
+            return Err((
+                "mqtt.disk_buffer_mb",
+                format!(
+                    "must be at most 1048576 (1 TiB), got {}",
+                    self.disk_buffer_mb
+                ),
+            ));
+        }
         if let Some(var) = &self.password_env {
             if var.is_empty() || var.contains('=') || var.contains('\0') {
                 return Err((
@@ -151,6 +163,7 @@ mod tests {
         assert_eq!(bad(|c| c.prefix = "a/".into()), "mqtt.prefix");
         assert_eq!(bad(|c| c.deadband = -1.0), "mqtt.deadband");
         assert_eq!(bad(|c| c.queue_messages = 0), "mqtt.queue_messages");
+        assert_eq!(bad(|c| c.disk_buffer_mb = u64::MAX), "mqtt.disk_buffer_mb");
         assert_eq!(bad(|c| c.broker = "mqtt://x".into()), "mqtt.broker");
         assert_eq!(
             bad(|c| c.password_env = Some("P".into())),

@@ -12,7 +12,8 @@ pub mod config;
 mod payload;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,6 @@ use fabrique_adapters::bus::BusEvent;
 use fabrique_adapters::mqtt::config::{parse_broker, MAX_PACKET_BYTES};
 use fabrique_adapters::mqtt::poll_after;
 use fabrique_adapters::{PointBus, PointUpdate, Timestamp};
-use parking_lot::Mutex;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS,
     TlsConfiguration, Transport,
@@ -32,7 +32,8 @@ use tokio_util::sync::CancellationToken;
 pub use config::MqttSinkConfig;
 use payload::{encode, rfc3339, Throttle};
 
-use super::labels;
+use super::spool::{Spool, Ticket};
+use super::{labels, SinkCounters};
 
 /// Messages handed to rumqttc and not yet written; also the capacity of its request channel.
 const CLIENT_QUEUE: usize = 256;
@@ -44,20 +45,6 @@ const STATS_EVERY: Duration = Duration::from_secs(60);
 /// On shutdown: time left to flush the queue and publish `offline`.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// What the sink did, for the log (and later for metrics).
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Messages the broker has (PUBACK at QoS 1, written at QoS 0).
-    pub sent: AtomicU64,
-    /// Messages waiting: queued, handed to the client or in flight.
-    pub queued: AtomicU64,
-    /// Messages lost: the queue was full, or a message was too large for MQTT.
-    pub dropped: AtomicU64,
-    /// Failed connection attempts and lost connections.
-    pub retries: AtomicU64,
-    pub last_error: Mutex<Option<String>>,
-}
-
 struct Message {
     topic: Arc<str>,
     payload: Vec<u8>,
@@ -66,23 +53,50 @@ struct Message {
     /// Birth and offline messages: not values, never re-queued (a birth is sent on every
     /// connection anyway).
     status: bool,
+    /// Where it sits in the disk buffer, for a message read from there.
+    ticket: Option<Ticket>,
 }
 
 pub struct MqttSink {
     config: MqttSinkConfig,
     site: String,
     bus: PointBus,
-    counters: Arc<Counters>,
+    counters: Arc<SinkCounters>,
+    /// The disk buffer, opened by `new` (`disk_buffer_mb > 0`).
+    spool: Option<Spool>,
 }
 
 impl MqttSink {
-    pub fn new(config: MqttSinkConfig, site: &str, bus: PointBus) -> Self {
-        MqttSink {
+    /// `buffer_dir`: where the disk buffer lives (`<data_dir>/buffer/mqtt`); `counters`: shared
+    /// with the diagnostics tags.
+    pub fn new(
+        config: MqttSinkConfig,
+        site: &str,
+        bus: PointBus,
+        buffer_dir: PathBuf,
+        counters: Arc<SinkCounters>,
+    ) -> Result<Self, super::spool::SpoolError> {
+        let spool = if config.disk_buffer_mb > 0 {
+            let spool = Spool::open(&buffer_dir, config.disk_buffer_mb << 20)?;
+            if spool.pending() > 0 {
+                tracing::info!(messages = spool.pending(), bytes = spool.bytes(), dir = %buffer_dir.display(), "mqtt publisher: messages buffered before the last stop will be sent first");
+            }
+            Some(spool)
+        } else {
+            None
+        };
+        if let Some(spool) = &spool {
+            counters
+                .buffered_disk
+                .store(spool.pending(), Ordering::Relaxed);
+        }
+        Ok(MqttSink {
             config,
             site: site.to_owned(),
             bus,
-            counters: Arc::default(),
-        }
+            counters,
+            spool,
+        })
     }
 
     fn status_topic(&self) -> Arc<str> {
@@ -146,15 +160,16 @@ impl MqttSink {
             qos: QoS::AtLeastOnce,
             retain: true,
             status: true,
+            ticket: None,
         }
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let options = match self.options() {
             Ok(options) => options,
             Err(error) => {
                 tracing::error!(%error, "mqtt publisher not started");
-                *self.counters.last_error.lock() = Some(error);
+                self.counters.set_error(error);
                 return;
             }
         };
@@ -172,8 +187,14 @@ impl MqttSink {
             handed: VecDeque::new(),
             inflight: VecDeque::new(),
             connected: false,
+            outage: false,
             capacity: self.config.queue_messages,
             counters: self.counters.clone(),
+            spool: self.spool.take(),
+            spool_next: None,
+            from_spool_out: 0,
+            spool_dropped_seen: 0,
+            scratch: Vec::new(),
         };
         let mut values = Values {
             topics,
@@ -280,7 +301,8 @@ impl MqttSink {
                 .await;
             }
         }
-        stats.log(&self.counters, "mqtt publisher stopped");
+        link.close();
+        self.counters.log("mqtt publisher stopped");
     }
 }
 
@@ -334,11 +356,18 @@ impl Values {
             qos: self.qos,
             retain: self.retain,
             status: false,
+            ticket: None,
         });
     }
 }
 
 /// The messages on their way to the broker, and the connection state.
+///
+/// Order: the on-disk buffer holds older messages than the memory queue. While the broker is
+/// away, messages go straight to the buffer (and the memory queue is spilled into it when the
+/// connection drops); when it is back, the buffer is handed to the client first, then the
+/// memory queue, in which live changes wait meanwhile. While connected, a full memory queue
+/// drops its oldest message (counted): the disk is for outages, not for a slow broker.
 struct Link {
     /// Waiting for the connection (or for room in the client).
     queue: VecDeque<Message>,
@@ -347,8 +376,29 @@ struct Link {
     /// Written at QoS 1, waiting for their PUBACK, by packet id, in sending order.
     inflight: VecDeque<(u16, Message)>,
     connected: bool,
+    /// The last connection attempt failed or the connection was lost: new messages go to the
+    /// disk buffer, not to memory. Before the first attempt it is `false`: a start with the
+    /// broker there keeps everything in memory.
+    outage: bool,
     capacity: usize,
-    counters: Arc<Counters>,
+    counters: Arc<SinkCounters>,
+    /// The on-disk buffer (`disk_buffer_mb > 0`).
+    spool: Option<Spool>,
+    /// A message read from the spool that the client had no room for.
+    spool_next: Option<Message>,
+    /// Messages from the spool in `handed` and `inflight` (counted by the spool, not memory).
+    from_spool_out: usize,
+    /// The spool's `dropped` already added to the counters.
+    spool_dropped_seen: u64,
+    scratch: Vec<u8>,
+}
+
+enum FromSpool {
+    Message(Message),
+    /// A record that could not be decoded: counted and released; ask again.
+    Skipped,
+    /// Nothing (more) to hand out from disk.
+    Empty,
 }
 
 impl Link {
@@ -358,37 +408,132 @@ impl Link {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        if self.outage && !message.status && self.spool.is_some() {
+            self.spill(message);
+            return;
+        }
         self.queue.push_back(message);
+        // Connected but the broker is slower than the bus: drop the oldest, counted. The disk
+        // would not help a broker that stays slower than the load (it would fill, then drop
+        // just the same), and writing every message costs more than the sink can spare then.
         if self.queue.len() > self.capacity {
             self.queue.pop_front();
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.queue.is_empty() && self.handed.is_empty() && self.inflight.is_empty()
+    /// Into the on-disk buffer (status messages are not kept: a birth goes out on every
+    /// connection anyway).
+    fn spill(&mut self, message: Message) {
+        let Some(spool) = &mut self.spool else {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if message.status {
+            return;
+        }
+        self.scratch.clear();
+        encode_record(&message, &mut self.scratch);
+        if let Err(error) = spool.append(&self.scratch, 1) {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            let error = error.to_string();
+            let mut last = self.counters.last_error.lock();
+            if *last != error {
+                tracing::error!(%error, "mqtt publisher cannot write its disk buffer; message dropped");
+                *last = error;
+            }
+        }
     }
 
-    /// Hand queued messages to the client while connected and while it has room.
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+            && self.handed.is_empty()
+            && self.inflight.is_empty()
+            && self.spool.as_ref().is_none_or(|s| s.pending() == 0)
+    }
+
+    /// Hand messages to the client while connected and while it has room: the disk buffer
+    /// first, then the memory queue.
     fn pump(&mut self, client: &AsyncClient) {
         while self.connected && self.handed.len() < CLIENT_QUEUE {
-            let Some(message) = self.queue.pop_front() else {
-                break;
+            let message = match self.next_from_spool() {
+                FromSpool::Message(message) => message,
+                FromSpool::Skipped => continue,
+                FromSpool::Empty => match self.queue.pop_front() {
+                    Some(message) => message,
+                    None => break,
+                },
             };
             if !self.hand(client, message) {
                 break;
             }
         }
-        let waiting = self.queue.len() + self.handed.len() + self.inflight.len();
+        let mut from_disk = 0;
+        if let Some(spool) = &mut self.spool {
+            if let Err(error) = spool.flush() {
+                tracing::error!(%error, "mqtt publisher cannot write its disk buffer");
+                self.counters.set_error(error.to_string());
+            }
+            from_disk = spool.pending();
+            let dropped = spool.dropped();
+            if dropped > self.spool_dropped_seen {
+                self.counters
+                    .dropped
+                    .fetch_add(dropped - self.spool_dropped_seen, Ordering::Relaxed);
+                self.spool_dropped_seen = dropped;
+            }
+        }
+        let in_memory = self.queue.len()
+            + self.handed.iter().filter(|m| m.ticket.is_none()).count()
+            + self
+                .inflight
+                .iter()
+                .filter(|(_, m)| m.ticket.is_none())
+                .count();
         self.counters
-            .queued
-            .store(waiting as u64, Ordering::Relaxed);
+            .buffered_memory
+            .store(in_memory as u64, Ordering::Relaxed);
+        self.counters
+            .buffered_disk
+            .store(from_disk, Ordering::Relaxed);
     }
 
-    /// Give the birth message to the client ahead of the queue.
+    /// The next message of the disk buffer.
+    fn next_from_spool(&mut self) -> FromSpool {
+        if let Some(message) = self.spool_next.take() {
+            return FromSpool::Message(message);
+        }
+        let Some(spool) = self.spool.as_mut() else {
+            return FromSpool::Empty;
+        };
+        match spool.next(&mut self.scratch) {
+            Ok(Some((_, ticket))) => match decode_record(&self.scratch, ticket) {
+                Some(message) => FromSpool::Message(message),
+                None => {
+                    // Framed and checksummed, so only a bug writes such a record: count it.
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    let _ = spool.ack_through(ticket);
+                    FromSpool::Skipped
+                }
+            },
+            Ok(None) => FromSpool::Empty,
+            Err(error) => {
+                // The disk failed under us: give up on what it holds rather than spin.
+                let lost = spool.pending();
+                tracing::error!(%error, lost, "mqtt publisher cannot read its disk buffer; its content is dropped");
+                self.counters.dropped.fetch_add(lost, Ordering::Relaxed);
+                self.counters.set_error(error.to_string());
+                self.spool = None;
+                FromSpool::Empty
+            }
+        }
+    }
+
+    /// Give the birth message to the client ahead of everything else.
     fn handed_first(&mut self, client: &AsyncClient, message: Message) {
-        self.queue.push_front(message);
-        self.pump(client);
+        if self.hand(client, message) {
+            self.pump(client);
+        }
     }
 
     fn hand(&mut self, client: &AsyncClient, message: Message) -> bool {
@@ -400,12 +545,19 @@ impl Link {
         );
         match sent {
             Ok(()) => {
+                if message.ticket.is_some() {
+                    self.from_spool_out += 1;
+                }
                 self.handed.push_back(message);
                 true
             }
             Err(_) => {
                 // The client's channel is full: try again after the next event.
-                self.queue.push_front(message);
+                if message.ticket.is_some() {
+                    self.spool_next = Some(message);
+                } else {
+                    self.queue.push_front(message);
+                }
                 false
             }
         }
@@ -417,12 +569,14 @@ impl Link {
             Event::Incoming(Incoming::ConnAck(_)) => {
                 // rumqttc turns a refused CONNACK into an error: this one is a success.
                 self.connected = true;
+                self.counters.set_connected(true);
+                self.outage = false;
                 return true;
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 if let Some(message) = self.handed.pop_front() {
                     if message.qos == QoS::AtMostOnce {
-                        self.count_sent(&message);
+                        self.delivered(&message);
                     } else {
                         self.inflight.push_back((pkid, message));
                     }
@@ -432,7 +586,7 @@ impl Link {
                 // Acks come back in order: the match is almost always the first one.
                 if let Some(i) = self.inflight.iter().position(|(id, _)| *id == ack.pkid) {
                     if let Some((_, message)) = self.inflight.remove(i) {
-                        self.count_sent(&message);
+                        self.delivered(&message);
                     }
                 }
             }
@@ -441,9 +595,19 @@ impl Link {
         false
     }
 
-    fn count_sent(&self, message: &Message) {
+    /// The broker has it: count it, and release it from the disk buffer. PUBACKs come in
+    /// sending order, so acknowledging through this record releases only delivered ones.
+    fn delivered(&mut self, message: &Message) {
         if !message.status {
             self.counters.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        if message.ticket.is_some() {
+            self.from_spool_out = self.from_spool_out.saturating_sub(1);
+        }
+        if let (Some(ticket), Some(spool)) = (message.ticket, self.spool.as_mut()) {
+            if let Err(error) = spool.ack_through(ticket) {
+                self.counters.set_error(error.to_string());
+            }
         }
     }
 
@@ -451,71 +615,165 @@ impl Link {
         let error = format!("broker {broker}: {error}");
         let mut last = self.counters.last_error.lock();
         if self.connected {
-            tracing::warn!(%error, "mqtt publisher lost the broker; queueing and reconnecting");
-        } else if last.as_deref() != Some(error.as_str()) {
-            tracing::warn!(%error, "mqtt publisher cannot connect; queueing and retrying");
+            tracing::warn!(%error, "mqtt publisher lost the broker; buffering and reconnecting");
+        } else if *last != error {
+            tracing::warn!(%error, "mqtt publisher cannot connect; buffering and retrying");
         }
-        *last = Some(error);
+        *last = error;
         drop(last);
         self.connected = false;
+        self.counters.set_connected(false);
+        self.outage = true;
         self.counters.retries.fetch_add(1, Ordering::Relaxed);
-        // A new session starts empty: what the old one had not delivered goes back first, in
-        // the order it was sent.
-        let unsent: Vec<Message> = self
-            .inflight
-            .drain(..)
-            .map(|(_, m)| m)
-            .chain(self.handed.drain(..))
-            .filter(|m| !m.status)
-            .collect();
-        for message in unsent.into_iter().rev() {
-            self.queue.push_front(message);
+        self.requeue_unsent();
+        if self.spool.is_some() {
+            // The broker is away: memory is no place to wait in (a crash would lose it).
+            while let Some(message) = self.queue.pop_front() {
+                self.spill(message);
+            }
         }
         while self.queue.len() > self.capacity {
             self.queue.pop_front();
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    /// A new session starts empty: what the old one had not delivered goes back first, in the
+    /// order it was sent. Messages from the disk buffer are read from it again.
+    fn requeue_unsent(&mut self) {
+        let unsent: Vec<Message> = self
+            .inflight
+            .drain(..)
+            .map(|(_, m)| m)
+            .chain(self.handed.drain(..))
+            .filter(|m| !m.status && m.ticket.is_none())
+            .collect();
+        for message in unsent.into_iter().rev() {
+            self.queue.push_front(message);
+        }
+        self.spool_next = None;
+        self.from_spool_out = 0;
+        if let Some(spool) = &mut self.spool {
+            spool.rewind();
+        }
+    }
+
+    /// Clean stop: everything not delivered goes to the disk buffer, which is synced.
+    fn close(&mut self) {
+        self.requeue_unsent();
+        if self.spool.is_none() {
+            return;
+        }
+        while let Some(message) = self.queue.pop_front() {
+            self.spill(message);
+        }
+        if let Some(spool) = self.spool.take() {
+            let kept = spool.pending();
+            match spool.close() {
+                Ok(()) if kept > 0 => {
+                    tracing::info!(
+                        kept,
+                        "mqtt publisher: messages kept in the disk buffer for the next start"
+                    )
+                }
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::error!(%error, "mqtt publisher: cannot close its disk buffer")
+                }
+            }
+        }
+    }
 }
 
-/// The once-a-minute log line.
+/// A message in the disk buffer: `flags: u8 (1 = QoS 1, 2 = retain) | topic length: u16 LE |
+/// topic | payload`: what the publisher sends, ready to go again.
+fn encode_record(message: &Message, out: &mut Vec<u8>) {
+    let mut flags = 0u8;
+    if message.qos != QoS::AtMostOnce {
+        flags |= 1;
+    }
+    if message.retain {
+        flags |= 2;
+    }
+    out.push(flags);
+    // Topics are at most 65535 bytes in MQTT: the length fits.
+    out.extend_from_slice(&(message.topic.len() as u16).to_le_bytes());
+    out.extend_from_slice(message.topic.as_bytes());
+    out.extend_from_slice(&message.payload);
+}
+
+fn decode_record(record: &[u8], ticket: Ticket) -> Option<Message> {
+    let (&flags, rest) = record.split_first()?;
+    let len = u16::from_le_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+    let topic = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
+    Some(Message {
+        topic: topic.into(),
+        payload: rest.get(2 + len..)?.to_vec(),
+        qos: if flags & 1 != 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        },
+        retain: flags & 2 != 0,
+        status: false,
+        ticket: Some(ticket),
+    })
+}
+
+/// The once-a-minute log line, when something moved.
 #[derive(Default)]
 struct Stats {
     last: Option<Instant>,
-    sent: u64,
-    dropped: u64,
-    retries: u64,
+    seen: [u64; 4],
 }
 
 impl Stats {
-    fn maybe_log(&mut self, counters: &Counters) {
+    fn maybe_log(&mut self, counters: &SinkCounters) {
         let now = Instant::now();
         let last = *self.last.get_or_insert(now);
         if now.duration_since(last) < STATS_EVERY {
             return;
         }
         self.last = Some(now);
-        let sent = counters.sent.load(Ordering::Relaxed);
-        let dropped = counters.dropped.load(Ordering::Relaxed);
-        let retries = counters.retries.load(Ordering::Relaxed);
-        let queued = counters.queued.load(Ordering::Relaxed);
-        let changed = sent != self.sent || dropped != self.dropped || retries != self.retries;
-        if changed || queued > 0 {
-            self.log(counters, "mqtt publisher");
+        let seen = counters.snapshot();
+        if seen != self.seen || seen[1] > 0 {
+            counters.log("mqtt publisher");
         }
-        (self.sent, self.dropped, self.retries) = (sent, dropped, retries);
+        self.seen = seen;
     }
+}
 
-    fn log(&self, counters: &Counters, what: &str) {
-        let sent = counters.sent.load(Ordering::Relaxed);
-        tracing::info!(
-            sent,
-            sent_last_period = sent - self.sent,
-            queued = counters.queued.load(Ordering::Relaxed),
-            dropped = counters.dropped.load(Ordering::Relaxed),
-            retries = counters.retries.load(Ordering::Relaxed),
-            last_error = counters.last_error.lock().as_deref().unwrap_or(""),
-            "{what}"
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_survives_the_disk_buffer_as_it_was() {
+        let dir = std::env::temp_dir().join(format!("fabrique-mqtt-record-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut spool = Spool::open(&dir, 1 << 20).unwrap();
+        let message = Message {
+            topic: "fabrique/site/Printing/Printer3D/NozzleTemperature".into(),
+            payload: br#"{"value":215.5,"quality":"Good","status":0,"ts":null}"#.to_vec(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            status: false,
+            ticket: None,
+        };
+        let mut record = Vec::new();
+        encode_record(&message, &mut record);
+        spool.append(&record, 1).unwrap();
+        let mut read = Vec::new();
+        let (_, ticket) = spool.next(&mut read).unwrap().unwrap();
+        let back = decode_record(&read, ticket).unwrap();
+        assert_eq!(back.topic, message.topic);
+        assert_eq!(back.payload, message.payload);
+        assert_eq!(back.qos, QoS::AtLeastOnce);
+        assert!(back.retain && !back.status && back.ticket.is_some());
+        assert!(
+            decode_record(&read[..3], ticket).is_none(),
+            "truncated: refused"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

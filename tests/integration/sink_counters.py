@@ -1,0 +1,29 @@
+"""The sinks' counters as the OPC UA server shows them: `Diagnostics/Sinks/<Sink>/...`
+(server/src/diagnostics.rs), read with the asyncua client from synchronous tests."""
+
+from __future__ import annotations
+
+from fabrique_testlib import Gateway, _run_in_thread, connect
+
+NAMES = ("Sent", "Buffered", "Dropped", "Retries", "LastError")
+
+
+def sink_counters(gw: Gateway, sink: str) -> dict:
+    """{"Sent": int, "Buffered": int, "Dropped": int, "Retries": int, "LastError": str}."""
+
+    async def read() -> dict:
+        async with connect(gw) as opc:
+            values = await opc.read_many([f"Fabrique/Diagnostics/Sinks/{sink}/{n}" for n in NAMES])
+            return {n: v.Value.Value for n, v in zip(NAMES, values)}
+
+    return _run_in_thread(read(), 30)
+
+
+def read_value(gw: Gateway, path: str):
+    """One variable's value, by its path below the site (`Stations/Synthetic/Load/T000000`)."""
+
+    async def read():
+        async with connect(gw) as opc:
+            return await opc.read(f"Fabrique/{path}")
+
+    return _run_in_thread(read(), 30)
