@@ -510,7 +510,7 @@ class Opc:
         )
 
 
-# The demo profile's users (docs/security.md); tests write and call as the operator.
+# The demo profile's users (the README, "OPC UA security"); tests write and call as the operator.
 DEMO_OPERATOR = ("operator", "operator")
 
 

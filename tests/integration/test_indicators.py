@@ -2,7 +2,7 @@
 high speed; the indicators read over OPC UA and /api/indicators agree exactly with a
 recomputation from the stored history (orders.sqlite, read-only); a restart keeps both.
 
-The recomputation follows docs/indicators.md step by step, including the order of the
+The recomputation follows the README, "Orders history and production indicators" step by step, including the order of the
 floating-point operations, so equality is exact.
 """
 
@@ -63,7 +63,7 @@ def post_order(gw, payload) -> tuple[int, dict]:
     return http("POST", f"{gw.http_url}/api/orders", body)
 
 
-# --- the recomputation, from docs/indicators.md -------------------------------------------------
+# --- the recomputation, from the README, "Orders history and production indicators" -------------------------------------------------
 
 
 def load_history(gw) -> tuple[list[dict], list[tuple[int, bool]]]:

@@ -180,7 +180,7 @@ def test_a_broker_outage_leaves_no_gap_in_the_values(gateway_bin, tmp_path):
         values = sorted(set(int(v) for v in seen))
         missing = sorted(set(range(values[0], values[-1] + 1)) - set(values))
         assert not missing, f"values lost across the outage: {missing}"
-        # The disk buffer drains to nothing. KNOWN ISSUE (docs/streams.md): in about one run
+        # The disk buffer drains to nothing. KNOWN ISSUE (the README, "Store and forward"): in about one run
         # in three, one message stays counted as in memory after the reconnection, so the
         # check on the OPC UA counter allows 1 until that is found.
         wait_until(

@@ -2,7 +2,7 @@
 //! figures, bit for bit, before and after a restart (and in the integration test's own
 //! recomputation). Times are integer microseconds since the Unix epoch; sums are exact
 //! integers and each ratio is one floating-point division, so the order of the arithmetic is
-//! part of the definition (docs/indicators.md).
+//! part of the definition (the README, "Orders history and production indicators").
 
 use serde::Serialize;
 

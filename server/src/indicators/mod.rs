@@ -4,7 +4,7 @@
 //! the bus, rebuilds the order history from the line's tags ([`history`]), keeps it in SQLite
 //! ([`store`]), and publishes the figures ([`figures`]) under `Indicators/...`, so they reach
 //! OPC UA, MQTT and InfluxDB like any other tag. [`http`] serves orders and indicators.
-//! Definitions: docs/indicators.md.
+//! Definitions: the README, "Orders history and production indicators".
 
 pub mod figures;
 pub mod history;

@@ -225,7 +225,7 @@ pub const SECURE_ENDPOINTS: [EndpointConfig; 2] = [
     EndpointConfig::new(PolicyName::Aes256Sha256RsaPss, ModeName::SignAndEncrypt),
 ];
 
-/// The demo users. Their passwords are public (docs/security.md): change them before the
+/// The demo users. Their passwords are public (the README, "OPC UA security"): change them before the
 /// gateway leaves the demo laptop. `(name, password, hash, role)`; the password is kept here
 /// only so a unit test proves each hash matches what the documentation says.
 pub const DEMO_USERS: [(&str, &str, &str, Role); 3] = [
