@@ -5,6 +5,7 @@
 //! ```text
 //! Diagnostics/Sinks/Mqtt/Sent        UInt64  messages the broker acknowledged
 //! Diagnostics/Sinks/Mqtt/Buffered    UInt64  waiting: memory + disk buffer
+//! Diagnostics/Sinks/Mqtt/BufferedOnDisk UInt64  of which in the disk buffer (0: the backlog of an outage is gone)
 //! Diagnostics/Sinks/Mqtt/Dropped     UInt64  lost (full buffers, refused for good)
 //! Diagnostics/Sinks/Mqtt/Retries     UInt64  failed connections and writes, retried
 //! Diagnostics/Sinks/Mqtt/LastError   String  the last error, "" when none
@@ -40,6 +41,7 @@ struct SinkTags {
     counters: Arc<SinkCounters>,
     sent: TagId,
     buffered: TagId,
+    buffered_on_disk: TagId,
     dropped: TagId,
     retries: TagId,
     last_error: TagId,
@@ -80,6 +82,7 @@ impl Adapter for SinkDiagnostics {
                 counters: counters.clone(),
                 sent: tag("Sent", DataType::UInt64)?,
                 buffered: tag("Buffered", DataType::UInt64)?,
+                buffered_on_disk: tag("BufferedOnDisk", DataType::UInt64)?,
                 dropped: tag("Dropped", DataType::UInt64)?,
                 retries: tag("Retries", DataType::UInt64)?,
                 last_error: tag("LastError", DataType::String)?,
@@ -129,6 +132,8 @@ impl Adapter for SinkDiagnostics {
                         // The bus drops a value that did not change: no need to track it here.
                         let connected = c.connected.load(Ordering::Relaxed);
                         ctx.publisher.set(sink.connected, Value::Bool(connected), now);
+                        let on_disk = c.buffered_disk.load(Ordering::Relaxed);
+                        ctx.publisher.set(sink.buffered_on_disk, Value::UInt(on_disk), now);
                         if old.is_none_or(|(_, e)| *e != error) {
                             ctx.publisher.set(sink.last_error, Value::text(&error), now);
                         }

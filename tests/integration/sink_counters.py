@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from fabrique_testlib import Gateway, _run_in_thread, connect
 
-NAMES = ("Sent", "Buffered", "Dropped", "Retries", "LastError")
+NAMES = ("Sent", "Buffered", "BufferedOnDisk", "Dropped", "Retries", "LastError", "Connected")
 
 
 def sink_counters(gw: Gateway, sink: str) -> dict:
-    """{"Sent": int, "Buffered": int, "Dropped": int, "Retries": int, "LastError": str}."""
+    """{"Sent": int, "Buffered": int, "BufferedOnDisk": int, "Dropped": int, "Retries": int,
+    "LastError": str, "Connected": bool}."""
 
     async def read() -> dict:
         async with connect(gw) as opc:

@@ -180,14 +180,12 @@ def test_a_broker_outage_leaves_no_gap_in_the_values(gateway_bin, tmp_path):
         values = sorted(set(int(v) for v in seen))
         missing = sorted(set(range(values[0], values[-1] + 1)) - set(values))
         assert not missing, f"values lost across the outage: {missing}"
-        # The disk buffer drains to nothing. KNOWN ISSUE (the README, "Store and forward"): in about one run
-        # in three, one message stays counted as in memory after the reconnection, so the
-        # check on the OPC UA counter allows 1 until that is found.
+        # The disk buffer drains to nothing, and nothing stays counted in memory.
         wait_until(
             lambda: sum(p.stat().st_size for p in buffer_dir.glob("*.seg")) == 0, 20, "an empty disk buffer"
         )
         after = wait_until(
-            lambda: (c := sink_counters(gw, "Mqtt"))["Buffered"] <= 1 and c, 20, "Buffered back to 0 (or 1)"
+            lambda: (c := sink_counters(gw, "Mqtt"))["Buffered"] == 0 and c, 20, "Buffered back to 0"
         )
         assert after["Sent"] >= sent_before + 60 and after["Dropped"] == 0, after
         log = gw.log_path.read_text(errors="replace")

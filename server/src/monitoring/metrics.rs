@@ -197,7 +197,7 @@ impl Monitoring {
     }
 
     /// Every numeric sink counter on the bus becomes `fabrique_sink_<counter>`: `Buffered` and
-    /// `Connected` are gauges, the others only grow and are counters.
+    /// `BufferedOnDisk` and `Connected` are gauges, the others only grow and are counters.
     fn render_sinks(&self, out: &mut Exposition) {
         let mut names: Vec<&str> = Vec::new();
         for sink in &self.inner.sinks {
@@ -208,7 +208,7 @@ impl Monitoring {
             }
         }
         for counter in names {
-            let gauge = matches!(counter, "Buffered" | "Connected");
+            let gauge = matches!(counter, "Buffered" | "BufferedOnDisk" | "Connected");
             let samples: Vec<(&str, f64)> = self
                 .inner
                 .sinks

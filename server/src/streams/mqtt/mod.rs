@@ -241,7 +241,7 @@ impl MqttSink {
                         values.on_bus(&event, &mut link);
                     }
                 }
-                (events, result) = &mut polling => {
+                (mut events, result) = &mut polling => {
                     let delay = match result {
                         Ok(event) => {
                             if link.on_event(event) {
@@ -252,6 +252,12 @@ impl MqttSink {
                             Duration::ZERO
                         }
                         Err(error) => {
+                            // rumqttc keeps the events its lost connection had queued and
+                            // returns them after the next CONNACK; an `Outgoing::Publish` of
+                            // the old connection would then be paired with a message handed
+                            // on the new one, and one message would wait forever for its
+                            // PUBACK. Those messages are requeued by `on_lost`: drop them.
+                            events.state.events.clear();
                             link.on_lost(&self.config.broker, &error);
                             backoff.next_delay()
                         }
