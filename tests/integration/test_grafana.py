@@ -196,6 +196,7 @@ def _answer(db: InfluxDB1, query: str, positive: bool) -> list[dict]:
 POSITIVE = {
     "Parts delivered", "Parts scrapped", "Orders in progress", "Orders submitted",
     "Last cycle time per step", "Last cycle time (latest)", "CNC spindle", "Conveyor speed",
+    "OEE", "Throughput", "Lead time per order", "OEE and its factors", "Cycle time per step (average)",
     # visits.json
     "Visitors, all stops", "Visitors at this stop", "Groups, all stops", "Responses, all stops",
     "Satisfied, all stops", "View changed, all stops", "Responses by stop", "Invalid responses refused",
@@ -206,6 +207,8 @@ EXPECTED_SERIES = {
     "Step states": 9,
     "Last cycle time per step": 9,
     "Last cycle time (latest)": 9,
+    "OEE and its factors": 4,
+    "Cycle time per step (average)": 9,
     "3D printer temperatures": 3,
     "Visitors by audience (at this stop)": 8,
     "Satisfied by audience (all stops)": 8,
