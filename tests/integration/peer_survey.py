@@ -13,6 +13,7 @@ import json
 import random
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 AUDIENCES = [
     "middle_school",
@@ -168,3 +169,24 @@ INVALID_SURVEY = [
     ('{"audience":"student","satisfaction":4,"view_changed":true,"stop":""}', "bad-stop"),
     ('{"audience":"student","satisfaction":4,"view_changed":true,"stop":"' + "x" * 5000 + '"}', "too-large"),
 ]
+
+
+def gateway_args(workdir: Path, broker, influxdb) -> list[str]:
+    """`--config` for a gateway with both sinks on: the MQTT broker (which also brings survey
+    answers and orders in) and InfluxDB 1.x, written quickly (`flush_ms = 200`)."""
+    path = workdir / "sinks.toml"
+    path.write_text(
+        f"""[mqtt]
+enabled = true
+broker = "{broker.address}"
+
+[influxdb]
+enabled = true
+url = "{influxdb.url}"
+api = "v1"
+database = "fabrique"
+flush_ms = 200
+""",
+        encoding="utf-8",
+    )
+    return ["--config", str(path)]

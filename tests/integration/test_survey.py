@@ -29,6 +29,7 @@ from peer_survey import (
     INVALID_SURVEY,
     Api,
     expected_survey,
+    gateway_args,
     make_responses,
     survey_json_subset,
 )
@@ -58,25 +59,6 @@ def influxdb(tmp_path_factory):
     db.query('CREATE DATABASE "fabrique"')
     yield db
     db.stop()
-
-
-def gateway_args(workdir, broker: Broker, influxdb: InfluxDB1) -> list[str]:
-    path = workdir / "survey.toml"
-    path.write_text(
-        f"""[mqtt]
-enabled = true
-broker = "{broker.address}"
-
-[influxdb]
-enabled = true
-url = "{influxdb.url}"
-api = "v1"
-database = "fabrique"
-flush_ms = 200
-""",
-        encoding="utf-8",
-    )
-    return ["--config", str(path)]
 
 
 def publish_lines(broker: Broker, topic: str, lines: list[str]) -> subprocess.CompletedProcess:

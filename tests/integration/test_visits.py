@@ -16,7 +16,7 @@ from peer_influx import InfluxDB1
 from peer_influx import tools_missing as influx_missing
 from peer_mqtt import Broker
 from peer_mqtt import tools_missing as mqtt_missing
-from peer_survey import AUDIENCES, BROWSE_NAMES, Api
+from peer_survey import AUDIENCES, BROWSE_NAMES, Api, gateway_args
 
 MISSING = mqtt_missing() or influx_missing()
 pytestmark = pytest.mark.skipif(MISSING is not None and os.environ.get("CI") != "true", reason=MISSING or "")
@@ -41,25 +41,6 @@ def influxdb(tmp_path_factory):
     db.query('CREATE DATABASE "fabrique"')
     yield db
     db.stop()
-
-
-def gateway_args(workdir, broker: Broker, influxdb: InfluxDB1) -> list[str]:
-    path = workdir / "visits.toml"
-    path.write_text(
-        f"""[mqtt]
-enabled = true
-broker = "{broker.address}"
-
-[influxdb]
-enabled = true
-url = "{influxdb.url}"
-api = "v1"
-database = "fabrique"
-flush_ms = 200
-""",
-        encoding="utf-8",
-    )
-    return ["--config", str(path)]
 
 
 def influx_stops(influxdb: InfluxDB1, tag: str) -> dict[str, float]:

@@ -18,10 +18,7 @@ use fabrique_adapters::backoff::Backoff;
 use fabrique_adapters::mqtt::config::parse_broker;
 use fabrique_adapters::mqtt::poll_after;
 use fabrique_adapters::{TagId, Value};
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, Incoming, MqttOptions, Publish, QoS, TlsConfiguration,
-    Transport,
-};
+use rumqttc::{AsyncClient, ConnectionError, Event, Incoming, MqttOptions, Publish, QoS};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -86,25 +83,7 @@ impl MqttInbound {
             .set_clean_session(false)
             .set_manual_acks(true)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
-        if let Some(user) = &self.config.username {
-            let password = match &self.config.password_env {
-                Some(var) => std::env::var(var).map_err(|_| {
-                    format!("environment variable `{var}` (mqtt.password_env) is not set")
-                })?,
-                None => String::new(),
-            };
-            options.set_credentials(user.clone(), password);
-        }
-        if let Some(path) = &self.config.ca_file {
-            let ca = std::fs::read(path)
-                .map_err(|e| format!("cannot read mqtt.ca_file {}: {e}", path.display()))?;
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth: None,
-            }));
-        }
+        self.config.secure(&mut options)?;
         Ok(options)
     }
 

@@ -24,7 +24,6 @@ use fabrique_adapters::mqtt::poll_after;
 use fabrique_adapters::{PointBus, PointUpdate, Timestamp};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS,
-    TlsConfiguration, Transport,
 };
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -118,27 +117,7 @@ impl MqttSink {
                 QoS::AtLeastOnce,
                 true,
             ));
-        if let Some(user) = &self.config.username {
-            let password = match &self.config.password_env {
-                Some(var) => std::env::var(var).map_err(|_| {
-                    format!("environment variable `{var}` (mqtt.password_env) is not set")
-                })?,
-                None => String::new(),
-            };
-            options.set_credentials(user.clone(), password);
-        }
-        if let Some(path) = &self.config.ca_file {
-            let ca = std::fs::read(path)
-                .map_err(|e| format!("cannot read mqtt.ca_file {}: {e}", path.display()))?;
-            // The ring provider, installed once for the process; an error only means that a
-            // provider is already installed, which is what is needed.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth: None,
-            }));
-        }
+        self.config.secure(&mut options)?;
         Ok(options)
     }
 
