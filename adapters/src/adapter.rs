@@ -48,11 +48,8 @@
 //!         loop {
 //!             tokio::select! {
 //!                 _ = ctx.shutdown.cancelled() => break,
-//!                 Some(command) = ctx.commands.recv() => match command {
-//!                     // Read-only device: say so rather than leave the client waiting.
-//!                     Command::Write(w) => { let _ = w.reply.send(Err(WriteError::NotWritable)); }
-//!                     Command::Call(c) => { let _ = c.reply.send(Err(CallError::UnknownMethod(c.method))); }
-//!                 },
+//!                 // Read-only device: say so rather than leave the client waiting.
+//!                 Some(command) = ctx.commands.recv() => command.refuse(),
 //!                 _ = poll.tick() => {
 //!                     let now = Timestamp::now();
 //!                     // Here the real adapter talks to its device; on failure:
@@ -157,6 +154,22 @@ impl<'a> TagRegistrar<'a> {
 pub enum Command {
     Write(WriteRequest),
     Call(CallRequest),
+}
+
+impl Command {
+    /// The answer of an adapter whose tags are read-only and that has no methods: a write is
+    /// `NotWritable`, a call `UnknownMethod`. Answering, rather than dropping the command,
+    /// spares the client its timeout.
+    pub fn refuse(self) {
+        match self {
+            Command::Write(w) => {
+                let _ = w.reply.send(Err(WriteError::NotWritable));
+            }
+            Command::Call(c) => {
+                let _ = c.reply.send(Err(CallError::UnknownMethod(c.method)));
+            }
+        }
+    }
 }
 
 /// Write `value` to `tag`. The adapter answers once the device has accepted or refused it.

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fabrique_adapters::adapter::{CallError, Command, WriteError};
 use fabrique_adapters::tag::{CatalogError, DataType, TagId, TagSpec};
 use fabrique_adapters::{Adapter, AdapterContext, TagRegistrar, Timestamp, Value};
 
@@ -100,17 +99,8 @@ impl Adapter for SinkDiagnostics {
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
-                Some(command) = ctx.commands.recv() => {
-                    // Counters are read-only; answer rather than leave the client waiting.
-                    match command {
-                        Command::Write(request) => {
-                            let _ = request.reply.send(Err(WriteError::NotWritable));
-                        }
-                        Command::Call(request) => {
-                            let _ = request.reply.send(Err(CallError::UnknownMethod(request.method)));
-                        }
-                    }
-                }
+                // Counters are read-only; answer rather than leave the client waiting.
+                Some(command) = ctx.commands.recv() => command.refuse(),
                 _ = interval.tick() => {
                     let now = Timestamp::now();
                     for (sink, seen) in self.tags.iter().zip(last.iter_mut()) {

@@ -5,9 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::{
-    Adapter, AdapterContext, CallError, Command, DeviceStatus, TagRegistrar, WriteError,
-};
+use crate::adapter::{Adapter, AdapterContext, DeviceStatus, TagRegistrar};
 use crate::device::device_path;
 use crate::point::{Timestamp, Value};
 use crate::tag::{CatalogError, DataType, TagId, TagSpec};
@@ -106,17 +104,8 @@ impl Adapter for SyntheticLoad {
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
-                Some(command) = ctx.commands.recv() => {
-                    // Synthetic tags are read-only; answer rather than leave the client waiting.
-                    match command {
-                        Command::Write(request) => {
-                            let _ = request.reply.send(Err(WriteError::NotWritable));
-                        }
-                        Command::Call(request) => {
-                            let _ = request.reply.send(Err(CallError::UnknownMethod(request.method)));
-                        }
-                    }
-                }
+                // Synthetic tags are read-only; answer rather than leave the client waiting.
+                Some(command) = ctx.commands.recv() => command.refuse(),
                 _ = interval.tick() => {
                     round += 1;
                     let now = Timestamp::now();

@@ -18,8 +18,8 @@ use chrono::{Local, NaiveDate, TimeZone};
 use fabrique_adapters::bus::BusEvent;
 use fabrique_adapters::simulator::line::STEP_COUNT;
 use fabrique_adapters::{
-    Adapter, AdapterContext, CallError, CatalogError, Command, DataType, PointBus, PointUpdate,
-    TagId, TagRegistrar, TagSpec, Timestamp, Value, WriteError,
+    Adapter, AdapterContext, CatalogError, DataType, PointBus, PointUpdate, TagId, TagRegistrar,
+    TagSpec, Timestamp, Value,
 };
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -438,10 +438,7 @@ impl Adapter for IndicatorsEngine {
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
-                Some(command) = ctx.commands.recv() => match command {
-                    Command::Write(w) => { let _ = w.reply.send(Err(WriteError::NotWritable)); }
-                    Command::Call(c) => { let _ = c.reply.send(Err(CallError::UnknownMethod(c.method))); }
-                },
+                Some(command) = ctx.commands.recv() => command.refuse(),
                 alive = rx.recv_many(&mut events, 256) => {
                     if !alive {
                         break;
