@@ -254,7 +254,7 @@ impl Tags {
             visitors_today: counter(
                 tags,
                 "Visits/VisitorsToday",
-                "Visitors checked in today (UTC day)",
+                "Visitors checked in today (the gateway's local day)",
             )?,
             groups_total: counter(tags, "Visits/GroupsTotal", "Groups checked in, all stops")?,
             groups_at_stop: counter(
@@ -265,7 +265,7 @@ impl Tags {
             groups_today: counter(
                 tags,
                 "Visits/GroupsToday",
-                "Groups checked in today (UTC day)",
+                "Groups checked in today (the gateway's local day)",
             )?,
             visits_rejected: counter(
                 tags,
@@ -294,7 +294,7 @@ impl Tags {
                 tags,
                 "Visits/Survey",
                 "Today",
-                "of today (UTC day)",
+                "of today (the gateway's local day)",
             )?,
             survey_rejected: counter(
                 tags,

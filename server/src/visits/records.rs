@@ -271,14 +271,17 @@ fn parse_stop(stop: Option<String>) -> Result<Option<String>, Rejection> {
     }
 }
 
-/// The UTC day of a time, `YYYY-MM-DD`: how records are grouped by day.
+/// The local day of a time, `YYYY-MM-DD`: how records are grouped by day.
 pub fn day_of(at: Timestamp) -> String {
+    // The gateway's local day (its time zone, `TZ`), like the production indicators: a visit
+    // at 00:30 in Lens belongs to that day, not to the UTC one before it.
     let nanos = at.as_nanos();
     DateTime::<Utc>::from_timestamp(
         nanos.div_euclid(1_000_000_000),
         nanos.rem_euclid(1_000_000_000) as u32,
     )
     .unwrap_or_default()
+    .with_timezone(&chrono::Local)
     .date_naive()
     .format("%Y-%m-%d")
     .to_string()
