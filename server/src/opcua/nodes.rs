@@ -217,6 +217,7 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
         // 1. Check every write under the lock, without waiting on anything.
         let mut pending = Vec::new();
         {
+            let catalog = self.bus.catalog();
             let mut space = space.write();
             let type_tree = context.type_tree.read();
             for (index, node) in nodes_to_write.iter_mut().enumerate() {
@@ -237,7 +238,7 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                     node.set_status(StatusCode::BadWriteNotSupported);
                     continue;
                 }
-                let Some(entry) = self.bus.catalog().get(tag) else {
+                let Some(entry) = catalog.get(tag) else {
                     node.set_status(StatusCode::BadNodeIdUnknown);
                     continue;
                 };

@@ -345,7 +345,7 @@ impl InfluxSink {
         } else {
             None
         };
-        let labels = crate::streams::labels(bus.catalog());
+        let labels = crate::streams::labels(&bus.catalog());
         // Subscribe, then take the latest state: adapters started before the sink have
         // published already, and what they said must reach the database too. Points in both
         // are written twice, with the same timestamp: InfluxDB keeps one.
