@@ -141,9 +141,9 @@ impl<'a> TagRegistrar<'a> {
         self.builder.registered().len()
     }
 
-    pub fn registered_since(&self, mark: usize) -> impl Iterator<Item = TagId> {
+    pub fn registered_since(&self, mark: usize) -> impl Iterator<Item = TagId> + '_ {
         let since = self.builder.registered().get(mark..).unwrap_or_default();
-        since.to_vec().into_iter()
+        since.iter().copied()
     }
 
     pub fn is_writable(&self, tag: TagId) -> bool {

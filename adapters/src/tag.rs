@@ -367,19 +367,33 @@ mod tests {
     fn a_grown_catalogue_keeps_ids_and_never_reuses_a_retired_one() {
         let (a, b) = (AdapterId(0), AdapterId(1));
         let mut first = TagCatalogBuilder::new();
-        let kept = first.register(a, TagSpec::new("A/X", DataType::Float64)).unwrap();
-        let same = first.register(b, TagSpec::new("B/Same", DataType::Float64)).unwrap();
-        let retyped = first.register(b, TagSpec::new("B/Retyped", DataType::Int32)).unwrap();
-        let gone = first.register(b, TagSpec::new("B/Gone", DataType::Bool)).unwrap();
+        let kept = first
+            .register(a, TagSpec::new("A/X", DataType::Float64))
+            .unwrap();
+        let same = first
+            .register(b, TagSpec::new("B/Same", DataType::Float64))
+            .unwrap();
+        let retyped = first
+            .register(b, TagSpec::new("B/Retyped", DataType::Int32))
+            .unwrap();
+        let gone = first
+            .register(b, TagSpec::new("B/Gone", DataType::Bool))
+            .unwrap();
         let catalog = first.build();
 
         // Device B changes: its tags retire, then its new version declares them again.
         let mut grown = TagCatalogBuilder::from_catalog(&catalog);
         assert_eq!(grown.retire_owner(b), vec![same, retyped, gone]);
         let c = AdapterId(2);
-        let revived = grown.register(c, TagSpec::new("B/Same", DataType::Float64)).unwrap();
-        let new_type = grown.register(c, TagSpec::new("B/Retyped", DataType::String)).unwrap();
-        let added = grown.register(c, TagSpec::new("B/New", DataType::Bool)).unwrap();
+        let revived = grown
+            .register(c, TagSpec::new("B/Same", DataType::Float64))
+            .unwrap();
+        let new_type = grown
+            .register(c, TagSpec::new("B/Retyped", DataType::String))
+            .unwrap();
+        let added = grown
+            .register(c, TagSpec::new("B/New", DataType::Bool))
+            .unwrap();
         assert_eq!(grown.registered(), &[revived, new_type, added]);
         let grown = grown.build();
 
