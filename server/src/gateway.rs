@@ -127,6 +127,18 @@ fn static_model(config: &GatewayConfig) -> StaticModel {
     }
 }
 
+/// Device path (`Stations/<station>/<device>`) → protocol name, for monitoring.
+pub(crate) fn device_protocols(config: &GatewayConfig) -> Vec<(String, String)> {
+    config
+        .effective_devices()
+        .iter()
+        .map(|d| {
+            let path = fabrique_adapters::device::device_path(d.station(), d.name());
+            (path, d.protocol().to_owned())
+        })
+        .collect()
+}
+
 /// Run the gateway until Ctrl-C or SIGTERM; SIGHUP reloads `config_path` (see reload.rs).
 pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -253,16 +265,14 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
 
     if let Some(http) = http {
         tracing::info!(url = %format!("http://{}", http.local_addr()), "HTTP server listening");
-        let protocols: Vec<(String, String)> = config
-            .effective_devices()
-            .iter()
-            .map(|d| {
-                let path = fabrique_adapters::device::device_path(d.station(), d.name());
-                (path, d.protocol().to_owned())
-            })
-            .collect();
         let guards = Guards::new(&config.http)?;
-        let monitoring = Monitoring::new(bus.clone(), opcua.handle.clone(), &protocols, started);
+        let monitoring = Monitoring::new(
+            bus.clone(),
+            opcua.handle.clone(),
+            &device_protocols(&config),
+            started,
+        );
+        reloader.watch(monitoring.clone());
         tasks.spawn(monitoring.clone().sample(shutdown.clone()));
         let routes = axum::Router::new()
             .merge(monitoring.routes())

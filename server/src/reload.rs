@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::CommandRouter;
 use crate::config::{ConfigError, GatewayConfig};
 use crate::http::Guards;
+use crate::monitoring::Monitoring;
 use crate::opcua::{DeviceNameplate, GatewayNodes, NodeChanges};
 
 /// How long a stopped device's adapter gets to finish before the reload goes on without it.
@@ -161,6 +162,8 @@ pub struct Reloader {
     server: ServerHandle,
     /// Parent of every device's own stop token.
     shutdown: CancellationToken,
+    /// Its device probes follow the devices (set once the HTTP server is up).
+    monitoring: OnceLock<Monitoring>,
     state: Mutex<Current>,
 }
 
@@ -181,11 +184,17 @@ impl Reloader {
             nodes,
             server,
             shutdown,
+            monitoring: OnceLock::new(),
             state: Mutex::new(Current {
                 config,
                 devices: HashMap::new(),
             }),
         }
+    }
+
+    /// Keep `monitoring`'s device probes in step with reloads.
+    pub fn watch(&self, monitoring: Monitoring) {
+        let _ = self.monitoring.set(monitoring);
     }
 
     /// A stop token for a device's adapter, child of the gateway's.
@@ -321,6 +330,9 @@ impl Reloader {
                 .insert(path, RunningDevice { owner, stop, task });
         }
         self.router.extend(catalog.clone(), senders);
+        if let Some(monitoring) = self.monitoring.get() {
+            monitoring.reload_devices(&crate::gateway::device_protocols(&config));
+        }
         state.config = config;
         Ok(ReloadSummary {
             added: diff.added.iter().map(path_of).collect(),
@@ -380,5 +392,85 @@ pub async fn on_sighup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
     #[cfg(not(unix))]
     {
         let _ = (reloader, shutdown);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODBUS: &str = "protocol = \"modbus\"\naddress = \"127.0.0.1:1502\"\nunit = 1\n\
+        [[devices.tags]]\nname = \"Value\"\nregister = \"holding:0\"\ntype = \"int16\"\n";
+
+    fn config(text: &str) -> GatewayConfig {
+        let defaults = include_str!("../../config/default.toml");
+        let base: toml::Table = toml::from_str(defaults).unwrap();
+        let extra: toml::Table = toml::from_str(text).unwrap();
+        let mut merged = base;
+        for (key, value) in extra {
+            merged.insert(key, value);
+        }
+        toml::Value::Table(merged).try_into().unwrap()
+    }
+
+    fn device(name: &str, station: &str, poll_ms: u32) -> String {
+        format!("[[devices]]\nname = \"{name}\"\nstation = \"{station}\"\npoll_ms = {poll_ms}\n{MODBUS}\n")
+    }
+
+    fn paths(devices: &[DeviceConfig]) -> Vec<String> {
+        devices.iter().map(path_of).collect()
+    }
+
+    #[test]
+    fn devices_are_added_removed_and_changed_by_station_and_name() {
+        let old = config(
+            &[
+                device("A", "Partners", 100),
+                device("B", "Partners", 100),
+                device("C", "Partners", 100),
+            ]
+            .concat(),
+        );
+        let new = config(
+            &[
+                device("A", "Partners", 100),
+                device("C", "Partners", 250),
+                device("B", "Elsewhere", 100),
+            ]
+            .concat(),
+        );
+        let diff = diff(&old, &new).unwrap();
+        assert_eq!(paths(&diff.added), vec!["Stations/Elsewhere/B"]);
+        assert_eq!(paths(&diff.removed), vec!["Stations/Partners/B"]);
+        assert_eq!(paths(&diff.changed), vec!["Stations/Partners/C"]);
+        assert_eq!(
+            crate::reload::diff(&new, &new).unwrap(),
+            DeviceDiff::default()
+        );
+    }
+
+    #[test]
+    fn other_sections_need_a_restart_and_are_named() {
+        let old = config(&device("A", "Partners", 100));
+        let mut new = old.clone();
+        new.mqtt.enabled = !new.mqtt.enabled;
+        new.bus.capacity += 1;
+        let error = diff(&old, &new).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "changes to `bus`, `mqtt` need a restart (only `devices` can be reloaded)"
+        );
+    }
+
+    #[test]
+    fn a_device_that_hides_simulated_machines_needs_a_restart() {
+        let old = config(&device("A", "Partners", 100));
+        // The default configuration simulates a printer at the Printing station.
+        let new = config(&[device("A", "Partners", 100), device("P", "Printing", 100)].concat());
+        let error = diff(&old, &new).unwrap_err();
+        assert!(
+            matches!(&error, ReloadError::NeedsRestart(keys) if keys.len() == 1 && keys[0].contains("simulator")),
+            "{error}"
+        );
     }
 }

@@ -106,6 +106,9 @@ async def test_devices_come_and_go_while_a_subscription_keeps_receiving(setup):
         await gone(opc, "B")
         await shows(opc, peer, "C", 301)
         await subscription_follows(recorder, peer, 102)
+        _, health = await asyncio.to_thread(Api(gw.http_url).request, "GET", "/health")
+        partners = {d["device"] for d in health["devices"] if d["station"] == "Partners"}
+        assert partners == {"A", "C"}, health
 
         # With SIGHUP: C removed, B back.
         write(block("A"), block("B"))
