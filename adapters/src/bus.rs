@@ -114,8 +114,13 @@ impl PointBus {
     pub fn publish(&self, mut batch: PointBatch) {
         let inner = &*self.inner;
         let before = batch.len();
+        let catalog = inner.catalog.read();
         let latest = inner.latest.read();
         batch.retain(|update| {
+            // A retired tag (its device removed by a reload) takes no more values.
+            if catalog.get(update.tag).is_none() {
+                return false;
+            }
             let Some(slot) = latest.get(update.tag.index()) else {
                 return false;
             };
@@ -127,6 +132,7 @@ impl PointBus {
             true
         });
         drop(latest);
+        drop(catalog);
         let kept = batch.len() as u64;
         inner
             .counters
@@ -149,15 +155,18 @@ impl PointBus {
             .map_or_else(Point::initial, |slot| slot.lock().clone())
     }
 
-    /// Every tag's latest point, in tag order.
+    /// Every live tag's latest point, in tag order (retired tags left out).
     pub fn snapshot(&self) -> PointBatch {
+        let catalog = self.catalog();
         self.inner
             .latest
             .read()
             .iter()
             .enumerate()
-            .map(|(i, slot)| PointUpdate {
-                tag: TagId(i as u32),
+            .map(|(i, slot)| (TagId(i as u32), slot))
+            .filter(|(tag, _)| catalog.get(*tag).is_some())
+            .map(|(tag, slot)| PointUpdate {
+                tag,
                 point: slot.lock().clone(),
             })
             .collect()
@@ -437,6 +446,15 @@ mod tests {
         };
         assert_eq!(batch[0].tag, added);
         assert_eq!(bus.snapshot().len(), 2);
+
+        // A retired tag takes no more values and leaves the snapshot.
+        let mut shrunk = TagCatalogBuilder::from_catalog(&bus.catalog());
+        assert_eq!(shrunk.retire_owner(AdapterId(1)), vec![added]);
+        bus.grow(Arc::new(shrunk.build())).unwrap();
+        p.set(added, Value::Bool(false), Timestamp::now());
+        p.flush();
+        assert_eq!(bus.latest(added).value, Some(Value::Bool(true)));
+        assert_eq!(bus.snapshot().len(), 1);
 
         // A catalogue that is not a continuation is refused and changes nothing.
         assert!(matches!(

@@ -289,8 +289,16 @@ impl Reloader {
         }
         let catalog = Arc::new(catalog.build());
 
-        // 2. Apply. Stop the old adapters first, so a changed device's restarted adapter is
-        // the only one publishing to the tags it kept.
+        // 2. Apply. The bus first (it cannot refuse a continuation of its own catalogue, but
+        // should it, nothing has changed yet): retired tags take no more values from then on.
+        self.bus
+            .grow(catalog.clone())
+            .map_err(|e| ReloadError::Device {
+                device: "(catalogue)".into(),
+                reason: e.to_string(),
+            })?;
+        // Stop the old adapters before starting new ones, so a changed device's restarted
+        // adapter is the only one publishing to the tags it kept.
         for path in &changes.removed_devices {
             if let Some(running) = state.devices.remove(path) {
                 running.stop.cancel();
@@ -302,12 +310,6 @@ impl Reloader {
                 }
             }
         }
-        self.bus
-            .grow(catalog.clone())
-            .map_err(|e| ReloadError::Device {
-                device: "(catalogue)".into(),
-                reason: e.to_string(),
-            })?;
         {
             let type_tree = self.server.type_tree().read();
             self.nodes

@@ -501,9 +501,10 @@ pub fn remove_subtree(
 ) -> usize {
     let root = instance_node_id(ns, path);
     let mut doomed = Vec::new();
+    let mut seen = HashSet::new();
     let mut stack = vec![root];
     while let Some(node) = stack.pop() {
-        if !space.node_exists(&node) {
+        if !space.node_exists(&node) || !seen.insert(node.clone()) {
             continue;
         }
         let children: Vec<NodeId> = space
@@ -514,7 +515,7 @@ pub fn remove_subtree(
                 BrowseDirection::Forward,
             )
             .map(|r| r.target_node.clone())
-            .filter(|child| child.namespace == ns && !doomed.contains(child))
+            .filter(|child| child.namespace == ns && !seen.contains(child))
             .collect();
         stack.extend(children);
         doomed.push(node);
