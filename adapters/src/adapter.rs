@@ -135,11 +135,12 @@ impl<'a> TagRegistrar<'a> {
     /// How many tags all adapters have registered so far; with [`Self::registered_since`],
     /// lets an adapter find the tags a helper registered for it.
     pub fn registered(&self) -> usize {
-        self.builder.len()
+        self.builder.registered().len()
     }
 
-    pub fn registered_since(&self, mark: usize) -> impl Iterator<Item = TagId> {
-        (mark..self.builder.len()).map(|i| TagId(i as u32))
+    pub fn registered_since(&self, mark: usize) -> impl Iterator<Item = TagId> + '_ {
+        let since = self.builder.registered().get(mark..).unwrap_or_default();
+        since.iter().copied()
     }
 
     pub fn is_writable(&self, tag: TagId) -> bool {

@@ -22,11 +22,17 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::broadcast;
 
 use crate::point::{Point, PointUpdate, Quality, Timestamp, Value};
 use crate::tag::{TagCatalog, TagId};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GrowError {
+    #[error("the new catalogue has {to} tag ids, fewer than the running {from}: ids are never taken back")]
+    Shrinks { from: usize, to: usize },
+}
 
 /// A batch of changes as it travels on the bus; shared, never copied per subscriber.
 pub type PointBatch = Vec<PointUpdate>;
@@ -43,8 +49,11 @@ pub struct BusCounters {
 }
 
 struct Inner {
-    catalog: Arc<TagCatalog>,
-    latest: Box<[Mutex<Point>]>,
+    /// Replaced as a whole when the configuration is reloaded ([`PointBus::grow`]).
+    catalog: RwLock<Arc<TagCatalog>>,
+    /// Grows with the catalogue, never shrinks: ids are never reused. Publishing and reading
+    /// take the read side (uncontended except during a reload).
+    latest: RwLock<Vec<Mutex<Point>>>,
     changes: broadcast::Sender<Arc<PointBatch>>,
     counters: BusCounters,
 }
@@ -64,16 +73,36 @@ impl PointBus {
         let (changes, _) = broadcast::channel(capacity.max(1));
         PointBus {
             inner: Arc::new(Inner {
-                catalog,
-                latest,
+                catalog: RwLock::new(catalog),
+                latest: RwLock::new(latest),
                 changes,
                 counters: BusCounters::default(),
             }),
         }
     }
 
-    pub fn catalog(&self) -> &Arc<TagCatalog> {
-        &self.inner.catalog
+    /// The current catalogue. Consumers that cache per-tag data check `len()` against their
+    /// own tables and refresh when a tag they do not know shows up.
+    pub fn catalog(&self) -> Arc<TagCatalog> {
+        self.inner.catalog.read().clone()
+    }
+
+    /// Switch to `catalog`, a continuation of the current one (built with
+    /// [`crate::TagCatalogBuilder::from_catalog`]): every existing id keeps its slot and value,
+    /// new ids get the initial Bad/WaitingForInitialData point.
+    pub fn grow(&self, catalog: Arc<TagCatalog>) -> Result<(), GrowError> {
+        let mut current = self.inner.catalog.write();
+        if catalog.len() < current.len() {
+            return Err(GrowError::Shrinks {
+                from: current.len(),
+                to: catalog.len(),
+            });
+        }
+        let mut latest = self.inner.latest.write();
+        let missing = catalog.len() - latest.len();
+        latest.extend((0..missing).map(|_| Mutex::new(Point::initial())));
+        *current = catalog;
+        Ok(())
     }
 
     pub fn counters(&self) -> &BusCounters {
@@ -85,8 +114,14 @@ impl PointBus {
     pub fn publish(&self, mut batch: PointBatch) {
         let inner = &*self.inner;
         let before = batch.len();
+        let catalog = inner.catalog.read();
+        let latest = inner.latest.read();
         batch.retain(|update| {
-            let Some(slot) = inner.latest.get(update.tag.index()) else {
+            // A retired tag (its device removed by a reload) takes no more values.
+            if catalog.get(update.tag).is_none() {
+                return false;
+            }
+            let Some(slot) = latest.get(update.tag.index()) else {
                 return false;
             };
             let mut current = slot.lock();
@@ -96,6 +131,8 @@ impl PointBus {
             current.clone_from(&update.point);
             true
         });
+        drop(latest);
+        drop(catalog);
         let kept = batch.len() as u64;
         inner
             .counters
@@ -113,18 +150,23 @@ impl PointBus {
     pub fn latest(&self, tag: TagId) -> Point {
         self.inner
             .latest
+            .read()
             .get(tag.index())
             .map_or_else(Point::initial, |slot| slot.lock().clone())
     }
 
-    /// Every tag's latest point, in tag order.
+    /// Every live tag's latest point, in tag order (retired tags left out).
     pub fn snapshot(&self) -> PointBatch {
+        let catalog = self.catalog();
         self.inner
             .latest
+            .read()
             .iter()
             .enumerate()
-            .map(|(i, slot)| PointUpdate {
-                tag: TagId(i as u32),
+            .map(|(i, slot)| (TagId(i as u32), slot))
+            .filter(|(tag, _)| catalog.get(*tag).is_some())
+            .map(|(tag, slot)| PointUpdate {
+                tag,
                 point: slot.lock().clone(),
             })
             .collect()
@@ -375,6 +417,51 @@ mod tests {
         let state = bus.published_state();
         assert_eq!(state.len(), 1);
         assert_eq!(state[0].tag, TagId(1));
+    }
+
+    #[tokio::test]
+    async fn a_grown_bus_keeps_existing_values_and_carries_the_new_tags() {
+        let bus = bus_with(1, 16);
+        let mut rx = bus.subscribe();
+        let mut p = bus.publisher();
+        p.set(TagId(0), Value::Float(1.0), Timestamp::now());
+        p.flush();
+
+        let mut grown = TagCatalogBuilder::from_catalog(&bus.catalog());
+        let added = grown
+            .register(AdapterId(1), TagSpec::new("New/Tag", DataType::Bool))
+            .unwrap();
+        bus.grow(Arc::new(grown.build())).unwrap();
+        assert_eq!(bus.catalog().lookup("New/Tag"), Some(added));
+        assert_eq!(bus.latest(added), Point::initial());
+        assert_eq!(bus.latest(TagId(0)).value, Some(Value::Float(1.0)));
+
+        p.set(added, Value::Bool(true), Timestamp::now());
+        p.flush();
+        let Some(BusEvent::Changes(_)) = rx.recv().await else {
+            panic!("expected the first batch")
+        };
+        let Some(BusEvent::Changes(batch)) = rx.recv().await else {
+            panic!("expected the new tag's batch")
+        };
+        assert_eq!(batch[0].tag, added);
+        assert_eq!(bus.snapshot().len(), 2);
+
+        // A retired tag takes no more values and leaves the snapshot.
+        let mut shrunk = TagCatalogBuilder::from_catalog(&bus.catalog());
+        assert_eq!(shrunk.retire_owner(AdapterId(1)), vec![added]);
+        bus.grow(Arc::new(shrunk.build())).unwrap();
+        p.set(added, Value::Bool(false), Timestamp::now());
+        p.flush();
+        assert_eq!(bus.latest(added).value, Some(Value::Bool(true)));
+        assert_eq!(bus.snapshot().len(), 1);
+
+        // A catalogue that is not a continuation is refused and changes nothing.
+        assert!(matches!(
+            bus.grow(Arc::new(TagCatalogBuilder::new().build())),
+            Err(GrowError::Shrinks { from: 2, to: 0 })
+        ));
+        assert_eq!(bus.catalog().len(), 2);
     }
 
     #[test]

@@ -101,20 +101,25 @@ pub fn build_adapters(
     if simulation.synthetic.tags > 0 {
         adapters.push(Box::new(SyntheticLoad::new(simulation.synthetic.clone())));
     }
-    for device in devices {
-        match device {
-            DeviceConfig::Simulator(_) => {}
-            // The configuration was validated with the same check, so this cannot fail.
-            DeviceConfig::Modbus(config) => match ModbusAdapter::new(config.clone()) {
-                Ok(adapter) => adapters.push(Box::new(adapter)),
-                Err(issue) => {
-                    tracing::error!(device = %config.name, key = %issue.key, reason = %issue.reason, "device skipped");
-                }
-            },
-            DeviceConfig::Mqtt(config) => adapters.push(Box::new(MqttAdapter::new(config.clone()))),
-            DeviceConfig::OctoPrint(d) => adapters.push(Box::new(OctoPrintAdapter::new(d.clone()))),
-            DeviceConfig::Opcua(d) => adapters.push(Box::new(OpcUaClient::new(d.clone()))),
-        }
-    }
+    adapters.extend(devices.iter().filter_map(build_device_adapter));
     adapters
+}
+
+/// The adapter of one partner device (`None` for a simulated machine: the simulator runs
+/// those). Used at start and when a reload adds or changes a device.
+pub fn build_device_adapter(device: &DeviceConfig) -> Option<Box<dyn Adapter>> {
+    match device {
+        DeviceConfig::Simulator(_) => None,
+        // The configuration was validated with the same check, so this cannot fail.
+        DeviceConfig::Modbus(config) => match ModbusAdapter::new(config.clone()) {
+            Ok(adapter) => Some(Box::new(adapter)),
+            Err(issue) => {
+                tracing::error!(device = %config.name, key = %issue.key, reason = %issue.reason, "device skipped");
+                None
+            }
+        },
+        DeviceConfig::Mqtt(config) => Some(Box::new(MqttAdapter::new(config.clone()))),
+        DeviceConfig::OctoPrint(d) => Some(Box::new(OctoPrintAdapter::new(d.clone()))),
+        DeviceConfig::Opcua(d) => Some(Box::new(OpcUaClient::new(d.clone()))),
+    }
 }

@@ -190,11 +190,29 @@ pub enum CatalogError {
     Full,
 }
 
-/// Collects tag declarations from every adapter before the bus starts.
-#[derive(Debug, Default)]
+/// Collects tag declarations from every adapter before the bus starts, or, when the
+/// configuration is reloaded, grows a running catalogue ([`TagCatalogBuilder::from_catalog`]).
+///
+/// Ids are append-only: a tag that goes away leaves a tombstone and its [`TagId`] is never
+/// given to another tag, so per-tag state kept by consumers (the bus's latest table, the OPC UA
+/// node of each tag, sink labels) can never be confused. A retired tag declared again with the
+/// same path and data type gets its old id back: a device whose configuration changed keeps
+/// the monitored items that clients hold on its unchanged tags.
+#[derive(Debug, Default, Clone)]
 pub struct TagCatalogBuilder {
-    entries: Vec<TagEntry>,
+    slots: Slots,
+    /// Ids handed out by this builder, in registration order (fresh or revived).
+    registered: Vec<TagId>,
+}
+
+/// The storage shared by the builder and the catalogue.
+#[derive(Debug, Default, Clone)]
+struct Slots {
+    /// One slot per id ever handed out; `None` for a retired tag.
+    entries: Vec<Option<TagEntry>>,
     by_path: HashMap<String, TagId>,
+    /// Retired tags by path, with their type, so a same-typed return gets the same id.
+    retired: HashMap<String, (TagId, DataType)>,
 }
 
 impl TagCatalogBuilder {
@@ -202,68 +220,123 @@ impl TagCatalogBuilder {
         Self::default()
     }
 
+    /// A builder that continues `catalog`: same ids, same tombstones, new ids after them.
+    pub fn from_catalog(catalog: &TagCatalog) -> Self {
+        TagCatalogBuilder {
+            slots: catalog.slots.clone(),
+            registered: Vec::new(),
+        }
+    }
+
     pub fn register(&mut self, owner: AdapterId, spec: TagSpec) -> Result<TagId, CatalogError> {
         if spec.path.is_empty() || spec.path.split('/').any(str::is_empty) {
             return Err(CatalogError::BadPath(spec.path));
         }
-        if self.by_path.contains_key(&spec.path) {
+        let slots = &mut self.slots;
+        if slots.by_path.contains_key(&spec.path) {
             return Err(CatalogError::Duplicate(spec.path));
         }
-        let id = TagId(u32::try_from(self.entries.len()).map_err(|_| CatalogError::Full)?);
-        self.by_path.insert(spec.path.clone(), id);
-        self.entries.push(TagEntry { spec, owner });
+        let id = match slots.retired.remove(&spec.path) {
+            Some((id, data_type)) if data_type == spec.data_type => id,
+            // A different type is a different tag for clients: a new id, the old one stays dead.
+            _ => {
+                let id = TagId(u32::try_from(slots.entries.len()).map_err(|_| CatalogError::Full)?);
+                slots.entries.push(None);
+                id
+            }
+        };
+        slots.by_path.insert(spec.path.clone(), id);
+        slots.entries[id.index()] = Some(TagEntry { spec, owner });
+        self.registered.push(id);
         Ok(id)
     }
 
+    /// Retire every tag `owner` declared; returns their ids. Their ids are never reused for
+    /// another tag.
+    pub fn retire_owner(&mut self, owner: AdapterId) -> Vec<TagId> {
+        let slots = &mut self.slots;
+        let mut retired = Vec::new();
+        for (i, slot) in slots.entries.iter_mut().enumerate() {
+            if slot.as_ref().is_some_and(|e| e.owner == owner) {
+                if let Some(entry) = slot.take() {
+                    let id = TagId(i as u32);
+                    slots.by_path.remove(&entry.spec.path);
+                    slots
+                        .retired
+                        .insert(entry.spec.path, (id, entry.spec.data_type));
+                    retired.push(id);
+                }
+            }
+        }
+        retired
+    }
+
+    /// Ids handed out so far, tombstones included: the size of any per-id table.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.slots.entries.is_empty()
+    }
+
+    /// Ids registered through this builder, in order (a revived id included).
+    pub fn registered(&self) -> &[TagId] {
+        &self.registered
     }
 
     pub fn spec(&self, id: TagId) -> Option<&TagSpec> {
-        self.entries.get(id.index()).map(|e| &e.spec)
+        self.slots.get(id).map(|e| &e.spec)
     }
 
     pub fn build(self) -> TagCatalog {
-        TagCatalog {
-            entries: self.entries,
-            by_path: self.by_path,
-        }
+        TagCatalog { slots: self.slots }
     }
 }
 
-/// The frozen set of tags, indexed by [`TagId`].
+impl Slots {
+    fn get(&self, id: TagId) -> Option<&TagEntry> {
+        self.entries.get(id.index()).and_then(Option::as_ref)
+    }
+}
+
+/// The frozen set of tags, indexed by [`TagId`]. Retired tags are tombstones: `get` and
+/// `lookup` do not find them and `iter` skips them, but their ids still count in `len`.
 #[derive(Debug, Default)]
 pub struct TagCatalog {
-    entries: Vec<TagEntry>,
-    by_path: HashMap<String, TagId>,
+    slots: Slots,
 }
 
 impl TagCatalog {
+    /// Ids handed out, tombstones included: the size of any table indexed by [`TagId`].
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.slots.entries.is_empty()
+    }
+
+    /// Tags alive (not retired).
+    pub fn live(&self) -> usize {
+        self.slots.by_path.len()
     }
 
     pub fn get(&self, id: TagId) -> Option<&TagEntry> {
-        self.entries.get(id.index())
+        self.slots.get(id)
     }
 
     pub fn lookup(&self, path: &str) -> Option<TagId> {
-        self.by_path.get(path).copied()
+        self.slots.by_path.get(path).copied()
     }
 
+    /// Live tags in id order.
     pub fn iter(&self) -> impl Iterator<Item = (TagId, &TagEntry)> {
-        self.entries
+        self.slots
+            .entries
             .iter()
             .enumerate()
-            .map(|(i, e)| (TagId(i as u32), e))
+            .filter_map(|(i, e)| Some((TagId(i as u32), e.as_ref()?)))
     }
 }
 
@@ -288,6 +361,55 @@ mod tests {
         let catalog = b.build();
         assert_eq!(catalog.lookup("Line/State"), Some(TagId(0)));
         assert_eq!(catalog.len(), 1);
+    }
+
+    #[test]
+    fn a_grown_catalogue_keeps_ids_and_never_reuses_a_retired_one() {
+        let (a, b) = (AdapterId(0), AdapterId(1));
+        let mut first = TagCatalogBuilder::new();
+        let kept = first
+            .register(a, TagSpec::new("A/X", DataType::Float64))
+            .unwrap();
+        let same = first
+            .register(b, TagSpec::new("B/Same", DataType::Float64))
+            .unwrap();
+        let retyped = first
+            .register(b, TagSpec::new("B/Retyped", DataType::Int32))
+            .unwrap();
+        let gone = first
+            .register(b, TagSpec::new("B/Gone", DataType::Bool))
+            .unwrap();
+        let catalog = first.build();
+
+        // Device B changes: its tags retire, then its new version declares them again.
+        let mut grown = TagCatalogBuilder::from_catalog(&catalog);
+        assert_eq!(grown.retire_owner(b), vec![same, retyped, gone]);
+        let c = AdapterId(2);
+        let revived = grown
+            .register(c, TagSpec::new("B/Same", DataType::Float64))
+            .unwrap();
+        let new_type = grown
+            .register(c, TagSpec::new("B/Retyped", DataType::String))
+            .unwrap();
+        let added = grown
+            .register(c, TagSpec::new("B/New", DataType::Bool))
+            .unwrap();
+        assert_eq!(grown.registered(), &[revived, new_type, added]);
+        let grown = grown.build();
+
+        assert_eq!(revived, same, "same path and type: same id");
+        assert_eq!(grown.get(same).map(|e| e.owner), Some(c));
+        assert_eq!(new_type, TagId(4), "a new type is a new tag");
+        assert_eq!(added, TagId(5));
+        assert!(grown.get(retyped).is_none(), "the old id stays a tombstone");
+        assert!(grown.get(gone).is_none());
+        assert_eq!(grown.lookup("B/Gone"), None);
+        assert_eq!(grown.lookup("A/X"), Some(kept));
+        assert_eq!((grown.len(), grown.live()), (6, 4));
+        let live: Vec<TagId> = grown.iter().map(|(id, _)| id).collect();
+        assert_eq!(live, vec![kept, same, new_type, added]);
+        // The running catalogue is untouched until the new one replaces it.
+        assert_eq!(catalog.lookup("B/Gone"), Some(gone));
     }
 
     #[test]

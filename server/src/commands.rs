@@ -3,18 +3,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fabrique_adapters::tag::AdapterId;
+use fabrique_adapters::tag::{AdapterId, TagEntry};
 use fabrique_adapters::{
     CallError, CallRequest, Command, TagCatalog, TagId, Value, WriteError, WriteRequest,
 };
+use parking_lot::RwLock;
 use tokio::sync::{mpsc, oneshot};
 
-/// Routes commands to adapters; cheap to clone.
+/// Routes commands to adapters; cheap to clone, every clone sees a reload.
 #[derive(Clone)]
 pub struct CommandRouter {
-    adapters: Arc<[mpsc::Sender<Command>]>,
-    catalog: Arc<TagCatalog>,
+    routes: Arc<RwLock<Routes>>,
     timeout: Duration,
+}
+
+struct Routes {
+    /// Index: `AdapterId`. Append-only, like adapter ids: a stopped adapter's sender stays,
+    /// closed, and its tags are retired from the catalogue, so nothing is routed to it.
+    adapters: Vec<mpsc::Sender<Command>>,
+    catalog: Arc<TagCatalog>,
 }
 
 impl CommandRouter {
@@ -24,15 +31,31 @@ impl CommandRouter {
         timeout: Duration,
     ) -> Self {
         CommandRouter {
-            adapters: adapters.into(),
-            catalog,
+            routes: Arc::new(RwLock::new(Routes { adapters, catalog })),
             timeout,
         }
     }
 
+    /// How many adapters have been routed to so far: the next adapter id.
+    pub fn adapters(&self) -> usize {
+        self.routes.read().adapters.len()
+    }
+
+    /// After a reload: route to the adapters started since (ids following the existing ones),
+    /// with the grown catalogue.
+    pub fn extend(&self, catalog: Arc<TagCatalog>, adapters: Vec<mpsc::Sender<Command>>) {
+        let mut routes = self.routes.write();
+        routes.adapters.extend(adapters);
+        routes.catalog = catalog;
+    }
+
+    fn entry(&self, tag: TagId) -> Option<TagEntry> {
+        self.routes.read().catalog.get(tag).cloned()
+    }
+
     /// Write `value` to `tag` and wait until its device accepts or refuses it.
     pub async fn write(&self, tag: TagId, value: Value) -> Result<(), WriteError> {
-        let entry = self.catalog.get(tag).ok_or(WriteError::NotWritable)?;
+        let entry = self.entry(tag).ok_or(WriteError::NotWritable)?;
         if !entry.spec.data_type.accepts(&value) {
             return Err(WriteError::TypeMismatch(entry.spec.data_type));
         }
@@ -52,8 +75,7 @@ impl CommandRouter {
         args: Vec<Value>,
     ) -> Result<Vec<Value>, CallError> {
         let entry = self
-            .catalog
-            .get(anchor)
+            .entry(anchor)
             .ok_or_else(|| CallError::UnknownMethod(method.clone()))?;
         let (reply, answer) = oneshot::channel();
         let command = Command::Call(CallRequest {
@@ -74,7 +96,12 @@ impl CommandRouter {
         command: Command,
         answer: oneshot::Receiver<T>,
     ) -> Option<T> {
-        let adapter = self.adapters.get(usize::from(owner.0))?;
+        let adapter = self
+            .routes
+            .read()
+            .adapters
+            .get(usize::from(owner.0))?
+            .clone();
         let exchange = async {
             adapter.send(command).await.ok()?;
             answer.await.ok()

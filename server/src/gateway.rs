@@ -13,11 +13,12 @@
 //! Visits (`visits`): a producer on the bus (Stop/*, Visits/*), fed by HTTP, MQTT and OPC UA.
 //! ```
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use fabrique_adapters::registry::build_adapters;
+use fabrique_adapters::registry::{build_adapters, build_device_adapter, DeviceConfig};
 use fabrique_adapters::{
     Adapter, AdapterContext, AdapterId, PointBus, TagCatalog, TagCatalogBuilder, TagRegistrar,
 };
@@ -33,6 +34,7 @@ use crate::http::{Guards, HttpServer};
 use crate::indicators::IndicatorsEngine;
 use crate::monitoring::Monitoring;
 use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
+use crate::reload::Reloader;
 use crate::streams::influxdb::InfluxSink;
 use crate::streams::mqtt::MqttSink;
 use crate::visits::{MqttInbound, VisitsAdapter, VisitsHandle};
@@ -41,7 +43,7 @@ use crate::visits::{MqttInbound, VisitsAdapter, VisitsHandle};
 const TYPES_NODESET: &str = include_str!("../../nodesets/Fabrique.NodeSet2.xml");
 
 /// Commands waiting for one adapter; a full queue makes clients wait, up to the command timeout.
-const COMMAND_QUEUE: usize = 64;
+pub(crate) const COMMAND_QUEUE: usize = 64;
 
 /// Adapters with their tags declared: everything that can be checked without running.
 pub struct Plan {
@@ -51,12 +53,27 @@ pub struct Plan {
     pub visits: VisitsHandle,
     /// Shared by the sinks and their diagnostics tags.
     pub sinks: SinkCounterSet,
+    /// Partner devices' adapters (index in `adapters`, device path): reloadable one by one.
+    pub partners: Vec<(usize, String)>,
 }
 
 /// Build the adapters of `config` and collect their tags.
 pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
     let devices = config.effective_devices();
-    let mut adapters = build_adapters(&config.simulation, &config.line, &devices);
+    let simulated: Vec<_> = devices
+        .iter()
+        .filter(|d| matches!(d, DeviceConfig::Simulator(_)))
+        .cloned()
+        .collect();
+    let mut adapters = build_adapters(&config.simulation, &config.line, &simulated);
+    let mut partners = Vec::new();
+    for device in &devices {
+        if let Some(adapter) = build_device_adapter(device) {
+            let path = fabrique_adapters::device::device_path(device.station(), device.name());
+            partners.push((adapters.len(), path));
+            adapters.push(adapter);
+        }
+    }
     let (visits_adapter, visits) = VisitsAdapter::new(crate::visits::configured_stop(&config.stop));
     adapters.push(Box::new(visits_adapter));
     if config.indicators.enabled {
@@ -90,6 +107,7 @@ pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
         catalog: Arc::new(catalog.build()),
         visits,
         sinks,
+        partners,
     })
 }
 
@@ -109,14 +127,27 @@ fn static_model(config: &GatewayConfig) -> StaticModel {
     }
 }
 
-/// Run the gateway until Ctrl-C or SIGTERM.
-pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
+/// Device path (`Stations/<station>/<device>`) → protocol name, for monitoring.
+pub(crate) fn device_protocols(config: &GatewayConfig) -> Vec<(String, String)> {
+    config
+        .effective_devices()
+        .iter()
+        .map(|d| {
+            let path = fabrique_adapters::device::device_path(d.station(), d.name());
+            (path, d.protocol().to_owned())
+        })
+        .collect()
+}
+
+/// Run the gateway until Ctrl-C or SIGTERM; SIGHUP reloads `config_path` (see reload.rs).
+pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let started = Instant::now();
     let Plan {
         adapters,
         catalog,
         visits,
         sinks,
+        partners,
     } = plan(&config)?;
     let bus = PointBus::new(catalog.clone(), config.bus.capacity);
 
@@ -159,15 +190,40 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     };
 
     let shutdown = CancellationToken::new();
+    let reloader = Arc::new(Reloader::new(
+        config_path,
+        config.clone(),
+        bus.clone(),
+        router.clone(),
+        opcua.nodes.clone(),
+        opcua.handle.clone(),
+        shutdown.clone(),
+    ));
     let mut tasks = JoinSet::new();
-    for (adapter, commands) in adapters.into_iter().zip(receivers) {
+    for (i, (adapter, commands)) in adapters.into_iter().zip(receivers).enumerate() {
+        // A partner device gets its own stop token and task handle: a reload may stop it.
+        let partner = partners.iter().find(|(index, _)| *index == i);
+        let stop = match partner {
+            Some(_) => reloader.device_token(),
+            None => shutdown.clone(),
+        };
         let context = AdapterContext {
             publisher: bus.publisher(),
             commands,
-            shutdown: shutdown.clone(),
+            shutdown: stop.clone(),
         };
-        tasks.spawn(adapter.run(context));
+        match partner {
+            Some((_, path)) => {
+                let owner = AdapterId(u16::try_from(i).context("more than 65535 adapters")?);
+                let task = tokio::spawn(adapter.run(context));
+                reloader.started(path.clone(), owner, stop, task).await;
+            }
+            None => {
+                tasks.spawn(adapter.run(context));
+            }
+        }
     }
+    tasks.spawn(crate::reload::on_sighup(reloader.clone(), shutdown.clone()));
     let bridge = Bridge {
         bus: bus.clone(),
         tag_nodes: opcua.nodes.inner().tag_nodes(),
@@ -209,16 +265,14 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
 
     if let Some(http) = http {
         tracing::info!(url = %format!("http://{}", http.local_addr()), "HTTP server listening");
-        let protocols: Vec<(String, String)> = config
-            .effective_devices()
-            .iter()
-            .map(|d| {
-                let path = fabrique_adapters::device::device_path(d.station(), d.name());
-                (path, d.protocol().to_owned())
-            })
-            .collect();
         let guards = Guards::new(&config.http)?;
-        let monitoring = Monitoring::new(bus.clone(), opcua.handle.clone(), &protocols, started);
+        let monitoring = Monitoring::new(
+            bus.clone(),
+            opcua.handle.clone(),
+            &device_protocols(&config),
+            started,
+        );
+        reloader.watch(monitoring.clone());
         tasks.spawn(monitoring.clone().sample(shutdown.clone()));
         let routes = axum::Router::new()
             .merge(monitoring.routes())
@@ -231,7 +285,8 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
             .merge(
                 crate::visits::routes(visits.clone(), &config.storage, &guards)
                     .context("visits database")?,
-            );
+            )
+            .merge(crate::reload::routes(reloader.clone(), &guards));
         tasks.spawn(http.serve(routes, shutdown.clone()));
     }
 
@@ -253,6 +308,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     shutdown.cancel();
     let drained = tokio::time::timeout(Duration::from_secs(5), async {
         while tasks.join_next().await.is_some() {}
+        reloader.join_all().await;
     });
     if drained.await.is_err() {
         tracing::warn!("some tasks did not stop within 5 s");

@@ -8,6 +8,7 @@ mod http;
 mod indicators;
 mod monitoring;
 mod opcua;
+mod reload;
 mod storage;
 mod streams;
 mod visits;
@@ -94,7 +95,7 @@ fn main() -> ExitCode {
         },
         Command::HashPassword => hash_password(),
         Command::Pki(command) => pki(&config, command),
-        Command::Run => run(config),
+        Command::Run => run(config, cli.config),
     }
 }
 
@@ -148,7 +149,7 @@ fn pki(config: &GatewayConfig, command: PkiCommand) -> ExitCode {
     }
 }
 
-fn run(config: GatewayConfig) -> ExitCode {
+fn run(config: GatewayConfig, config_path: Option<std::path::PathBuf>) -> ExitCode {
     use tracing_subscriber::prelude::*;
     let filter = match EnvFilter::try_from_default_env() {
         Ok(filter) => filter,
@@ -182,7 +183,7 @@ fn run(config: GatewayConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(gateway::run(config)) {
+    match runtime.block_on(gateway::run(config, config_path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");

@@ -63,8 +63,8 @@ impl Monitoring {
             Some(Value::Text(s)) if !s.is_empty() => Some(s.to_string()),
             _ => None,
         };
-        let devices: Vec<DeviceHealth> = inner
-            .devices
+        let devices: Vec<DeviceHealth> = self
+            .devices()
             .iter()
             .map(|d| {
                 let point = inner.bus.latest(d.connected);

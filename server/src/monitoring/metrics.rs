@@ -153,7 +153,7 @@ impl Monitoring {
     }
 
     fn render_devices(&self, out: &mut Exposition) {
-        let devices = &self.inner.devices;
+        let devices = self.devices();
         type Pick = fn(&super::DeviceProbe) -> Option<TagId>;
         let families: [(&str, &str, &str, Pick); 4] = [
             (
@@ -183,7 +183,7 @@ impl Monitoring {
         ];
         for (name, kind, help, pick) in families {
             out.family(name, kind, help);
-            for device in devices {
+            for device in devices.iter() {
                 if let Some(value) = self.number(pick(device)) {
                     let labels = [
                         ("station", device.station.as_str()),

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use fabrique_adapters::{PointBus, TagId};
+use fabrique_adapters::{PointBus, TagCatalog, TagId};
 use opcua::server::ServerHandle;
+use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 
 /// A device as monitoring reports it: where it sits and which of its status tags to read.
@@ -50,7 +51,8 @@ struct Inner {
     bus: PointBus,
     opcua: ServerHandle,
     started: Instant,
-    devices: Vec<DeviceProbe>,
+    /// Replaced when a reload adds or removes devices.
+    devices: RwLock<Arc<Vec<DeviceProbe>>>,
     sinks: Vec<SinkProbe>,
     /// Changes accepted by the bus during the last whole second, kept by [`Monitoring::sample`].
     changes_per_second: AtomicU64,
@@ -65,40 +67,18 @@ impl Monitoring {
         started: Instant,
     ) -> Self {
         let catalog = bus.catalog();
-        let tag = |path: String| catalog.lookup(&path);
-        let mut devices = Vec::new();
+        let devices = device_probes(&catalog, protocols);
         let mut sinks: Vec<SinkProbe> = Vec::new();
         for (id, entry) in catalog.iter() {
             let segments: Vec<&str> = entry.spec.path.split('/').collect();
-            match segments.as_slice() {
-                ["Stations", station, device, "Status", "Connected"] => {
-                    let base = format!("Stations/{station}/{device}");
-                    let protocol = protocols
-                        .iter()
-                        .find(|(path, _)| *path == base)
-                        .map(|(_, protocol)| protocol.clone())
-                        .unwrap_or_else(|| "simulator".to_owned());
-                    devices.push(DeviceProbe {
-                        station: (*station).to_owned(),
-                        device: (*device).to_owned(),
-                        protocol,
-                        connected: id,
-                        reconnects: tag(format!("{base}/Status/Reconnects")),
-                        requests_ok: tag(format!("{base}/Status/RequestsOk")),
-                        requests_failed: tag(format!("{base}/Status/RequestsFailed")),
-                        last_error: tag(format!("{base}/Status/LastError")),
-                    });
+            if let ["Diagnostics", "Sinks", sink, counter] = segments.as_slice() {
+                match sinks.iter_mut().find(|s| s.name == *sink) {
+                    Some(probe) => probe.counters.push(((*counter).to_owned(), id)),
+                    None => sinks.push(SinkProbe {
+                        name: (*sink).to_owned(),
+                        counters: vec![((*counter).to_owned(), id)],
+                    }),
                 }
-                ["Diagnostics", "Sinks", sink, counter] => {
-                    match sinks.iter_mut().find(|s| s.name == *sink) {
-                        Some(probe) => probe.counters.push(((*counter).to_owned(), id)),
-                        None => sinks.push(SinkProbe {
-                            name: (*sink).to_owned(),
-                            counters: vec![((*counter).to_owned(), id)],
-                        }),
-                    }
-                }
-                _ => {}
             }
         }
         Monitoring {
@@ -106,11 +86,22 @@ impl Monitoring {
                 bus,
                 opcua,
                 started,
-                devices,
+                devices: RwLock::new(Arc::new(devices)),
                 sinks,
                 changes_per_second: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// The devices probed now.
+    fn devices(&self) -> Arc<Vec<DeviceProbe>> {
+        self.inner.devices.read().clone()
+    }
+
+    /// After a reload: probe the devices of the current catalogue (`protocols` as in `new`).
+    pub fn reload_devices(&self, protocols: &[(String, String)]) {
+        let probes = device_probes(&self.inner.bus.catalog(), protocols);
+        *self.inner.devices.write() = Arc::new(probes);
     }
 
     pub fn routes(&self) -> Router {
@@ -139,4 +130,32 @@ impl Monitoring {
             last = now;
         }
     }
+}
+
+/// One probe per device with a `Status/Connected` tag in `catalog`.
+fn device_probes(catalog: &TagCatalog, protocols: &[(String, String)]) -> Vec<DeviceProbe> {
+    let tag = |path: String| catalog.lookup(&path);
+    let mut devices = Vec::new();
+    for (id, entry) in catalog.iter() {
+        let segments: Vec<&str> = entry.spec.path.split('/').collect();
+        if let ["Stations", station, device, "Status", "Connected"] = segments.as_slice() {
+            let base = format!("Stations/{station}/{device}");
+            let protocol = protocols
+                .iter()
+                .find(|(path, _)| *path == base)
+                .map(|(_, protocol)| protocol.clone())
+                .unwrap_or_else(|| "simulator".to_owned());
+            devices.push(DeviceProbe {
+                station: (*station).to_owned(),
+                device: (*device).to_owned(),
+                protocol,
+                connected: id,
+                reconnects: tag(format!("{base}/Status/Reconnects")),
+                requests_ok: tag(format!("{base}/Status/RequestsOk")),
+                requests_failed: tag(format!("{base}/Status/RequestsFailed")),
+                last_error: tag(format!("{base}/Status/LastError")),
+            });
+        }
+    }
+    devices
 }

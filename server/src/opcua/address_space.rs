@@ -9,11 +9,14 @@ use std::collections::{HashMap, HashSet};
 
 use fabrique_adapters::device::Identification;
 use fabrique_adapters::{Access, TagCatalog, TagId, TagSpec};
-use opcua::nodes::{AccessLevel, MethodBuilder, NodeType, ObjectBuilder, VariableBuilder};
+use opcua::nodes::{
+    AccessLevel, MethodBuilder, NodeType, ObjectBuilder, TypeTree, VariableBuilder,
+};
 use opcua::server::address_space::AddressSpace;
 use opcua::types::{
-    DataTypeId, DataValue, ExtensionObject, LocalizedText, NodeId, ObjectId, ObjectTypeId,
-    QualifiedName, Range, StatusCode, UAString, VariableTypeId, Variant,
+    BrowseDirection, DataTypeId, DataValue, ExtensionObject, LocalizedText, NodeId, ObjectId,
+    ObjectTypeId, QualifiedName, Range, ReferenceTypeId, StatusCode, UAString, VariableTypeId,
+    Variant,
 };
 
 use super::convert::engineering_units;
@@ -176,7 +179,8 @@ impl Builder<'_> {
     /// Create the object at `path` and its missing ancestors; returns its NodeId.
     fn ensure_object(&mut self, path: &str) -> NodeId {
         let id = self.id(path);
-        if path.is_empty() || self.objects.contains(path) {
+        // The space check matters when a reload adds nodes to a running address space.
+        if path.is_empty() || self.objects.contains(path) || self.space.node_exists(&id) {
             return id;
         }
         let (parent_path, name) = path.rsplit_once('/').unwrap_or(("", path));
@@ -336,6 +340,26 @@ impl Builder<'_> {
             .insert(self.space);
     }
 
+    /// The device object with its identification properties.
+    fn nameplate(&mut self, device: &DeviceNameplate) {
+        self.ensure_object(&device.path);
+        let plate = [
+            ("Manufacturer", &device.identification.manufacturer),
+            ("Model", &device.identification.model),
+            ("SerialNumber", &device.identification.serial),
+            ("Protocol", &device.protocol),
+        ];
+        for (name, value) in plate {
+            self.constant(
+                &device.path,
+                name,
+                Variant::from(value.as_str()),
+                DataTypeId::String,
+                true,
+            );
+        }
+    }
+
     fn method(&mut self, spec: &MethodSpec) -> NodeId {
         let parent = self.ensure_object(spec.parent);
         let path = format!("{}/{}", spec.parent, spec.name);
@@ -425,29 +449,14 @@ pub fn build(
         false,
     );
     for device in &model.devices {
-        b.ensure_object(&device.path);
-        let plate = [
-            ("Manufacturer", &device.identification.manufacturer),
-            ("Model", &device.identification.model),
-            ("SerialNumber", &device.identification.serial),
-            ("Protocol", &device.protocol),
-        ];
-        for (name, value) in plate {
-            b.constant(
-                &device.path,
-                name,
-                Variant::from(value.as_str()),
-                DataTypeId::String,
-                true,
-            );
-        }
+        b.nameplate(device);
     }
-    let mut tag_nodes = Vec::with_capacity(catalog.len());
+    let mut tag_nodes = vec![NodeId::null(); catalog.len()];
     let mut node_tags = HashMap::with_capacity(catalog.len());
     for (tag, entry) in catalog.iter() {
         let id = b.tag(&entry.spec);
         node_tags.insert(id.clone(), tag);
-        tag_nodes.push(id);
+        tag_nodes[tag.index()] = id;
     }
     let methods = LINE_METHODS
         .iter()
@@ -459,6 +468,62 @@ pub fn build(
         node_tags,
         methods,
     }
+}
+
+/// Add devices and tags to a running address space (a reload): the same nodes, with the same
+/// NodeIds, as a start with that configuration would have built. Returns each tag's node.
+pub fn add(
+    space: &mut AddressSpace,
+    ns: u16,
+    types_ns: u16,
+    devices: &[DeviceNameplate],
+    tags: &[(TagId, &TagSpec)],
+) -> Vec<(TagId, NodeId)> {
+    let mut b = Builder {
+        space,
+        ns,
+        types_ns,
+        objects: HashSet::new(),
+    };
+    for device in devices {
+        b.nameplate(device);
+    }
+    tags.iter().map(|&(tag, spec)| (tag, b.tag(spec))).collect()
+}
+
+/// Remove the object at `path` and every node below it (hierarchical references, in our
+/// namespace), with the references pointing at them. Returns how many nodes went.
+pub fn remove_subtree(
+    space: &mut AddressSpace,
+    type_tree: &dyn TypeTree,
+    ns: u16,
+    path: &str,
+) -> usize {
+    let root = instance_node_id(ns, path);
+    let mut doomed = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![root];
+    while let Some(node) = stack.pop() {
+        if !space.node_exists(&node) || !seen.insert(node.clone()) {
+            continue;
+        }
+        let children: Vec<NodeId> = space
+            .find_references(
+                &node,
+                Some((ReferenceTypeId::HierarchicalReferences, true)),
+                type_tree,
+                BrowseDirection::Forward,
+            )
+            .map(|r| r.target_node.clone())
+            .filter(|child| child.namespace == ns && !seen.contains(child))
+            .collect();
+        stack.extend(children);
+        doomed.push(node);
+    }
+    for node in &doomed {
+        space.delete(node, true);
+    }
+    doomed.len()
 }
 
 #[cfg(test)]

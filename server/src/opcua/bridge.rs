@@ -11,10 +11,12 @@ use std::sync::Arc;
 use fabrique_adapters::bus::BusEvent;
 use fabrique_adapters::{PointBus, TagCatalog, Timestamp};
 use opcua::server::SubscriptionCache;
-use opcua::types::{AttributeId, DateTime, NodeId};
+use opcua::sync::RwLock;
+use opcua::types::{AttributeId, DateTime};
 use tokio_util::sync::CancellationToken;
 
 use super::convert::data_value_at;
+use super::nodes::TagNodes;
 use fabrique_adapters::ua::date_time;
 
 /// Bus batches handed to the subscriptions in one go, at most.
@@ -22,7 +24,8 @@ const MAX_BATCHES_PER_NOTIFY: usize = 64;
 
 pub struct Bridge {
     pub bus: PointBus,
-    pub tag_nodes: Arc<[NodeId]>,
+    /// Shared with the node manager: a reload adds and removes nodes.
+    pub tag_nodes: Arc<RwLock<TagNodes>>,
     pub subscriptions: Arc<SubscriptionCache>,
 }
 
@@ -45,7 +48,6 @@ impl TimeCache {
 
 impl Bridge {
     pub async fn run(self, shutdown: CancellationToken) {
-        let catalog = self.bus.catalog().clone();
         let mut changes = self.bus.subscribe();
         let mut pending = Vec::new();
         loop {
@@ -58,7 +60,8 @@ impl Bridge {
             if !received {
                 break;
             }
-            self.notify(&catalog, &pending);
+            // The current catalogue each time: a reload may have added tags.
+            self.notify(&self.bus.catalog(), &pending);
             pending.clear();
         }
     }
@@ -66,13 +69,14 @@ impl Bridge {
     fn notify(&self, catalog: &TagCatalog, events: &[BusEvent]) {
         let now = DateTime::now();
         let mut times = TimeCache::default();
+        let tag_nodes = self.tag_nodes.read();
         let mut notifier = self.subscriptions.data_notifier();
         let updates = events.iter().flat_map(|event| match event {
             BusEvent::Changes(batch) => batch.as_slice(),
             BusEvent::Resync { state, .. } => state.as_slice(),
         });
         for update in updates {
-            let Some(node) = self.tag_nodes.get(update.tag.index()) else {
+            let Some(node) = tag_nodes.node(update.tag) else {
                 continue;
             };
             let Some(mut batch) = notifier.notify_for(node, AttributeId::Value) else {

@@ -19,7 +19,7 @@ use security::{EndpointConfig, GatewayAuth, Profile, SecuritySettings, UserConfi
 
 pub use address_space::{DeviceNameplate, StaticModel};
 pub use bridge::Bridge;
-pub use nodes::{GatewayNodes, GatewayNodesBuilder};
+pub use nodes::{GatewayNodes, GatewayNodesBuilder, NodeChanges};
 
 /// `[opcua]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fabrique_adapters::{CallError, PointBus, TagId, Value, WriteError};
+use fabrique_adapters::{CallError, PointBus, TagId, TagSpec, Value, WriteError};
 use futures::future::join_all;
-use opcua::nodes::NodeSetImport;
+use opcua::nodes::{NodeSetImport, TypeTree};
 use opcua::server::address_space::AddressSpace;
 use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::memory::{
@@ -26,7 +26,9 @@ use opcua::types::{
     AttributeId, DataValue, DateTime, NodeId, StatusCode, TimestampsToReturn, Variant,
 };
 
-use super::address_space::{self, StaticModel, INSTANCES_NAMESPACE, TYPES_NAMESPACE};
+use super::address_space::{
+    self, DeviceNameplate, StaticModel, INSTANCES_NAMESPACE, TYPES_NAMESPACE,
+};
 use super::convert::{data_value, natural_variant};
 use super::security::Role;
 use crate::commands::CommandRouter;
@@ -84,8 +86,12 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             .collect();
         GatewayNodes {
             namespaces,
-            tag_nodes: built.tag_nodes.into(),
-            node_tags: built.node_tags,
+            ns,
+            types_ns,
+            tags: Arc::new(RwLock::new(TagNodes {
+                by_tag: built.tag_nodes,
+                by_node: built.node_tags,
+            })),
             methods: built.methods,
             method_anchors,
             bus: self.bus,
@@ -94,10 +100,42 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
     }
 }
 
+/// Which node shows which tag, both ways; shared with the bridge, updated by a reload.
+#[derive(Default)]
+pub struct TagNodes {
+    /// Index: `TagId`; a null NodeId for a retired tag.
+    by_tag: Vec<NodeId>,
+    by_node: HashMap<NodeId, TagId>,
+}
+
+impl TagNodes {
+    pub fn node(&self, tag: TagId) -> Option<&NodeId> {
+        self.by_tag.get(tag.index()).filter(|id| !id.is_null())
+    }
+
+    pub fn tag(&self, node: &NodeId) -> Option<TagId> {
+        self.by_node.get(node).copied()
+    }
+}
+
+/// What a reload changes in the address space.
+#[derive(Default)]
+pub struct NodeChanges {
+    /// Device objects (paths) to remove with everything below them: removed and changed devices.
+    pub removed_devices: Vec<String>,
+    /// Tags whose nodes went with them.
+    pub retired_tags: Vec<TagId>,
+    /// Device objects to add (added and changed devices), with their nameplate.
+    pub added_devices: Vec<DeviceNameplate>,
+    /// Their tags, with the ids the grown catalogue gave them.
+    pub added_tags: Vec<(TagId, TagSpec)>,
+}
+
 pub struct GatewayNodes {
     namespaces: Vec<NamespaceMetadata>,
-    tag_nodes: Arc<[NodeId]>,
-    node_tags: HashMap<NodeId, TagId>,
+    ns: u16,
+    types_ns: u16,
+    tags: Arc<RwLock<TagNodes>>,
     methods: HashMap<NodeId, String>,
     /// Method (`Parent/Name`) → a tag of the adapter that serves it.
     method_anchors: HashMap<String, TagId>,
@@ -106,9 +144,49 @@ pub struct GatewayNodes {
 }
 
 impl GatewayNodes {
-    /// NodeId of every tag, indexed by `TagId`.
-    pub fn tag_nodes(&self) -> Arc<[NodeId]> {
-        self.tag_nodes.clone()
+    /// The tag ↔ node maps, kept current across reloads.
+    pub fn tag_nodes(&self) -> Arc<RwLock<TagNodes>> {
+        self.tags.clone()
+    }
+
+    /// Apply a reload to the address space: removed devices' nodes go, added ones appear.
+    /// Nodes of other devices are not touched, so monitored items on them keep working; a
+    /// changed device's tag that kept its id keeps its NodeId, so its monitored items too.
+    pub fn apply(
+        &self,
+        space: &RwLock<AddressSpace>,
+        type_tree: &dyn TypeTree,
+        changes: &NodeChanges,
+    ) -> usize {
+        let mut space = space.write();
+        let mut tags = self.tags.write();
+        let mut removed = 0;
+        for path in &changes.removed_devices {
+            removed += address_space::remove_subtree(&mut space, type_tree, self.ns, path);
+        }
+        for &tag in &changes.retired_tags {
+            if let Some(node) = tags.by_tag.get_mut(tag.index()) {
+                let node = std::mem::replace(node, NodeId::null());
+                tags.by_node.remove(&node);
+            }
+        }
+        let specs: Vec<(TagId, &TagSpec)> =
+            changes.added_tags.iter().map(|(t, s)| (*t, s)).collect();
+        let added = address_space::add(
+            &mut space,
+            self.ns,
+            self.types_ns,
+            &changes.added_devices,
+            &specs,
+        );
+        for (tag, node) in added {
+            if tags.by_tag.len() <= tag.index() {
+                tags.by_tag.resize(tag.index() + 1, NodeId::null());
+            }
+            tags.by_tag[tag.index()] = node.clone();
+            tags.by_node.insert(node, tag);
+        }
+        removed
     }
 }
 
@@ -174,12 +252,13 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
         timestamps_to_return: TimestampsToReturn,
     ) -> Vec<DataValue> {
         let space = space.read();
+        let tags = self.tags.read();
         let catalog = self.bus.catalog();
         let now = DateTime::now();
         nodes
             .iter()
             .map(|node| {
-                let tag = self.node_tags.get(&node.node_id).copied();
+                let tag = tags.tag(&node.node_id);
                 let entry = tag.and_then(|t| catalog.get(t).map(|e| (t, e)));
                 match entry {
                     Some((tag, entry)) if node.attribute_id == AttributeId::Value => {
@@ -217,6 +296,7 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
         // 1. Check every write under the lock, without waiting on anything.
         let mut pending = Vec::new();
         {
+            let catalog = self.bus.catalog();
             let mut space = space.write();
             let type_tree = context.type_tree.read();
             for (index, node) in nodes_to_write.iter_mut().enumerate() {
@@ -225,7 +305,7 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                     node.set_status(status);
                     continue;
                 }
-                let Some(&tag) = self.node_tags.get(&write.node_id) else {
+                let Some(tag) = self.tags.read().tag(&write.node_id) else {
                     node.set_status(StatusCode::BadNotWritable);
                     continue;
                 };
@@ -237,7 +317,7 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                     node.set_status(StatusCode::BadWriteNotSupported);
                     continue;
                 }
-                let Some(entry) = self.bus.catalog().get(tag) else {
+                let Some(entry) = catalog.get(tag) else {
                     node.set_status(StatusCode::BadNodeIdUnknown);
                     continue;
                 };
@@ -261,7 +341,13 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
             let status = match answer {
                 Ok(()) => StatusCode::Good,
                 Err(error) => {
-                    tracing::info!(node = %self.tag_nodes[write.tag.index()], %error, "write refused");
+                    let node = self
+                        .tags
+                        .read()
+                        .node(write.tag)
+                        .cloned()
+                        .unwrap_or_default();
+                    tracing::info!(%node, %error, "write refused");
                     write_status(&error)
                 }
             };

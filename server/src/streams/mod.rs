@@ -11,7 +11,7 @@ pub mod spool;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fabrique_adapters::TagCatalog;
+use fabrique_adapters::{TagCatalog, TagId};
 use parking_lot::Mutex;
 
 /// What a sink has done since the gateway started, shared with the log and with the
@@ -123,11 +123,15 @@ impl TagLabels {
     }
 }
 
-/// Labels of every tag, indexed by `TagId`, computed once at start.
+/// Labels of every tag, indexed by `TagId`, computed at start; a sink that meets a tag id
+/// past the end (a reload added devices) computes them again from the current catalogue.
+/// A retired tag (see `TagCatalog`) keeps its slot with empty labels: nothing publishes it.
 pub fn labels(catalog: &TagCatalog) -> Arc<[TagLabels]> {
-    catalog
-        .iter()
-        .map(|(_, entry)| TagLabels::of(&entry.spec.path))
+    (0..catalog.len())
+        .map(|i| match catalog.get(TagId(i as u32)) {
+            Some(entry) => TagLabels::of(&entry.spec.path),
+            None => TagLabels::of(""),
+        })
         .collect()
 }
 

@@ -27,6 +27,10 @@ impl LineEncoder {
         let prefixes = labels
             .iter()
             .map(|l| {
+                if l.path.is_empty() {
+                    // A retired tag (see `crate::streams::labels`): nothing to write.
+                    return Box::default();
+                }
                 let mut p = Vec::with_capacity(96);
                 escape_measurement(&mut p, measurement);
                 let tags = [
@@ -56,6 +60,9 @@ impl LineEncoder {
         let Some(prefix) = self.prefixes.get(update.tag.index()) else {
             return false;
         };
+        if prefix.is_empty() {
+            return false;
+        }
         buf.extend_from_slice(prefix);
         let point = &update.point;
         let mut ints = itoa::Buffer::new();

@@ -300,6 +300,8 @@ impl Batch {
 
 pub struct InfluxSink {
     config: InfluxConfig,
+    /// For the catalogue, when a reload added tags.
+    bus: PointBus,
     encoder: LineEncoder,
     writer: Writer,
     queue: Arc<Queue>,
@@ -345,7 +347,7 @@ impl InfluxSink {
         } else {
             None
         };
-        let labels = crate::streams::labels(bus.catalog());
+        let labels = crate::streams::labels(&bus.catalog());
         // Subscribe, then take the latest state: adapters started before the sink have
         // published already, and what they said must reach the database too. Points in both
         // are written twice, with the same timestamp: InfluxDB keeps one.
@@ -372,6 +374,7 @@ impl InfluxSink {
             &counters,
         );
         Ok(InfluxSink {
+            bus: bus.clone(),
             encoder: LineEncoder::new(&config.measurement, site, stop, &labels),
             stop: StopFollower {
                 tag: bus.catalog().lookup("Stop/Town"),
@@ -717,10 +720,29 @@ impl InfluxSink {
             points,
             body,
             stop_encoder,
+            grown,
             ..
         } = scratch;
         points.clear();
         self.queue.take(self.config.batch_size, points);
+        let known = grown
+            .as_ref()
+            .map_or(self.stop.labels.len(), |(l, _)| l.len());
+        if points.iter().any(|u| u.tag.index() >= known) {
+            // A reload added tags: label them from the current catalogue.
+            let s = &self.stop;
+            let labels = crate::streams::labels(&self.bus.catalog());
+            let m = &self.config.measurement;
+            if let Some((town, encoder)) = stop_encoder.as_mut() {
+                *encoder = LineEncoder::new(m, &s.site, town, &labels);
+            }
+            let encoder = LineEncoder::new(m, &s.site, &s.configured, &labels);
+            *grown = Some((labels, encoder));
+        }
+        let (labels, base_encoder) = match grown.as_ref() {
+            Some((labels, encoder)) => (labels, encoder),
+            None => (&self.stop.labels, &self.encoder),
+        };
         let now = Timestamp::now();
         let mut ends = Vec::with_capacity(points.len());
         body.clear();
@@ -733,12 +755,12 @@ impl InfluxSink {
                     if **town != *current {
                         let s = &self.stop;
                         let encoder =
-                            LineEncoder::new(&self.config.measurement, &s.site, town, &s.labels);
+                            LineEncoder::new(&self.config.measurement, &s.site, town, labels);
                         *stop_encoder = Some((town.to_string(), encoder));
                     }
                 }
             }
-            let encoder = stop_encoder.as_ref().map_or(&self.encoder, |(_, e)| e);
+            let encoder = stop_encoder.as_ref().map_or(base_encoder, |(_, e)| e);
             if encoder.encode(body, update, now) {
                 ends.push(body.len());
             }
@@ -824,6 +846,8 @@ struct Scratch {
     spool_dropped: u64,
     /// The encoder of the current stop, once `Stop/Town` differs from the configured town.
     stop_encoder: Option<(String, LineEncoder)>,
+    /// Labels and encoder of the current catalogue, once a reload added tags.
+    grown: Option<(Arc<[crate::streams::TagLabels]>, LineEncoder)>,
 }
 
 struct DeliveryState {

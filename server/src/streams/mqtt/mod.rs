@@ -154,12 +154,9 @@ impl MqttSink {
         };
         let client_id = options.client_id();
         tracing::info!(broker = %self.config.broker, %client_id, prefix = %self.config.prefix, "mqtt publisher started");
-        let catalog = self.bus.catalog().clone();
+        let catalog = self.bus.catalog();
         let prefix = format!("{}/{}", self.config.prefix, self.site);
-        let topics: Vec<Arc<str>> = labels(&catalog)
-            .iter()
-            .map(|l| format!("{prefix}/{}", l.topic_suffix()).into())
-            .collect();
+        let topics = topics(&prefix, &catalog);
         let min_interval = Duration::from_millis(self.config.min_interval_ms);
         let mut link = Link {
             queue: VecDeque::new(),
@@ -176,6 +173,8 @@ impl MqttSink {
             scratch: Vec::new(),
         };
         let mut values = Values {
+            bus: self.bus.clone(),
+            prefix,
             topics,
             throttle: Throttle::new(catalog.len(), self.config.deadband, min_interval),
             qos: if self.config.qos == 0 {
@@ -291,9 +290,20 @@ impl MqttSink {
     }
 }
 
+/// The topic of every tag, indexed by `TagId`; none for a retired tag.
+fn topics(prefix: &str, catalog: &fabrique_adapters::TagCatalog) -> Vec<Option<Arc<str>>> {
+    labels(catalog)
+        .iter()
+        .map(|l| (!l.path.is_empty()).then(|| format!("{prefix}/{}", l.topic_suffix()).into()))
+        .collect()
+}
+
 /// Tag values: topics, filters and payloads.
 struct Values {
-    topics: Vec<Arc<str>>,
+    /// For the catalogue, when a reload added tags.
+    bus: PointBus,
+    prefix: String,
+    topics: Vec<Option<Arc<str>>>,
     throttle: Throttle,
     qos: QoS,
     retain: bool,
@@ -306,6 +316,12 @@ impl Values {
             BusEvent::Changes(batch) => batch.as_slice(),
             BusEvent::Resync { state, .. } => state.as_slice(),
         };
+        if updates.iter().any(|u| u.tag.index() >= self.topics.len()) {
+            // A reload added tags: learn their topics.
+            let catalog = self.bus.catalog();
+            self.topics = topics(&self.prefix, &catalog);
+            self.throttle.grow(catalog.len());
+        }
         let now = std::time::Instant::now();
         for PointUpdate { tag, point } in updates {
             if self.throttle.is_pass_through() {
@@ -332,7 +348,7 @@ impl Values {
         point: &fabrique_adapters::Point,
         link: &mut Link,
     ) {
-        let Some(topic) = self.topics.get(tag.index()) else {
+        let Some(Some(topic)) = self.topics.get(tag.index()) else {
             return;
         };
         link.push(Message {

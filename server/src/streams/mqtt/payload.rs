@@ -96,6 +96,13 @@ impl Throttle {
         }
     }
 
+    /// Make room for tags up to `tags` (a reload added some).
+    pub fn grow(&mut self, tags: usize) {
+        if tags > self.tags.len() {
+            self.tags.resize_with(tags, TagState::default);
+        }
+    }
+
     /// Whether anything filters at all; without, every change is published as it comes.
     pub fn is_pass_through(&self) -> bool {
         self.deadband == 0.0 && self.min_interval.is_zero()
