@@ -305,9 +305,12 @@ async def test_indicators_agree_with_the_stored_history_and_survive_a_restart(ga
     gw2 = gateway_factory(ENV, name="indicators")
     assert gw2.data_dir == gw.data_dir
     async with connect(gw2) as opc:
-        await wait_for(
-            lambda: opc.read("Fabrique/Indicators/OrdersRecorded"), 20, what="the history loaded"
-        )
+        async def history_loaded():
+            # The engine publishes once it knows the line's mode (its figures depend on it).
+            value = (await opc.read_many(["Fabrique/Indicators/OrdersRecorded"]))[0]
+            return value.StatusCode.is_good() and value.Value.Value
+
+        await wait_for(history_loaded, 20, what="the history loaded")
         after = await read_indicators(opc)
         assert after["OrdersRecorded"] == len(ids)
         same = [f"{scope}/{name}" for scope in SCOPES for name in scope_names()]

@@ -339,6 +339,11 @@ impl Running {
 
     fn apply(&mut self, batch: &[PointUpdate]) {
         for update in batch {
+            // The ideal cycle time depends on the line's mode (simulated seconds or real
+            // ones): figures published before the mode was known must be computed again.
+            if Some(update.tag) == self.watch.line_mode {
+                self.changed = true;
+            }
             if let Some(signal) = self.watch.signal(update) {
                 self.history.apply(signal, &self.town);
                 self.changed = true;
@@ -360,6 +365,9 @@ impl Running {
         }
     }
 }
+
+/// How long the engine waits at start for the line to say its mode before publishing anyway.
+const MODE_GRACE: Duration = Duration::from_secs(5);
 
 #[async_trait]
 impl Adapter for IndicatorsEngine {
@@ -435,6 +443,7 @@ impl Adapter for IndicatorsEngine {
             tokio::time::interval(Duration::from_millis(self.config.recompute_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut events = Vec::new();
+        let started = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
@@ -462,6 +471,12 @@ impl Adapter for IndicatorsEngine {
                 }
                 _ = tick.tick() => {
                     let today = local_day(micros(Timestamp::now()));
+                    // Performance needs the line's mode (simulated or real seconds): wait for
+                    // it a little at start rather than publish figures off by the speed.
+                    let mode_known = state.watch.line_mode.is_none_or(|tag| bus.latest(tag).value.is_some());
+                    if !mode_known && started.elapsed() < MODE_GRACE {
+                        continue;
+                    }
                     if state.changed || today != state.last_day {
                         state.changed = false;
                         state.last_day = today;
