@@ -14,7 +14,7 @@ import pytest
 from conftest import start_gateway, stop_gateway
 from fabrique_testlib import FAST_SIMULATION_ENV
 from peer_influx import InfluxDB1, VictoriaMetrics, tools_missing
-from sink_counters import read_value, sink_counters
+from sink_counters import read_value, sink_counters, wait_until
 
 pytestmark = pytest.mark.skipif(
     tools_missing() is not None and os.environ.get("CI") != "true", reason=tools_missing() or ""
@@ -42,17 +42,6 @@ queue_points = 200000
         encoding="utf-8",
     )
     return ["--config", str(path)]
-
-
-def wait_until(check, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from conftest import start_gateway, stop_gateway
 from fabrique_testlib import FAST_SIMULATION_ENV
 from peer_mqtt import Broker, Subscriber, tools_missing
-from sink_counters import sink_counters
+from sink_counters import sink_counters, wait_until
 from peer_mqtt_publisher import (
     ArgsSubscriber,
     PersistentBroker,
@@ -113,17 +113,6 @@ def test_last_will_says_offline_when_the_gateway_is_killed(gateway_bin, broker, 
     finally:
         status.close()
         stop_gateway(gw)
-
-
-def wait_until(check, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def test_a_broker_outage_leaves_no_gap_in_the_values(gateway_bin, tmp_path):
