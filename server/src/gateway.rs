@@ -183,8 +183,13 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
         )
         .context("visits database")?;
 
+    let budget = crate::fd_budget::at_start(&config);
     let http = if config.http.enabled {
-        Some(HttpServer::bind(&config.http).await?)
+        let mut http = HttpServer::bind(&config.http).await?;
+        if let Some(budget) = budget {
+            http.cap_connections(budget.http_connections());
+        }
+        Some(http)
     } else {
         None
     };

@@ -10,6 +10,7 @@
 //!
 //! See docs for the main `opcua` crate for details on usage.
 
+mod accept_backoff;
 pub mod address_space;
 pub mod authenticator;
 mod builder;

@@ -25,6 +25,7 @@ use opcua_core::{config::Config, handle::AtomicHandle};
 use opcua_crypto::CertificateStore;
 
 use crate::{
+    accept_backoff::AcceptBackoff,
     diagnostics::ServerDiagnostics,
     node_manager::{DefaultTypeTreeGetter, ServerContext},
     reverse_connect::{self, ReverseConnectionManager},
@@ -330,6 +331,7 @@ impl Server {
         self.log_endpoint_info();
 
         let mut connection_counter = 0;
+        let mut accept_backoff = AcceptBackoff::default();
 
         #[cfg(feature = "discovery-server-registration")]
         let discovery_fut = Self::run_discovery_server_registration(self.info.clone());
@@ -370,9 +372,10 @@ impl Server {
                 _ = &mut subscription_fut => {}
                 _ = &mut discovery_fut => {}
                 _ = &mut session_expiry_fut => {}
-                rs = listener.accept() => {
+                rs = accept_after(&listener, accept_backoff.resume_at()) => {
                     match rs {
                         Ok((socket, addr)) => {
+                            accept_backoff.on_success();
                             info!("Accept new connection from {addr} ({connection_counter})");
                             let conn = SessionStarter::new(
                                 TcpConnector::new(socket, TransportConfig {
@@ -407,7 +410,9 @@ impl Server {
                             connection_counter += 1;
                         }
                         Err(e) => {
-                            error!("Failed to accept client connection: {:?}", e);
+                            // Out of descriptors or memory, the same connection fails again at
+                            // once: the next accept waits (see accept_backoff.rs).
+                            accept_backoff.on_error(&e, tokio::time::Instant::now());
                         }
                     }
                 }
@@ -551,4 +556,17 @@ impl Server {
             None
         }
     }
+}
+
+/// `listener.accept()`, after waiting until `resume_at` if the last attempt failed for lack of
+/// resources. Built anew on each turn of the server loop, so the wait never delays its other
+/// branches.
+async fn accept_after(
+    listener: &TcpListener,
+    resume_at: Option<tokio::time::Instant>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    if let Some(at) = resume_at {
+        tokio::time::sleep_until(at).await;
+    }
+    listener.accept().await
 }

@@ -66,6 +66,13 @@ impl ServerDiagnostics {
         }
     }
 
+    /// Increment the rejected session count.
+    pub fn inc_rejected_session_count(&self) {
+        if self.enabled {
+            self.summary.rejected_session_count.increment();
+        }
+    }
+
     /// Increment the security rejected session count.
     pub fn inc_security_rejected_session_count(&self) {
         if self.enabled {

@@ -279,6 +279,19 @@ impl SessionController {
         }
     }
 
+    /// Count a refused CreateSession or ActivateSession in `RejectedSessionCount`, and in
+    /// `SecurityRejectedSessionCount` when a certificate, a signature or the user identity was
+    /// the reason (Part 5, ServerDiagnosticsSummaryDataType).
+    fn session_rejection_metrics<T>(&self, res: &Result<T, StatusCode>) {
+        let Err(status) = res else {
+            return;
+        };
+        self.info.diagnostics.inc_rejected_session_count();
+        if is_security_rejection(*status) {
+            self.info.diagnostics.inc_security_rejected_session_count();
+        }
+    }
+
     fn fatal_error(&mut self, err: StatusCode, msg: &str) {
         if !self.transport.is_closing() {
             self.transport.enqueue_error(ErrorMessage::new(err, msg));
@@ -338,6 +351,7 @@ impl SessionController {
                 let mut mgr = trace_write_lock!(self.session_manager);
                 let res = mgr.create_session(&mut self.channel, &self.certificate_store, &request);
                 drop(mgr);
+                self.session_rejection_metrics(&res);
                 self.process_service_result(res, request.request_header.request_handle, id)
             }
 
@@ -351,6 +365,7 @@ impl SessionController {
                 .instrument(span.clone())
                 .await;
                 let _h = span.enter();
+                self.session_rejection_metrics(&res);
                 self.process_service_result(res, request.request_header.request_handle, id)
             }
 
@@ -770,4 +785,33 @@ impl SecureChannelState {
         self.last_token_id += 1;
         self.last_token_id
     }
+}
+
+/// Whether a session was refused for a security reason rather than for a limit or a malformed
+/// request.
+fn is_security_rejection(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BadSecurityChecksFailed
+            | StatusCode::BadSecurityPolicyRejected
+            | StatusCode::BadNonceInvalid
+            | StatusCode::BadApplicationSignatureInvalid
+            | StatusCode::BadUserSignatureInvalid
+            | StatusCode::BadUserAccessDenied
+            | StatusCode::BadIdentityTokenInvalid
+            | StatusCode::BadIdentityTokenRejected
+            | StatusCode::BadCertificateInvalid
+            | StatusCode::BadCertificateUntrusted
+            | StatusCode::BadCertificateTimeInvalid
+            | StatusCode::BadCertificateIssuerTimeInvalid
+            | StatusCode::BadCertificateHostNameInvalid
+            | StatusCode::BadCertificateUriInvalid
+            | StatusCode::BadCertificateUseNotAllowed
+            | StatusCode::BadCertificateIssuerUseNotAllowed
+            | StatusCode::BadCertificateRevoked
+            | StatusCode::BadCertificateIssuerRevoked
+            | StatusCode::BadCertificateRevocationUnknown
+            | StatusCode::BadCertificateIssuerRevocationUnknown
+            | StatusCode::BadCertificatePolicyCheckFailed
+    )
 }
