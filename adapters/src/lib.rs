@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod bus;
 pub mod device;
 pub mod modbus;
+pub mod net;
 pub mod mqtt;
 pub mod octoprint;
 pub mod opcua_client;
@@ -18,6 +19,7 @@ pub mod point;
 pub mod registry;
 pub mod simulator;
 pub mod tag;
+pub mod text;
 pub mod ua;
 
 pub use adapter::{

@@ -174,6 +174,7 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
         },
     )?;
 
+    crate::streams::set_fsync_interval(Duration::from_millis(config.streams.spool_fsync_ms));
     let data_dir = config.storage.ensure_dir()?;
     tracing::debug!(data_dir = %data_dir.display(), "data directory ready");
     let stop = visits

@@ -64,7 +64,14 @@ impl Default for HttpConfig {
 impl HttpConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.enabled {
-            self.socket_addr()?;
+            let addr = self.socket_addr()?;
+            // The server binds this at start: an address of another machine fails then.
+            if std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0)).is_err() {
+                return Err((
+                    "http.host",
+                    format!("`{}` is not an address of this machine", self.host),
+                ));
+            }
         }
         if !(1..=100_000).contains(&self.max_connections) {
             return Err(("http.max_connections", "must be between 1 and 100000".into()));
