@@ -40,8 +40,7 @@ pub fn check_host(host: &str) -> Result<(), String> {
         return Err(format!("`{shown}` is longer than 253 characters"));
     }
     for label in name.split('.') {
-        if label.is_empty() || label.len() > 63 || label.starts_with('-') || label.ends_with('-')
-        {
+        if label.is_empty() || label.len() > 63 || label.starts_with('-') || label.ends_with('-') {
             return Err(format!(
                 "`{shown}` is not a host name (each dot-separated part: 1 to 63 letters, \
                  digits or `-`, not starting or ending with `-`)"

@@ -101,7 +101,14 @@ mod tests {
 
     #[test]
     fn visible_text_passes() {
-        for ok in ["Lens", "Lycée Condorcet", "  Zoé ", "e\u{301}", "👩\u{200D}🔧", "日本"] {
+        for ok in [
+            "Lens",
+            "Lycée Condorcet",
+            "  Zoé ",
+            "e\u{301}",
+            "👩\u{200D}🔧",
+            "日本",
+        ] {
             assert_eq!(check_visible(ok), Ok(()), "{ok:?}");
         }
     }
@@ -111,13 +118,19 @@ mod tests {
         assert_eq!(check_visible(""), Err(TextIssue::Blank));
         assert_eq!(check_visible("   "), Err(TextIssue::Blank));
         assert_eq!(check_visible("\u{FEFF}"), Err(TextIssue::Blank));
-        assert_eq!(check_visible("\u{200B}\u{200D} \u{2060}"), Err(TextIssue::Blank));
+        assert_eq!(
+            check_visible("\u{200B}\u{200D} \u{2060}"),
+            Err(TextIssue::Blank)
+        );
         assert_eq!(check_visible("\u{3164}"), Err(TextIssue::Blank));
         assert_eq!(check_visible("\u{202E}"), Err(TextIssue::Bidi(0x202E)));
         assert_eq!(check_visible("Lens\u{2067}x"), Err(TextIssue::Bidi(0x2067)));
         assert_eq!(check_visible("a\u{7}"), Err(TextIssue::Control(7)));
         assert_eq!(check_visible("a\u{85}"), Err(TextIssue::Control(0x85)));
         assert_eq!(check_visible("\u{301}"), Err(TextIssue::LoneMark(0x301)));
-        assert_eq!(check_visible("\u{200B}\u{301}a"), Err(TextIssue::LoneMark(0x301)));
+        assert_eq!(
+            check_visible("\u{200B}\u{301}a"),
+            Err(TextIssue::LoneMark(0x301))
+        );
     }
 }

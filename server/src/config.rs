@@ -260,7 +260,10 @@ impl GatewayConfig {
         ] {
             let text = path.to_string_lossy();
             if text.is_empty() || text.contains('\0') {
-                return Err((key.into(), "must be a directory path, not empty, no NUL".into()));
+                return Err((
+                    key.into(),
+                    "must be a directory path, not empty, no NUL".into(),
+                ));
             }
         }
         let names = |list: &'static str, i: usize, name: &str, station: &str| {

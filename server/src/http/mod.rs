@@ -74,7 +74,10 @@ impl HttpConfig {
             }
         }
         if !(1..=100_000).contains(&self.max_connections) {
-            return Err(("http.max_connections", "must be between 1 and 100000".into()));
+            return Err((
+                "http.max_connections",
+                "must be between 1 and 100000".into(),
+            ));
         }
         if !(1..=self.max_connections).contains(&self.max_connections_per_client) {
             return Err((
@@ -224,8 +227,10 @@ impl HttpServer {
                 "`http.max_connections` lowered to fit the descriptor limit"
             );
             self.limits.max_connections = max.max(1);
-            self.limits.max_connections_per_client =
-                self.limits.max_connections_per_client.min(self.limits.max_connections);
+            self.limits.max_connections_per_client = self
+                .limits
+                .max_connections_per_client
+                .min(self.limits.max_connections);
         }
     }
 }

@@ -124,8 +124,9 @@ impl InfluxConfig {
         }
         match reqwest::Url::parse(&self.url) {
             Ok(url) => match url.host_str() {
-                Some(host) if !host.is_empty() => fabrique_adapters::net::check_host(host)
-                    .map_err(|r| ("influxdb.url", r))?,
+                Some(host) if !host.is_empty() => {
+                    fabrique_adapters::net::check_host(host).map_err(|r| ("influxdb.url", r))?
+                }
                 _ => return Err(("influxdb.url", format!("`{}` has no host", self.url))),
             },
             Err(e) => return Err(("influxdb.url", format!("`{}` is not a URL: {e}", self.url))),
