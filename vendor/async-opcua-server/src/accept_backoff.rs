@@ -10,7 +10,7 @@ use std::io;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{error, info};
+use tracing::error;
 
 /// First pause after a resource-exhaustion failure.
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
@@ -56,8 +56,6 @@ pub(crate) struct AcceptBackoff {
     /// When the last failure was logged, and the failures since then that were not.
     last_logged: Option<Instant>,
     unlogged: u64,
-    /// Failures since the last accepted connection.
-    failures: u64,
 }
 
 impl AcceptBackoff {
@@ -66,20 +64,15 @@ impl AcceptBackoff {
         self.resume_at
     }
 
-    /// A connection was accepted: no more pause.
+    /// A connection was accepted: no more pause. The log keeps its interval: with descriptors
+    /// freed one by one, accepts succeed and fail in turn, and each turn must not log again.
     pub(crate) fn on_success(&mut self) {
-        if self.failures > 0 {
-            info!(
-                "Accepting client connections again after {} failed attempts",
-                self.failures
-            );
-        }
-        *self = AcceptBackoff::default();
+        self.pause = None;
+        self.resume_at = None;
     }
 
     /// `accept()` failed at `now`; returns the pause before the next attempt, if any.
     pub(crate) fn on_error(&mut self, error: &io::Error, now: Instant) -> Option<Duration> {
-        self.failures += 1;
         let pause = if is_resource_exhaustion(error) {
             let pause = match self.pause {
                 None => FIRST_PAUSE,
@@ -163,6 +156,10 @@ mod tests {
             backoff.on_error(&emfile(), t0 + Duration::from_millis(i));
         }
         assert_eq!(backoff.unlogged, 100);
+        // Successes in between do not restart the interval.
+        backoff.on_success();
+        backoff.on_error(&emfile(), t0 + Duration::from_secs(1));
+        assert_eq!(backoff.unlogged, 101);
         backoff.on_error(&emfile(), t0 + LOG_INTERVAL);
         assert_eq!(backoff.unlogged, 0);
         assert_eq!(backoff.last_logged, Some(t0 + LOG_INTERVAL));
