@@ -133,6 +133,7 @@ async def test_exhausted_descriptors_neither_spin_nor_flood_and_service_comes_ba
             failures = accept_failure_lines(gw.log_path) - failures_before
             still_exhausted = open_descriptors(pid) >= LIMIT - 8
             held = len(holder.sockets)
+        print(f"exhausted {elapsed:.1f} s: {cpu:.2f} s CPU, {failures} accept-failure lines, {held} connections held")
         assert still_exhausted, f"descriptors were not exhausted during the window ({held} held)"
         # Once per 10 s per listener, plus the first one: a handful, not millions.
         assert failures <= 6, f"{failures} accept-failure lines in {elapsed:.1f} s\n{gw.log_tail(40)}"
