@@ -44,9 +44,10 @@ def cpu_seconds(pid: int) -> float:
 class Holder:
     """Keeps `count` idle TCP connections open to `port`, reopening those the peer closes."""
 
-    def __init__(self, port: int, count: int):
+    def __init__(self, port: int, count: int, pause: float = 0.05):
         self.port = port
         self.count = count
+        self.pause = pause
         self.sockets: list[socket.socket] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -85,8 +86,8 @@ class Holder:
                     break
                 alive.append(s)
             self.sockets = alive
-            if not readable:
-                time.sleep(0.05)
+            if not readable or self.pause > 0.05:
+                time.sleep(self.pause)
         for s in self.sockets:
             s.close()
 
@@ -161,3 +162,35 @@ def wait_for_sync(predicate, timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     pytest.fail(f"timed out waiting for {what}")
+
+
+async def test_a_crowd_of_http_connections_leaves_descriptors_for_opc_ua(gateway_bin, tmp_path):
+    """The original failure: idle HTTP connections from one LAN host took every descriptor and
+    OPC UA stopped answering. HTTP's cap is lowered at start to what the descriptor limit leaves
+    after the reservation, so OPC UA sessions go on while HTTP is full."""
+    assert PRLIMIT, "prlimit (util-linux) is needed: apt-get install -y util-linux"
+    gw = start_gateway(
+        Path(PRLIMIT),
+        tmp_path,
+        {
+            "RUST_LOG": "info",
+            # No per-client cap: one host tries to take everything, as in the report.
+            "FABRIQUE__HTTP__MAX_CONNECTIONS": "100000",
+            "FABRIQUE__HTTP__MAX_CONNECTIONS_PER_CLIENT": "100000",
+            # Held for the whole test: no header timeout frees them meanwhile.
+            "FABRIQUE__HTTP__HEADER_READ_TIMEOUT_MS": "120000",
+        },
+        "http-crowd",
+        args=[f"--nofile={LIMIT}:{LIMIT}", "--", str(gateway_bin), "run"],
+    )
+    try:
+        assert "`http.max_connections` lowered" in gw.log_path.read_text(errors="replace")
+        with Holder(gw.http_port, LIMIT + 100, pause=0.5) as holder:
+            wait_for_sync(lambda: len(holder.sockets) >= LIMIT, 30, "the HTTP connections opened")
+            time.sleep(1)
+            for _ in range(3):
+                async with connect(gw) as opc:
+                    assert await opc.read("Fabrique/Line/State")
+            assert gw.proc.poll() is None
+    finally:
+        stop_gateway(gw)
