@@ -12,12 +12,14 @@ pub mod bus;
 pub mod device;
 pub mod modbus;
 pub mod mqtt;
+pub mod net;
 pub mod octoprint;
 pub mod opcua_client;
 pub mod point;
 pub mod registry;
 pub mod simulator;
 pub mod tag;
+pub mod text;
 pub mod ua;
 
 pub use adapter::{

@@ -52,6 +52,9 @@ pub struct GatewayConfig {
     /// Northbound: every point to InfluxDB (off by default).
     #[serde(default)]
     pub influxdb: InfluxConfig,
+    /// What the sinks share (the on-disk buffer's fsync).
+    #[serde(default)]
+    pub streams: crate::streams::StreamsConfig,
     /// Tour stops, check-ins and the post-visit survey.
     #[serde(default)]
     pub visits: VisitsConfig,
@@ -236,6 +239,7 @@ impl GatewayConfig {
         }
         self.mqtt.validate().map_err(own)?;
         self.influxdb.validate().map_err(own)?;
+        self.streams.validate().map_err(own)?;
         self.indicators.validate().map_err(own)?;
         crate::visits::validate_stop(&self.stop).map_err(own)?;
         if self.bus.capacity == 0 || self.bus.capacity > 1_000_000 {
@@ -246,6 +250,21 @@ impl GatewayConfig {
         }
         if self.site.id.is_empty() {
             return Err(("site.id".into(), "must not be empty".into()));
+        }
+        if let Err(issue) = fabrique_adapters::text::check_visible(&self.site.name) {
+            return Err(("site.name".into(), issue.to_string()));
+        }
+        for (key, path) in [
+            ("storage.data_dir", &self.storage.data_dir),
+            ("opcua.pki_dir", &self.opcua.pki_dir),
+        ] {
+            let text = path.to_string_lossy();
+            if text.is_empty() || text.contains('\0') {
+                return Err((
+                    key.into(),
+                    "must be a directory path, not empty, no NUL".into(),
+                ));
+            }
         }
         let names = |list: &'static str, i: usize, name: &str, station: &str| {
             check_name(name).map_err(|r| (format!("{list}[{i}].name"), r))?;

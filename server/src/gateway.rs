@@ -174,6 +174,7 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
         },
     )?;
 
+    crate::streams::set_fsync_interval(Duration::from_millis(config.streams.spool_fsync_ms));
     let data_dir = config.storage.ensure_dir()?;
     tracing::debug!(data_dir = %data_dir.display(), "data directory ready");
     let stop = visits
@@ -183,8 +184,13 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
         )
         .context("visits database")?;
 
+    let budget = crate::fd_budget::at_start(&config);
     let http = if config.http.enabled {
-        Some(HttpServer::bind(&config.http).await?)
+        let mut http = HttpServer::bind(&config.http).await?;
+        if let Some(budget) = budget {
+            http.cap_connections(budget.http_connections());
+        }
+        Some(http)
     } else {
         None
     };

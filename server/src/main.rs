@@ -3,6 +3,7 @@
 mod commands;
 mod config;
 mod diagnostics;
+mod fd_budget;
 mod gateway;
 mod http;
 mod indicators;

@@ -285,6 +285,7 @@ fn check_address(address: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err(format!("`{address}` has no host"));
     }
+    crate::net::check_host(host)?;
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
         _ => Err(format!("`{port}` is not a port number from 1 to 65535")),

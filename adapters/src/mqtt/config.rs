@@ -244,6 +244,7 @@ pub fn parse_broker(broker: &str) -> Result<(String, u16), String> {
             "`{broker}`: give `host:port` without a scheme or path"
         ));
     }
+    crate::net::check_host(host).map_err(|r| format!("`{broker}`: {r}"))?;
     let port = match port {
         None => 1883,
         Some(p) => match p.parse::<u16>() {

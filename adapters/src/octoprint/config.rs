@@ -166,8 +166,9 @@ impl OctoPrintDevice {
                 ))
             }
         }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(format!("`{}` has no host", self.url));
+        match url.host_str() {
+            None | Some("") => return Err(format!("`{}` has no host", self.url)),
+            Some(host) => crate::net::check_host(host)?,
         }
         if url.query().is_some() || url.fragment().is_some() {
             return Err(format!(

@@ -197,6 +197,7 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err(format!("`{endpoint}` has no host"));
     }
+    crate::net::check_host(host).map_err(|r| format!("`{endpoint}`: {r}"))?;
     if let Some(port) = port {
         if port.parse::<u16>().is_err() {
             return Err(format!("`{endpoint}` has an invalid port `{port}`"));

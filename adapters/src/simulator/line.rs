@@ -106,23 +106,19 @@ impl LineConfig {
                 self.models.join(", ")
             )));
         }
-        let text = text.trim();
-        if text.is_empty() {
-            return Err(CallError::InvalidArgument(
-                "the personalisation text is empty".into(),
-            ));
+        // Blank, invisible-only, bidi tricks, control characters: the shared text check.
+        if let Err(issue) = crate::text::check_visible(text) {
+            return Err(CallError::InvalidArgument(format!(
+                "the personalisation text {issue}"
+            )));
         }
+        let text = text.trim();
         let length = text.chars().count();
         if length > self.max_text_length {
             return Err(CallError::InvalidArgument(format!(
                 "the personalisation text has {length} characters; at most {} fit",
                 self.max_text_length
             )));
-        }
-        if text.chars().any(char::is_control) {
-            return Err(CallError::InvalidArgument(
-                "the personalisation text contains control characters".into(),
-            ));
         }
         Ok(())
     }
@@ -759,7 +755,7 @@ mod tests {
             matches!(config.check_order("Rocket", "x"), Err(CallError::InvalidArgument(m)) if m.contains("unknown model"))
         );
         assert!(
-            matches!(config.check_order("Wave", "   "), Err(CallError::InvalidArgument(m)) if m.contains("empty"))
+            matches!(config.check_order("Wave", "   "), Err(CallError::InvalidArgument(m)) if m.contains("blank"))
         );
         let long = "x".repeat(config.max_text_length + 1);
         assert!(

@@ -6,9 +6,11 @@
 
 pub mod auth;
 pub mod limit;
+mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use axum::routing::MethodRouter;
 use axum::Router;
@@ -31,6 +33,15 @@ pub struct HttpConfig {
     /// Requests a minute per client address on the public endpoints (survey, orders);
     /// 0: no limit.
     pub public_rate_per_minute: u32,
+    /// Connections open at once, all clients together; more are closed at once.
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_client: usize,
+    /// A request's headers must arrive within this, counted from when the connection waits
+    /// for a request: it also closes a connection that sends nothing (idle, keep-alive).
+    pub header_read_timeout_ms: u64,
+    /// A request's body must arrive within this, counted from its headers.
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -42,6 +53,10 @@ impl Default for HttpConfig {
             admin_token_env: "FABRIQUE_ADMIN_TOKEN".into(),
             admin_token_file: None,
             public_rate_per_minute: 120,
+            max_connections: 256,
+            max_connections_per_client: 32,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
         }
     }
 }
@@ -49,7 +64,37 @@ impl Default for HttpConfig {
 impl HttpConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.enabled {
-            self.socket_addr()?;
+            let addr = self.socket_addr()?;
+            // The server binds this at start: an address of another machine fails then.
+            if std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0)).is_err() {
+                return Err((
+                    "http.host",
+                    format!("`{}` is not an address of this machine", self.host),
+                ));
+            }
+        }
+        if !(1..=100_000).contains(&self.max_connections) {
+            return Err((
+                "http.max_connections",
+                "must be between 1 and 100000".into(),
+            ));
+        }
+        if !(1..=self.max_connections).contains(&self.max_connections_per_client) {
+            return Err((
+                "http.max_connections_per_client",
+                format!(
+                    "must be between 1 and `http.max_connections` ({})",
+                    self.max_connections
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("http.header_read_timeout_ms", self.header_read_timeout_ms),
+            ("http.body_read_timeout_ms", self.body_read_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&value) {
+                return Err((key, "must be between 100 and 600000 (ms)".into()));
+            }
         }
         Ok(())
     }
@@ -138,6 +183,7 @@ pub enum HttpError {
 pub struct HttpServer {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
+    limits: serve::ConnectionLimits,
 }
 
 impl HttpServer {
@@ -149,7 +195,17 @@ impl HttpServer {
             .await
             .map_err(|source| HttpError::Bind { addr, source })?;
         let addr = listener.local_addr().unwrap_or(addr);
-        Ok(HttpServer { listener, addr })
+        let limits = serve::ConnectionLimits {
+            max_connections: config.max_connections,
+            max_connections_per_client: config.max_connections_per_client,
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
+        };
+        Ok(HttpServer {
+            listener,
+            addr,
+            limits,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -158,14 +214,23 @@ impl HttpServer {
 
     /// Serve `routes` until `shutdown`; requests in flight are allowed to finish.
     pub async fn serve(self, routes: Router, shutdown: CancellationToken) {
-        let addr = self.addr;
-        // Client addresses reach the handlers for rate limits and logs.
-        let service = routes.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%addr, %error, "HTTP server stopped");
+        serve::serve(self.listener, routes, self.limits, shutdown).await;
+    }
+
+    /// Lower the global connection cap so that HTTP cannot take the descriptors kept for
+    /// OPC UA, the sinks and the stores (see `fd_budget.rs`).
+    pub fn cap_connections(&mut self, max: usize) {
+        if max < self.limits.max_connections {
+            tracing::warn!(
+                configured = self.limits.max_connections,
+                max,
+                "`http.max_connections` lowered to fit the descriptor limit"
+            );
+            self.limits.max_connections = max.max(1);
+            self.limits.max_connections_per_client = self
+                .limits
+                .max_connections_per_client
+                .min(self.limits.max_connections);
         }
     }
 }

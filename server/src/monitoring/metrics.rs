@@ -262,8 +262,14 @@ impl Monitoring {
             (
                 "fabrique_opcua_rejected_sessions_total",
                 "counter",
-                "OPC UA sessions refused since start (security included).",
+                "OPC UA sessions refused since start (too many sessions, bad identity, untrusted certificate...).",
                 VariableId::Server_ServerDiagnostics_ServerDiagnosticsSummary_RejectedSessionCount,
+            ),
+            (
+                "fabrique_opcua_security_rejected_sessions_total",
+                "counter",
+                "OPC UA sessions refused since start for a security reason (identity, certificate, signature).",
+                VariableId::Server_ServerDiagnostics_ServerDiagnosticsSummary_SecurityRejectedSessionCount,
             ),
         ];
         for (name, kind, help, id) in families {

@@ -131,8 +131,28 @@ impl Default for LimitsConfig {
 
 impl OpcUaConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.host.trim().is_empty() {
-            return Err(("opcua.host", "must not be empty".into()));
+        // The server binds this at start: refuse here what the bind would refuse then.
+        let addrs = fabrique_adapters::net::listen_addrs(&self.host, 0)
+            .map_err(|reason| ("opcua.host", reason))?;
+        if !addrs
+            .iter()
+            .any(|a| std::net::TcpListener::bind(*a).is_ok())
+        {
+            return Err((
+                "opcua.host",
+                format!("`{}` is not an address of this machine", self.host),
+            ));
+        }
+        if self.port == 0 {
+            return Err(("opcua.port", "must be between 1 and 65535".into()));
+        }
+        if self.application_uri.trim().is_empty() {
+            return Err(("opcua.application_uri", "must not be empty".into()));
+        }
+        for (i, host) in self.certificate_hosts.iter().enumerate() {
+            if let Err(reason) = fabrique_adapters::net::check_host(host) {
+                return Err(("opcua.certificate_hosts", format!("[{i}]: {reason}")));
+            }
         }
         if !(1..=1000).contains(&self.subscription_poll_interval_ms) {
             return Err((

@@ -7,6 +7,38 @@
 pub mod influxdb;
 pub mod mqtt;
 pub mod spool;
+mod spool_sync;
+
+pub use spool_sync::set_fsync_interval;
+
+/// `[streams]`: what every sink shares.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamsConfig {
+    /// The on-disk buffer is fsync'd at most this long after an append (0: at every append):
+    /// what a power cut can lose.
+    pub spool_fsync_ms: u64,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        StreamsConfig {
+            spool_fsync_ms: 1000,
+        }
+    }
+}
+
+impl StreamsConfig {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.spool_fsync_ms > 60_000 {
+            return Err((
+                "streams.spool_fsync_ms",
+                "must be between 0 (every append) and 60000".into(),
+            ));
+        }
+        Ok(())
+    }
+}
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

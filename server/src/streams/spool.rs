@@ -12,8 +12,9 @@
 //! payload`. `weight` is what the record stands for (points in an InfluxDB batch, 1 for an MQTT
 //! message), so counts and drops are in the sink's own unit, not in records.
 //!
-//! - Appends go through a buffer; `flush` hands them to the OS (survives a killed process),
-//!   and a segment is fsync'd when it is closed (rotation, `close`).
+//! - Appends go through a buffer; `flush` hands them to the OS (survives a killed process);
+//!   the active segment is fsync'd at most `streams.spool_fsync_ms` after a flush (survives a
+//!   power cut; spool_sync.rs), and when it is closed (rotation, `close`).
 //! - Reading is ahead of acknowledging: `next` hands out a record with a `Ticket`,
 //!   `ack_through(ticket)` marks it and everything before it as delivered, `rewind` goes back
 //!   to the first unacknowledged record (after a lost connection). A segment fully
@@ -30,7 +31,10 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::spool_sync::{fsync_interval, Syncer};
 
 const HEADER: usize = 12;
 /// A record bigger than this is refused at append and taken for corruption at read.
@@ -90,6 +94,7 @@ pub struct Spool {
     /// Weight lost to the size limit (or found corrupt at open) since open.
     dropped: u64,
     total_bytes: u64,
+    sync: Syncer,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -158,8 +163,18 @@ fn read_ack(path: &Path) -> Option<(u64, u64)> {
 }
 
 impl Spool {
-    /// Opens (or creates) the spool in `dir`, keeping at most `max_bytes` on disk.
+    /// Opens (or creates) the spool in `dir`, keeping at most `max_bytes` on disk, synced
+    /// every `streams.spool_fsync_ms`.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+        Self::open_with_fsync(dir, max_bytes, fsync_interval())
+    }
+
+    /// As [`Spool::open`], with an fsync at most every `fsync` (0: at every flush).
+    pub fn open_with_fsync(
+        dir: &Path,
+        max_bytes: u64,
+        fsync: Duration,
+    ) -> Result<Spool, SpoolError> {
         fs::create_dir_all(dir).map_err(io_at(dir))?;
         // Segments small enough that dropping the oldest frees little, big enough to keep
         // the number of files low.
@@ -233,6 +248,11 @@ impl Spool {
                 .open(&active)
                 .map_err(io_at(&active))?,
         );
+        let sync = Syncer::start(
+            dir.to_owned(),
+            Arc::new(writer.get_ref().try_clone().map_err(io_at(&active))?),
+            fsync,
+        );
         let acked = acked.unwrap_or_else(|| {
             if saved_ack.is_some() {
                 // The position names a segment that is gone or an offset that is not a
@@ -267,6 +287,7 @@ impl Spool {
             ack_dirty: false,
             dropped: 0,
             total_bytes,
+            sync,
         };
         spool.delete_acknowledged_segments()?;
         Ok(spool)
@@ -328,7 +349,14 @@ impl Spool {
     /// Hands what was appended to the OS: it survives the process being killed.
     pub fn flush(&mut self) -> Result<(), SpoolError> {
         let path = self.active_path();
-        self.writer.flush().map_err(io_at(&path))
+        self.writer.flush().map_err(io_at(&path))?;
+        self.sync.flushed().map_err(io_at(&path))
+    }
+
+    /// fsyncs of the active segment since open (rotations and `close` not included).
+    #[cfg(test)]
+    pub fn fsyncs(&self) -> u64 {
+        self.sync.syncs()
     }
 
     /// The next record after the reading position, with the ticket that acknowledges it.
@@ -549,6 +577,8 @@ impl Spool {
             .append(true)
             .open(&next)
             .map_err(io_at(&next))?;
+        self.sync
+            .switch_to(Arc::new(file.try_clone().map_err(io_at(&next))?));
         self.writer = BufWriter::with_capacity(256 << 10, file);
         self.segments.push_back(Segment {
             id,
@@ -591,6 +621,52 @@ mod tests {
             out.push((String::from_utf8(payload.clone()).unwrap(), ticket));
         }
         out
+    }
+
+    #[test]
+    fn a_flush_is_synced_within_the_interval_and_syncs_are_spaced() {
+        let dir = tmp("fsync");
+        let interval = Duration::from_millis(200);
+        let mut spool = Spool::open_with_fsync(&dir, 1 << 20, interval).unwrap();
+        let started = Instant::now();
+        spool.append(b"first", 1).unwrap();
+        spool.flush().unwrap();
+        // The first flush is synced without waiting for an interval (poll, generous bound).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while spool.fsyncs() == 0 {
+            assert!(Instant::now() < deadline, "no fsync after a flush");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Many flushes in a row: at most one sync per interval, and the last flush is synced.
+        for i in 0..2000 {
+            spool.append(format!("r{i}").as_bytes(), 1).unwrap();
+            spool.flush().unwrap();
+        }
+        let flushed_at = started.elapsed();
+        let before = spool.fsyncs();
+        while spool.fsyncs() == before {
+            assert!(Instant::now() < deadline, "the last flush was never synced");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let intervals = (flushed_at.as_millis() / interval.as_millis()) as u64;
+        assert!(
+            spool.fsyncs() <= intervals + 3,
+            "{} fsyncs in {flushed_at:?}",
+            spool.fsyncs()
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_interval_of_zero_syncs_every_flush() {
+        let dir = tmp("fsync0");
+        let mut spool = Spool::open_with_fsync(&dir, 1 << 20, Duration::ZERO).unwrap();
+        for i in 0..5 {
+            spool.append(format!("r{i}").as_bytes(), 1).unwrap();
+            spool.flush().unwrap();
+        }
+        assert_eq!(spool.fsyncs(), 5);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -87,6 +87,24 @@ fn unavailable(error: &StoreFailed) -> Response {
         .into_response()
 }
 
+/// A body that never fully arrived (the client went away, or stopped sending for
+/// `http.body_read_timeout_ms`): nothing was answered, so nothing is counted as rejected.
+fn unread(raw: &Result<Bytes, BytesRejection>) -> Option<Response> {
+    match raw {
+        Err(e) if e.status() != StatusCode::PAYLOAD_TOO_LARGE => {
+            tracing::debug!(error = %e, "request body not received");
+            Some(
+                (
+                    StatusCode::REQUEST_TIMEOUT,
+                    Json(json!({"error": format!("the request body did not arrive: {e}")})),
+                )
+                    .into_response(),
+            )
+        }
+        _ => None,
+    }
+}
+
 /// The body, or why it could not be read (too large, mostly).
 fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Rejection> {
     body.map_err(|e| {
@@ -118,6 +136,9 @@ async fn put_stop(State(state): State<AppState>, raw: Result<Bytes, BytesRejecti
 }
 
 async fn post_visit(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Response {
+    if let Some(response) = unread(&raw) {
+        return response;
+    }
     let visit = match body(raw).and_then(|b| CheckIn::parse_json(&b)) {
         Ok(visit) => visit,
         Err(rejection) => {
@@ -133,6 +154,9 @@ async fn post_survey(
     State(state): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Some(response) = unread(&raw) {
+        return response;
+    }
     let response = match body(raw).and_then(|b| SurveyResponse::parse_json(&b)) {
         Ok(response) => response,
         Err(rejection) => {

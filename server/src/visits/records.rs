@@ -4,6 +4,7 @@
 //! one is refused on all, with the same reason and the same [`Rejection`] kind.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use fabrique_adapters::text::check_visible;
 use fabrique_adapters::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -162,12 +163,16 @@ impl Stop {
     /// Checks a stop from any source: a town, ISO dates, first day not after the last.
     pub fn validate(&self) -> Result<(), Rejection> {
         check_name("town", &self.town)?;
-        if self.venue.chars().count() > 2 * MAX_NAME_CHARS
-            || self.venue.chars().any(char::is_control)
-        {
+        // The venue may be left out, but not filled with something invisible.
+        let venue_issue = match self.venue.is_empty() {
+            true => None,
+            false => check_visible(&self.venue).err(),
+        };
+        if self.venue.chars().count() > 2 * MAX_NAME_CHARS || venue_issue.is_some() {
+            let why = venue_issue.map_or_else(|| "is too long".to_owned(), |i| i.to_string());
             return Err(Rejection::new(
                 RejectionKind::BadStop,
-                "venue: at most 200 characters, no control characters",
+                format!("venue {why}: at most 200 characters, visible, no control characters"),
             ));
         }
         let first = parse_day("first_day", &self.first_day)?;
@@ -207,14 +212,13 @@ fn parse_day(key: &str, text: &str) -> Result<NaiveDate, Rejection> {
 }
 
 fn check_name(key: &str, text: &str) -> Result<(), Rejection> {
-    if text.trim().is_empty()
-        || text.chars().count() > MAX_NAME_CHARS
-        || text.chars().any(char::is_control)
-    {
+    let issue = check_visible(text).err();
+    if issue.is_some() || text.chars().count() > MAX_NAME_CHARS {
+        let why = issue.map_or_else(|| "is too long".to_owned(), |i| i.to_string());
         return Err(Rejection::new(
             RejectionKind::BadStop,
             format!(
-                "{key}: must be 1 to {MAX_NAME_CHARS} characters, not blank, no control characters"
+                "{key} {why}: must be 1 to {MAX_NAME_CHARS} characters, visible, no control characters"
             ),
         ));
     }

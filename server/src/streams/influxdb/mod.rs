@@ -122,6 +122,15 @@ impl InfluxConfig {
                 "must start with http:// (https is not supported by this build)".into(),
             ));
         }
+        match reqwest::Url::parse(&self.url) {
+            Ok(url) => match url.host_str() {
+                Some(host) if !host.is_empty() => {
+                    fabrique_adapters::net::check_host(host).map_err(|r| ("influxdb.url", r))?
+                }
+                _ => return Err(("influxdb.url", format!("`{}` has no host", self.url))),
+            },
+            Err(e) => return Err(("influxdb.url", format!("`{}` is not a URL: {e}", self.url))),
+        }
         if self.measurement.trim().is_empty() {
             return Err(("influxdb.measurement", "must not be empty".into()));
         }
