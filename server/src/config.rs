@@ -62,6 +62,9 @@ pub struct GatewayConfig {
     /// Order history and production indicators.
     #[serde(default)]
     pub indicators: IndicatorsConfig,
+    /// The visitor's journey: designs, kiosk, follow pages, trades.
+    #[serde(default)]
+    pub journey: crate::journey::JourneyConfig,
     /// Real (or explicitly simulated) devices; see [`GatewayConfig::effective_devices`].
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
@@ -237,6 +240,7 @@ impl GatewayConfig {
         self.mqtt.validate().map_err(own)?;
         self.influxdb.validate().map_err(own)?;
         self.indicators.validate().map_err(own)?;
+        self.journey.validate().map_err(own)?;
         crate::visits::validate_stop(&self.stop).map_err(own)?;
         if self.bus.capacity == 0 || self.bus.capacity > 1_000_000 {
             return Err((

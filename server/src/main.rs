@@ -6,6 +6,7 @@ mod diagnostics;
 mod gateway;
 mod http;
 mod indicators;
+mod journey;
 mod monitoring;
 mod opcua;
 mod reload;
