@@ -77,9 +77,12 @@ pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
             adapters.push(adapter);
         }
     }
-    let (visits_adapter, visits) = VisitsAdapter::new(crate::visits::configured_stop(&config.stop));
-    adapters.push(Box::new(visits_adapter));
     let journey = Journey::new(&config.journey, &config.line, &config.storage)?;
+    let (visits_adapter, visits) = VisitsAdapter::new(
+        crate::visits::configured_stop(&config.stop),
+        journey.catalogue.ids(),
+    );
+    adapters.push(Box::new(visits_adapter));
     adapters.push(Box::new(KioskAdapter::new(journey.clone())));
     if config.indicators.enabled {
         adapters.push(Box::new(IndicatorsEngine::new(

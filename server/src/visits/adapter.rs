@@ -60,6 +60,8 @@ pub struct Shared {
     pub current_stop: Mutex<Stop>,
     pub survey_rejected: AtomicU64,
     pub visits_rejected: AtomicU64,
+    /// Ids of the trades catalogue: what the survey's trades question accepts.
+    pub trades: Vec<String>,
     /// Kinds of rejection already logged, per entry point: one warning each, not per message.
     logged: Mutex<std::collections::HashSet<(&'static str, &'static str)>>,
 }
@@ -195,10 +197,25 @@ struct Tags {
     survey_rejected: TagId,
     /// Per audience: in total and at this stop.
     audience_survey: Vec<(Audience, SurveyTags, SurveyTags)>,
+    /// Per trade of the catalogue: answers that chose it, all stops.
+    trades: Vec<(String, TagId)>,
 }
 
 impl Tags {
-    fn declare(tags: &mut TagRegistrar<'_>) -> Result<Self, CatalogError> {
+    fn declare(tags: &mut TagRegistrar<'_>, trade_ids: &[String]) -> Result<Self, CatalogError> {
+        let trades = trade_ids
+            .iter()
+            .map(|id| {
+                Ok((
+                    id.clone(),
+                    counter(
+                        tags,
+                        &format!("Visits/Survey/Trades/{id}"),
+                        "Survey answers that chose this trade (\"Quels métiers vous ont donné envie d'en savoir plus ?\"), all stops",
+                    )?,
+                ))
+            })
+            .collect::<Result<_, CatalogError>>()?;
         let stop_tag = |tags: &mut TagRegistrar<'_>, name: &str, text: &str| {
             tags.register(TagSpec::new(format!("Stop/{name}"), DataType::String).describe(text))
         };
@@ -302,12 +319,15 @@ impl Tags {
                 "Invalid survey responses refused since start",
             )?,
             audience_survey,
+            trades,
         })
     }
 }
 
 /// Figures published on the bus: all stops, the current stop, today.
 struct BusFigures {
+    /// Answers per trade, all stops.
+    trades: std::collections::BTreeMap<String, u64>,
     total: Figures,
     at_stop: Figures,
     today: Figures,
@@ -316,6 +336,10 @@ struct BusFigures {
 fn bus_figures(store: &Store, town: &str) -> Result<BusFigures, StoreError> {
     let today = day_of(Timestamp::now());
     Ok(BusFigures {
+        trades: store
+            .trades_grouped(Scope::default(), None)?
+            .remove("")
+            .unwrap_or_default(),
         total: store.figures(Scope::default())?,
         at_stop: store.figures(Scope {
             stop: Some(town),
@@ -335,13 +359,14 @@ pub struct VisitsAdapter {
 }
 
 impl VisitsAdapter {
-    pub fn new(configured: Stop) -> (Self, VisitsHandle) {
+    pub fn new(configured: Stop, trades: Vec<String>) -> (Self, VisitsHandle) {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let handle = VisitsHandle {
             shared: Arc::new(Shared {
                 current_stop: Mutex::new(configured),
                 survey_rejected: AtomicU64::new(0),
                 visits_rejected: AtomicU64::new(0),
+                trades,
                 logged: Mutex::default(),
             }),
             queue,
@@ -398,6 +423,10 @@ impl Writer {
             };
             out.set(*total, Value::UInt(of(&f.total)), now);
             out.set(*at_stop, Value::UInt(of(&f.at_stop)), now);
+        }
+        for (id, tag) in &t.trades {
+            let n = f.trades.get(id).copied().unwrap_or(0);
+            out.set(*tag, Value::UInt(n), now);
         }
         t.survey_total.publish(out, &f.total.survey, now);
         t.survey_at_stop.publish(out, &f.at_stop.survey, now);
@@ -569,7 +598,7 @@ impl Adapter for VisitsAdapter {
     }
 
     fn declare_tags(&mut self, tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
-        self.tags = Some(Tags::declare(tags)?);
+        self.tags = Some(Tags::declare(tags, &self.handle.shared.trades)?);
         Ok(())
     }
 

@@ -18,7 +18,11 @@ use super::adapter::{Pending, StoreFailed, VisitsHandle};
 use super::records::{
     day_of, rfc3339, CheckIn, Rejection, RejectionKind, Stop, SurveyResponse, MAX_BODY_BYTES,
 };
-use super::store::{Figures, GroupBy, Scope, Store, StoreError, SurveyFigures, VisitFigures};
+use super::store::{
+    pct, Figures, GroupBy, Scope, Store, StoreError, SurveyFigures, VisitFigures,
+};
+use super::records::Audience;
+use std::collections::BTreeMap;
 use crate::http::Guards;
 use crate::storage::StorageConfig;
 
@@ -133,7 +137,9 @@ async fn post_survey(
     State(state): State<AppState>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let response = match body(raw).and_then(|b| SurveyResponse::parse_json(&b)) {
+    let response = match body(raw)
+        .and_then(|b| SurveyResponse::parse_json_with(&b, &state.handle.shared.trades))
+    {
         Ok(response) => response,
         Err(rejection) => {
             state.handle.shared.rejected("http", true, &rejection);
@@ -177,8 +183,14 @@ async fn get_stats(
             .load(std::sync::atomic::Ordering::Relaxed),
     );
     let reader = state.reader.clone();
+    let shared = state.handle.shared.clone();
     let computed = tokio::task::spawn_blocking(move || {
-        stats_json(&reader.lock(), &current, scope_stop.as_deref(), rejected)
+        let mut stats = stats_json(&reader.lock(), &current, scope_stop.as_deref(), rejected)?;
+        let trades = trades_json(&reader.lock(), scope_stop.as_deref(), &shared.trades)?;
+        if let Some(survey) = stats.get_mut("survey").and_then(|s| s.as_object_mut()) {
+            survey.extend(trades);
+        }
+        Ok::<_, StoreError>(stats)
     })
     .await;
     match computed {
@@ -227,6 +239,56 @@ fn scope_json(f: &Figures) -> (Map<String, JsonValue>, Map<String, JsonValue>) {
         .collect();
     visits.insert("by_audience".into(), JsonValue::Object(by));
     (survey, visits)
+}
+
+/// A trade's count and share: `100 * count / responses` (every response of the group, whether or
+/// not it answered the trades question), the same division as every share here.
+fn trade_shares(counts: Option<&BTreeMap<String, u64>>, responses: u64, ids: &[String]) -> JsonValue {
+    let map: Map<String, JsonValue> = ids
+        .iter()
+        .map(|id| {
+            let n = counts.and_then(|c| c.get(id)).copied().unwrap_or(0);
+            (id.clone(), json!({"count": n, "pct": pct(n, responses)}))
+        })
+        .collect();
+    JsonValue::Object(map)
+}
+
+/// The trades question in `/api/stats`: `trades` (over the scope), `trades_by_stop`,
+/// `trades_by_audience`; every trade of the catalogue listed, with 0 when nobody chose it.
+pub fn trades_json(
+    store: &Store,
+    scope: Option<&str>,
+    ids: &[String],
+) -> Result<Map<String, JsonValue>, StoreError> {
+    let base = Scope {
+        stop: scope,
+        day: None,
+    };
+    let mut out = Map::new();
+    let total = store.figures(base)?.survey.responses;
+    let overall = store.trades_grouped(base, None)?;
+    out.insert("trades".into(), trade_shares(overall.get(""), total, ids));
+    for (key, by) in [
+        ("trades_by_stop", GroupBy::Stop),
+        ("trades_by_audience", GroupBy::Audience),
+    ] {
+        let responses = store.survey_grouped(base, by)?;
+        let counts = store.trades_grouped(base, Some(by))?;
+        let mut groups: Map<String, JsonValue> = responses
+            .iter()
+            .map(|(k, f)| (k.clone(), trade_shares(counts.get(k), f.responses, ids)))
+            .collect();
+        if let GroupBy::Audience = by {
+            for a in Audience::ALL {
+                groups
+                    .entry(a.code().to_owned())
+                    .or_insert_with(|| trade_shares(None, 0, ids));
+            }
+        }
+        out.insert(key.into(), JsonValue::Object(groups));
+    }
+    Ok(out)
 }
 
 /// `/api/stats`: over every record, or over one stop's (`scope`).

@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS survey (
     view_changed INTEGER NOT NULL CHECK (view_changed IN (0, 1)),
     source TEXT NOT NULL
 );
+-- Answers to the trades question (journey): one row per trade chosen. Added after the first
+-- release: older files get the table empty, their answers simply did not name trades.
+CREATE TABLE IF NOT EXISTS survey_trades (
+    survey_id INTEGER NOT NULL REFERENCES survey (id),
+    trade TEXT NOT NULL,
+    PRIMARY KEY (survey_id, trade)
+);
+CREATE INDEX IF NOT EXISTS survey_trades_trade ON survey_trades (trade, survey_id);
 -- Covering indexes: every aggregate (by audience, day or stop; over everything, one stop or one
 -- day) reads an index in order, without touching the table or sorting.
 CREATE INDEX IF NOT EXISTS visits_audience ON visits (audience, size);
@@ -239,6 +247,9 @@ impl Store {
             let mut survey = tx.prepare_cached(
                 "INSERT INTO survey (at_ns, day, stop, audience, satisfaction, view_changed, source) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
+            let mut trade = tx.prepare_cached(
+                "INSERT OR IGNORE INTO survey_trades (survey_id, trade) VALUES (?1, ?2)",
+            )?;
             for write in writes {
                 match write {
                     Write::Visit {
@@ -270,7 +281,11 @@ impl Store {
                             r.view_changed,
                             source
                         ])?;
-                        ids.push(tx.last_insert_rowid());
+                        let id = tx.last_insert_rowid();
+                        for t in &r.trades {
+                            trade.execute(params![id, t])?;
+                        }
+                        ids.push(id);
                     }
                     Write::SetStop(stop) => {
                         save_stop(&tx, "current", stop)?;
@@ -331,6 +346,28 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// How many answers in `scope` chose each trade, grouped by `by` (`None`: in total, key "").
+    pub fn trades_grouped(
+        &self,
+        scope: Scope<'_>,
+        by: Option<GroupBy>,
+    ) -> Result<BTreeMap<String, BTreeMap<String, u64>>, StoreError> {
+        let (clause, values) = scope.filter();
+        let key = by.map_or("''".to_owned(), |b| format!("s.{}", b.column()));
+        let sql = format!(
+            "SELECT {key}, t.trade, COUNT(*) FROM survey_trades t JOIN survey s ON s.id = t.survey_id
+             WHERE {clause} GROUP BY 1, 2"
+        );
+        let mut statement = self.db.prepare_cached(&sql)?;
+        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        let mut rows = statement.query(params_from_iter(values))?;
+        while let Some(r) = rows.next()? {
+            let n = r.get::<_, i64>(2)?.max(0) as u64;
+            out.entry(r.get(0)?).or_default().insert(r.get(1)?, n);
+        }
+        Ok(out)
+    }
+
     pub fn visits_grouped(
         &self,
         scope: Scope<'_>,
@@ -388,6 +425,7 @@ mod tests {
                 view_changed,
                 at: Timestamp::from_nanos(1_795_000_000_000_000_000),
                 stop: None,
+                trades: vec!["roboticien".into()],
             },
             stop: town.into(),
             source: "test",

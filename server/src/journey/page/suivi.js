@@ -29,11 +29,16 @@
           return "<div>" + esc(l.name) + "<b>" + esc(l.value) + (l.unit ? " " + esc(l.unit) : "") + "</b></div>";
         }).join("") + "</div>";
       }
-      if (s.trades.length) {
+      if (s.trades.length && s.status === "current") {
+        // The step at work: who does it, what they do, how to become one.
         html += "<ul class=\"trades\">" + s.trades.map(function (id) {
           var t = trades[id]; if (!t) { return ""; }
           return "<li class=\"trade\"><b>" + esc(t.name) + "</b> — " + esc(t.description) + " <span class=\"training\">(" + esc(t.training.join(", ")) + ")</span></li>";
         }).join("") + "</ul>";
+      } else if (s.trades.length) {
+        html += "<div class=\"trade-cloud small\">" + s.trades.map(function (id) {
+          var t = trades[id]; return t ? "<span class=\"trade\" title=\"" + esc(t.description) + "\">" + esc(t.name) + "</span>" : "";
+        }).join("") + "</div>";
       }
       html += "</li>";
     });
