@@ -242,6 +242,7 @@ impl GatewayConfig {
         self.indicators.validate().map_err(own)?;
         self.journey.validate().map_err(own)?;
         crate::visits::validate_stop(&self.stop).map_err(own)?;
+        self.visits.validate().map_err(own)?;
         if self.bus.capacity == 0 || self.bus.capacity > 1_000_000 {
             return Err((
                 "bus.capacity".into(),

@@ -81,6 +81,7 @@ pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
     let (visits_adapter, visits) = VisitsAdapter::new(
         crate::visits::configured_stop(&config.stop),
         journey.catalogue.ids(),
+        config.visits.tour.clone(),
     );
     adapters.push(Box::new(visits_adapter));
     adapters.push(Box::new(KioskAdapter::new(journey.clone())));

@@ -145,7 +145,7 @@ fn rfc3339(ns: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn read_body(raw: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+fn read_body(raw: Result<Bytes, BytesRejection>) -> Result<Bytes, Box<Response>> {
     raw.map_err(|e| {
         let status = e.status();
         let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -153,7 +153,7 @@ fn read_body(raw: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
         } else {
             "bad-body"
         };
-        error(status, kind, format!("cannot read the body: {e}"))
+        Box::new(error(status, kind, format!("cannot read the body: {e}")))
     })
 }
 
@@ -217,7 +217,7 @@ struct DesignInput {
 async fn post_design(State(app): State<App>, raw: Result<Bytes, BytesRejection>) -> Response {
     let body = match read_body(raw) {
         Ok(b) => b,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let input: DesignInput = match serde_json::from_slice(&body) {
         Ok(input) => input,
@@ -388,7 +388,7 @@ async fn post_group(
 ) -> Response {
     let body = match read_body(raw) {
         Ok(b) => b,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let csv = headers
         .get(header::CONTENT_TYPE)
@@ -545,7 +545,7 @@ struct ScanInput {
 async fn kiosk_scan(State(app): State<App>, raw: Result<Bytes, BytesRejection>) -> Response {
     let body = match read_body(raw) {
         Ok(b) => b,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let input: ScanInput = match serde_json::from_slice(&body) {
         Ok(input) => input,

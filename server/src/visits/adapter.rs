@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::records::{day_of, Audience, CheckIn, Rejection, Stop};
 use super::store::{Figures, Scope, Store, StoreError, SurveyFigures, Write};
+use super::tour::{self, PlannedStop};
 
 /// Records waiting for the writer; a full queue makes senders wait (HTTP clients, the MQTT
 /// subscriber), which is the back-pressure we want.
@@ -62,6 +63,8 @@ pub struct Shared {
     pub visits_rejected: AtomicU64,
     /// Ids of the trades catalogue: what the survey's trades question accepts.
     pub trades: Vec<String>,
+    /// The tour calendar.
+    pub tour: Vec<PlannedStop>,
     /// Kinds of rejection already logged, per entry point: one warning each, not per message.
     logged: Mutex<std::collections::HashSet<(&'static str, &'static str)>>,
 }
@@ -103,7 +106,8 @@ impl VisitsHandle {
         storage: &crate::storage::StorageConfig,
         configured: &Stop,
     ) -> Result<Stop, StoreError> {
-        let (store, current) = Store::open(storage, configured)?;
+        let (mut store, current) = Store::open(storage, configured)?;
+        store.plan(&self.shared.tour)?;
         *self.store.lock() = Some(store);
         *self.shared.current_stop.lock() = current.clone();
         Ok(current)
@@ -333,7 +337,22 @@ struct BusFigures {
     today: Figures,
 }
 
-fn bus_figures(store: &Store, town: &str) -> Result<BusFigures, StoreError> {
+/// The scope of the current stop: its identity (a town the truck visited before keeps its own
+/// figures), or its town for a stop without an id yet.
+pub fn current_scope<'a>(store: &Store, stop: &'a Stop) -> Result<Scope<'a>, StoreError> {
+    Ok(match store.stop_id(stop)? {
+        Some(id) => Scope {
+            stop_id: Some(id),
+            ..Scope::default()
+        },
+        None => Scope {
+            stop: Some(&stop.town),
+            ..Scope::default()
+        },
+    })
+}
+
+fn bus_figures(store: &Store, stop: &Stop) -> Result<BusFigures, StoreError> {
     let today = day_of(Timestamp::now());
     Ok(BusFigures {
         trades: store
@@ -341,13 +360,10 @@ fn bus_figures(store: &Store, town: &str) -> Result<BusFigures, StoreError> {
             .remove("")
             .unwrap_or_default(),
         total: store.figures(Scope::default())?,
-        at_stop: store.figures(Scope {
-            stop: Some(town),
-            day: None,
-        })?,
+        at_stop: store.figures(current_scope(store, stop)?)?,
         today: store.figures(Scope {
-            stop: None,
             day: Some(&today),
+            ..Scope::default()
         })?,
     })
 }
@@ -359,7 +375,11 @@ pub struct VisitsAdapter {
 }
 
 impl VisitsAdapter {
-    pub fn new(configured: Stop, trades: Vec<String>) -> (Self, VisitsHandle) {
+    pub fn new(
+        configured: Stop,
+        trades: Vec<String>,
+        tour: Vec<PlannedStop>,
+    ) -> (Self, VisitsHandle) {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let handle = VisitsHandle {
             shared: Arc::new(Shared {
@@ -367,6 +387,7 @@ impl VisitsAdapter {
                 survey_rejected: AtomicU64::new(0),
                 visits_rejected: AtomicU64::new(0),
                 trades,
+                tour,
                 logged: Mutex::default(),
             }),
             queue,
@@ -383,6 +404,9 @@ impl VisitsAdapter {
 
 /// The writer's state while running.
 struct Writer {
+    /// The planned stop the gateway last considered (town, first day): each is switched to at
+    /// most once a run, so a stop the crew sets by hand during a planned one stays.
+    tour_switched: Option<(String, String)>,
     store: Arc<Mutex<Store>>,
     tags: Tags,
     shared: Arc<Shared>,
@@ -462,13 +486,43 @@ impl Writer {
     /// Recompute the figures for the current stop and publish them.
     async fn refresh(&self, out: &mut Publisher) {
         let store = self.store.clone();
-        let town = self.shared.current_stop.lock().town.clone();
-        let computed = tokio::task::spawn_blocking(move || bus_figures(&store.lock(), &town)).await;
+        let stop = self.shared.current_stop.lock().clone();
+        let computed = tokio::task::spawn_blocking(move || bus_figures(&store.lock(), &stop)).await;
         match computed {
             Ok(Ok(figures)) => self.publish_figures(out, &figures, Timestamp::now()),
             Ok(Err(error)) => tracing::error!(%error, "cannot compute the visit figures"),
             Err(error) => tracing::error!(%error, "visit figures task failed"),
         }
+    }
+
+    /// On a planned stop's days, make it the current stop (once per planned stop).
+    async fn follow_tour(&mut self, out: &mut Publisher) {
+        let today = day_of(Timestamp::now());
+        let Some(planned) = tour::due(&self.shared.tour, &today).cloned() else {
+            return;
+        };
+        let key = (planned.town.clone(), planned.first_day.clone());
+        if self.tour_switched.as_ref() == Some(&key) {
+            return;
+        }
+        self.tour_switched = Some(key);
+        let stop = planned.stop();
+        let current = self.shared.current_stop.lock().clone();
+        // A current stop starting on or after the planned one was set on purpose (the crew, or
+        // this switch before a restart): it stays.
+        if current == stop || current.first_day >= planned.first_day {
+            return;
+        }
+        tracing::info!(town = %stop.town, first_day = %stop.first_day, kind = planned.kind.as_str(), "tour: the next stop starts today");
+        let (reply, _answer) = oneshot::channel();
+        self.write_batch(
+            out,
+            vec![Request {
+                write: Pending::SetStop(stop),
+                reply,
+            }],
+        )
+        .await;
     }
 
     /// Write a batch in one transaction, publish, then answer every sender.
@@ -510,11 +564,11 @@ impl Writer {
             replies.push((request.reply, filed_under));
         }
         let store = self.store.clone();
-        let town = stop.town.clone();
+        let current = stop.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let mut store = store.lock();
             let ids = store.write(&writes)?;
-            let figures = bus_figures(&store, &town)?;
+            let figures = bus_figures(&store, &current)?;
             Ok::<_, StoreError>((ids, figures))
         })
         .await
@@ -616,6 +670,7 @@ impl Adapter for VisitsAdapter {
             return;
         };
         let mut writer = Writer {
+            tour_switched: None,
             store: Arc::new(Mutex::new(store)),
             tags,
             shared: handle.shared.clone(),
@@ -626,6 +681,7 @@ impl Adapter for VisitsAdapter {
         writer.publish_stop(out, &stop, Timestamp::now());
         writer.publish_rejected(out, Timestamp::now());
         writer.refresh(out).await;
+        writer.follow_tour(out).await;
         out.flush();
 
         let mut refresh = tokio::time::interval(REFRESH);
@@ -667,6 +723,7 @@ impl Adapter for VisitsAdapter {
                     },
                 },
                 _ = refresh.tick() => {
+                    writer.follow_tour(out).await;
                     writer.refresh(out).await;
                     out.flush();
                 }

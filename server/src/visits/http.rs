@@ -15,16 +15,14 @@ use parking_lot::Mutex;
 use serde_json::{json, Map, Value as JsonValue};
 
 use super::adapter::{Pending, StoreFailed, VisitsHandle};
+use super::records::Audience;
 use super::records::{
     day_of, rfc3339, CheckIn, Rejection, RejectionKind, Stop, SurveyResponse, MAX_BODY_BYTES,
 };
-use super::store::{
-    pct, Figures, GroupBy, Scope, Store, StoreError, SurveyFigures, VisitFigures,
-};
-use super::records::Audience;
-use std::collections::BTreeMap;
+use super::store::{pct, Figures, GroupBy, Scope, Store, StoreError, SurveyFigures, VisitFigures};
 use crate::http::Guards;
 use crate::storage::StorageConfig;
+use std::collections::BTreeMap;
 
 const PAGE_HTML: &str = include_str!("page/survey.html");
 const PAGE_CSS: &str = include_str!("page/survey.css");
@@ -55,6 +53,7 @@ pub fn routes(
         .route("/api/visits", guards.public(post(post_visit)))
         .route("/api/survey", guards.public(post(post_survey)))
         .route("/api/stats", get(get_stats))
+        .route("/api/tour", get(get_tour))
         .route(
             "/survey",
             get(|| async { page("text/html; charset=utf-8", PAGE_HTML) }),
@@ -108,6 +107,52 @@ fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Rejection> {
 
 async fn get_stop(State(state): State<AppState>) -> Response {
     Json(state.handle.current_stop()).into_response()
+}
+
+/// `GET /api/tour`: the planned stops with their id, kind and state, and the current stop.
+async fn get_tour(State(state): State<AppState>) -> Response {
+    let current = state.handle.current_stop();
+    let tour = state.handle.shared.tour.clone();
+    let reader = state.reader.clone();
+    let computed = tokio::task::spawn_blocking(move || {
+        let store = reader.lock();
+        let today = day_of(Timestamp::now());
+        let mut stops = Vec::with_capacity(tour.len());
+        let mut sorted = tour.clone();
+        sorted.sort_by(|a, b| a.first_day.cmp(&b.first_day));
+        for planned in &sorted {
+            let mut entry = json!(planned);
+            entry["id"] = json!(store.stop_id(&planned.stop())?);
+            entry["state"] = json!(super::tour::state(planned, &today));
+            stops.push(entry);
+        }
+        let next = sorted
+            .iter()
+            .find(|p| p.first_day > today)
+            .map(|p| json!(p));
+        let mut current_json = json!(current);
+        current_json["id"] = json!(store.stop_id(&current)?);
+        Ok::<_, StoreError>(json!({
+            "today": today,
+            "current": current_json,
+            "next": next,
+            "stops": stops,
+        }))
+    })
+    .await;
+    match computed {
+        Ok(Ok(body)) => Json(body).into_response(),
+        Ok(Err(error)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": error.to_string()})),
+        )
+            .into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": error.to_string()})),
+        )
+            .into_response(),
+    }
 }
 
 async fn put_stop(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Response {
@@ -243,7 +288,11 @@ fn scope_json(f: &Figures) -> (Map<String, JsonValue>, Map<String, JsonValue>) {
 
 /// A trade's count and share: `100 * count / responses` (every response of the group, whether or
 /// not it answered the trades question), the same division as every share here.
-fn trade_shares(counts: Option<&BTreeMap<String, u64>>, responses: u64, ids: &[String]) -> JsonValue {
+fn trade_shares(
+    counts: Option<&BTreeMap<String, u64>>,
+    responses: u64,
+    ids: &[String],
+) -> JsonValue {
     let map: Map<String, JsonValue> = ids
         .iter()
         .map(|id| {
@@ -263,7 +312,7 @@ pub fn trades_json(
 ) -> Result<Map<String, JsonValue>, StoreError> {
     let base = Scope {
         stop: scope,
-        day: None,
+        ..Scope::default()
     };
     let mut out = Map::new();
     let total = store.figures(base)?.survey.responses;
@@ -301,17 +350,14 @@ pub fn stats_json(
     let today = day_of(Timestamp::now());
     let base = Scope {
         stop: scope,
-        day: None,
+        ..Scope::default()
     };
     let (mut survey, mut visits) = scope_json(&store.figures(base)?);
     // Short names for the headline figures, as the issue names them.
     visits.insert("visitors_total".into(), visits["visitors"].clone());
     visits.insert("groups_total".into(), visits["groups"].clone());
 
-    let at_stop = store.figures(Scope {
-        stop: Some(&current.town),
-        day: None,
-    })?;
+    let at_stop = store.figures(super::adapter::current_scope(store, current)?)?;
     let (s, v) = scope_json(&at_stop);
     visits.insert("visitors_at_stop".into(), v["visitors"].clone());
     survey.insert("current_stop".into(), JsonValue::Object(s));
@@ -320,13 +366,18 @@ pub fn stats_json(
     let on_day = store.figures(Scope {
         stop: scope,
         day: Some(&today),
+        ..Scope::default()
     })?;
     let (s, v) = scope_json(&on_day);
     visits.insert("visitors_today".into(), v["visitors"].clone());
     survey.insert("today".into(), JsonValue::Object(s));
     visits.insert("today".into(), JsonValue::Object(v));
 
-    for (key, by) in [("by_day", GroupBy::Day), ("by_stop", GroupBy::Stop)] {
+    for (key, by) in [
+        ("by_day", GroupBy::Day),
+        ("by_stop", GroupBy::Stop),
+        ("by_stop_id", GroupBy::StopId),
+    ] {
         let s: Map<String, JsonValue> = store
             .survey_grouped(base, by)?
             .iter()
@@ -342,7 +393,16 @@ pub fn stats_json(
     }
     survey.insert("rejected".into(), rejected.0.into());
     visits.insert("rejected".into(), rejected.1.into());
+    // Stops by identity: `by_stop_id` keys are these ids; town and venue are attributes (two
+    // stops in one town are two entries).
+    let stops: Map<String, JsonValue> = store
+        .stops()?
+        .into_iter()
+        .map(|s| (s.id.to_string(), json!(s)))
+        .collect();
     Ok(json!({
+        "stops": stops,
+        "stop_id": store.stop_id(current)?,
         "stop": current,
         "scope": {"stop": scope},
         "today": today,

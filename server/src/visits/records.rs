@@ -395,13 +395,12 @@ struct SurveyInput {
 
 impl SurveyResponse {
     /// As [`SurveyResponse::parse_json`], the trades checked against the catalogue's ids.
-    pub fn parse_json_with(body: &[u8], known_trades: &[String]) -> Result<SurveyResponse, Rejection> {
+    pub fn parse_json_with(
+        body: &[u8],
+        known_trades: &[String],
+    ) -> Result<SurveyResponse, Rejection> {
         let response = SurveyResponse::parse_json(body)?;
-        if let Some(unknown) = response
-            .trades
-            .iter()
-            .find(|t| !known_trades.contains(t))
-        {
+        if let Some(unknown) = response.trades.iter().find(|t| !known_trades.contains(t)) {
             return Err(Rejection::new(
                 RejectionKind::UnknownTrade,
                 format!(
