@@ -129,6 +129,8 @@ pub struct KioskCounters {
     pub launched: AtomicU64,
     pub rejected: AtomicU64,
     pub last: parking_lot::Mutex<Option<LastScan>>,
+    /// Kinds of refusal already logged.
+    logged: parking_lot::Mutex<std::collections::HashSet<&'static str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -153,7 +155,13 @@ impl Journey {
             }
             Err(error) => {
                 counters.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(kind = error.kind(), "kiosk scan refused");
+                // Counted always (`Rejected`), logged once per kind: a visitor retrying a bad
+                // code, or a misbehaving client, does not flood the log.
+                if counters.logged.lock().insert(error.kind()) {
+                    tracing::warn!(kind = error.kind(), reason = %error.message(), "kiosk scan refused (further ones of this kind are counted, not logged)");
+                } else {
+                    tracing::debug!(kind = error.kind(), "kiosk scan refused");
+                }
                 error.kind().to_owned()
             }
         };
