@@ -2,17 +2,29 @@
 (parents and guidance counsellors included) and several stops. `/api/stats` gives each trade's
 count and share overall, per stop and per audience, exactly what a recomputation from the answers
 sent and from the stored rows (visits.sqlite, read here with Python's sqlite3) gives, and the
-same after a restart; OPC UA shows the counts under Visits/Survey/Trades."""
+same after a restart; OPC UA shows the counts under Visits/Survey/Trades. Answers published over
+MQTT (mosquitto) are counted the same, an unknown trade is refused, and InfluxDB 1.6 gets the
+counts."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import sqlite3
 from collections import Counter, defaultdict
 
-from fabrique_testlib import connect, wait_for
-from peer_survey import AUDIENCES, Api
+import pytest
+
 from conftest import stop_gateway
+from fabrique_testlib import connect, wait_for
+from peer_influx import InfluxDB1
+from peer_influx import tools_missing as influx_missing
+from peer_mqtt import Broker
+from peer_mqtt import tools_missing as mqtt_missing
+from peer_survey import AUDIENCES, Api, gateway_args
+
+MISSING = mqtt_missing() or influx_missing()
 
 CURRENT_STOP = "Lens"
 
@@ -116,3 +128,58 @@ async def test_trade_shares_are_exact_per_stop_and_audience_and_survive_a_restar
     stop_gateway(gw)
     gw = gateway_factory(name="trade-stats")
     assert stats_part(Api(gw.http_url).stats()) == want
+
+
+# ---------------------------------------------------------------------------------------------
+# Over MQTT, and the counts in InfluxDB 1.6
+
+
+@pytest.fixture
+def broker(tmp_path):
+    (tmp_path / "broker").mkdir()
+    b = Broker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.kill()
+
+
+@pytest.fixture
+def influxdb(tmp_path):
+    (tmp_path / "influxdb").mkdir()
+    db = InfluxDB1(tmp_path / "influxdb")
+    db.start()
+    db.query('CREATE DATABASE "fabrique"')
+    yield db
+    db.stop()
+
+
+@pytest.mark.skipif(MISSING is not None and os.environ.get("CI") != "true", reason=MISSING or "")
+async def test_trades_answered_over_mqtt_are_counted_and_reach_influxdb(gateway_factory, broker, influxdb, tmp_path):
+    gw = gateway_factory(name="trade-mqtt", args=gateway_args(tmp_path, broker, influxdb))
+    api = Api(gw.http_url)
+    _, catalogue = api.request("GET", "/api/trades")
+    ids = [t["id"] for t in catalogue["trades"]]
+
+    async def subscribed():
+        return "mqtt subscriber connected" in gw.log_path.read_text(errors="replace")
+
+    await wait_for(subscribed, 30, what="the MQTT subscriber to connect")
+    answers = make_answers(ids, 60)
+    topic = "fabrique/fabrique-hdf/survey/responses"
+    for answer in answers:
+        broker.publish(topic, json.dumps(answer))
+    broker.publish(topic, json.dumps({"audience": "parent", "satisfaction": 4, "view_changed": True, "trades": ["astronaute"]}))
+
+    await wait_for(lambda: api.stats()["survey"]["responses"] == len(answers), 60, what="the MQTT answers stored")
+    await wait_for(lambda: api.stats()["survey"]["rejected"] == 1, 30, what="the unknown trade refused")
+    want = expected(answers, ids)
+    assert stats_part(api.stats()) == want
+
+    top = max(ids, key=lambda i: want["trades"][i]["count"])
+
+    def in_influx():
+        r = influxdb.query(f"""SELECT last("value") FROM "fabrique" WHERE "tag" = 'Visits/Survey/Trades/{top}'""")
+        series = r["results"][0].get("series", [])
+        return bool(series) and series[0]["values"][0][1] == want["trades"][top]["count"]
+
+    await wait_for(in_influx, 60, interval=0.5, what=f"Visits/Survey/Trades/{top} in InfluxDB")
