@@ -145,7 +145,8 @@ async def test_tree_shape(opc):
     expect_children("Fabrique/Stations/Reception", {"Kiosk"})
     expect_children(
         "Fabrique/Stations/Reception/Kiosk",
-        {"Scans", "Launched", "Rejected", "LastScan", "LastCode", "LastResult", "Scan"},
+        {"Scans", "Launched", "Rejected", "LastScan", "LastCode", "LastResult", "Scan",
+         "DesignsCreated", "DesignsRefused"},
     )
     expect_class("Fabrique/Stations/Reception/Kiosk/Scan", ua.NodeClass.Method)
     for station in stations:

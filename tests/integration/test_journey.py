@@ -254,3 +254,21 @@ def test_a_class_of_24_launched_one_after_another_all_reach_delivery(gateway_fac
     status, body = api.request("GET", f"/api/groups/{group['group']}")
     assert [d["order"] for d in body["designs"]] == orders
     assert all(d["state"] == "launched" for d in body["designs"])
+
+
+async def test_designs_made_and_refused_are_counted(opc):
+    api = Api(opc.gateway.http_url)
+    paths = [f"{KIOSK}/DesignsCreated", f"{KIOSK}/DesignsRefused"]
+
+    async def read() -> list[int]:
+        return [v.Value.Value for v in await opc.read_many(paths)]
+
+    created, refused = await read()
+    create_design(api, "Wave", "Compté")
+    assert api.request("POST", "/api/designs", {"model": "Rocket", "text": "x"})[0] == 400
+    assert api.request("POST", "/api/designs", "{")[0] == 400
+
+    async def counted():
+        return await read() == [created + 1, refused + 2]
+
+    await wait_for(counted, 10, what="DesignsCreated + 1 and DesignsRefused + 2")

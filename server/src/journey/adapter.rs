@@ -26,6 +26,8 @@ struct Tags {
     last_scan: TagId,
     last_code: TagId,
     last_result: TagId,
+    designs_created: TagId,
+    designs_refused: TagId,
 }
 
 pub struct KioskAdapter {
@@ -58,6 +60,16 @@ fn publish(journey: &Journey, tags: &Tags, out: &mut Publisher) {
     out.set(
         tags.rejected,
         Value::UInt(c.rejected.load(Ordering::Relaxed)),
+        now,
+    );
+    out.set(
+        tags.designs_created,
+        Value::UInt(c.designs_created.load(Ordering::Relaxed)),
+        now,
+    );
+    out.set(
+        tags.designs_refused,
+        Value::UInt(c.designs_refused.load(Ordering::Relaxed)),
         now,
     );
     let last = c.last.lock().clone();
@@ -135,6 +147,16 @@ impl Adapter for KioskAdapter {
                 "LastResult",
                 DataType::String,
                 "Order id launched by the last scan, or why it was refused",
+            )?,
+            designs_created: reg(
+                "DesignsCreated",
+                DataType::UInt64,
+                "Designs stored since start (POST /api/designs, class uploads)",
+            )?,
+            designs_refused: reg(
+                "DesignsRefused",
+                DataType::UInt64,
+                "Designs and class uploads refused since start (bad model or text, bad body)",
             )?,
         });
         Ok(())

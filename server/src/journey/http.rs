@@ -221,14 +221,21 @@ async fn post_design(State(app): State<App>, raw: Result<Bytes, BytesRejection>)
     };
     let input: DesignInput = match serde_json::from_slice(&body) {
         Ok(input) => input,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad-json", e.to_string()),
+        Err(e) => {
+            app.design_refused("bad-json", &e.to_string());
+            return error(StatusCode::BAD_REQUEST, "bad-json", e.to_string());
+        }
     };
     let design = match app.check_design(&input.model, &input.text) {
         Ok(d) => d,
-        Err(reason) => return error(StatusCode::BAD_REQUEST, "bad-design", reason),
+        Err(reason) => {
+            app.design_refused("bad-design", &reason);
+            return error(StatusCode::BAD_REQUEST, "bad-design", reason);
+        }
     };
     match app.store_designs(vec![design], None).await {
         Ok((_, stored)) => {
+            app.designs_created(stored.len());
             let now = Timestamp::now().as_nanos();
             (StatusCode::CREATED, Json(design_json(&stored[0], now))).into_response()
         }
@@ -407,10 +414,14 @@ async fn post_group(
     };
     let group = match parsed {
         Ok(group) => group,
-        Err(reason) => return error(StatusCode::BAD_REQUEST, "bad-group", reason),
+        Err(reason) => {
+            app.design_refused("bad-group", &reason);
+            return error(StatusCode::BAD_REQUEST, "bad-group", reason);
+        }
     };
     let name = group.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        app.design_refused("bad-group", "bad group name");
         return error(
             StatusCode::BAD_REQUEST,
             "bad-group",
@@ -418,6 +429,7 @@ async fn post_group(
         );
     }
     if group.designs.is_empty() || group.designs.len() > app.config.max_group_designs {
+        app.design_refused("bad-group", "bad number of designs");
         return error(
             StatusCode::BAD_REQUEST,
             "bad-group",
@@ -435,6 +447,7 @@ async fn post_group(
             || pupil.chars().count() > MAX_PUPIL_CHARS
             || pupil.chars().any(char::is_control)
         {
+            app.design_refused("bad-design", "bad pupil name");
             return error(
                 StatusCode::BAD_REQUEST,
                 "bad-design",
@@ -449,16 +462,18 @@ async fn post_group(
                 designs.push(design);
             }
             Err(reason) => {
+                app.design_refused("bad-design", &reason);
                 return error(
                     StatusCode::BAD_REQUEST,
                     "bad-design",
                     format!("designs[{i}] ({pupil}): {reason}"),
-                )
+                );
             }
         }
     }
     match app.store_designs(designs, Some(name.clone())).await {
         Ok((Some(id), stored)) => {
+            app.designs_created(stored.len());
             let now = Timestamp::now().as_nanos();
             (
                 StatusCode::CREATED,

@@ -129,6 +129,10 @@ pub struct KioskCounters {
     pub launched: AtomicU64,
     pub rejected: AtomicU64,
     pub last: parking_lot::Mutex<Option<LastScan>>,
+    /// Designs stored since start (one by one or by class).
+    pub designs_created: AtomicU64,
+    /// Design and class uploads refused since start (bad model or text, bad body).
+    pub designs_refused: AtomicU64,
     /// Kinds of refusal already logged.
     logged: parking_lot::Mutex<std::collections::HashSet<&'static str>>,
 }
@@ -142,6 +146,29 @@ pub struct LastScan {
 }
 
 impl Journey {
+    /// Count designs stored, for `DesignsCreated`.
+    pub fn designs_created(&self, n: usize) {
+        self.counters
+            .designs_created
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.kiosk_changed.notify_one();
+    }
+
+    /// Count a refused design or class upload, logged once per kind.
+    pub fn design_refused(&self, kind: &'static str, reason: &str) {
+        self.counters
+            .designs_refused
+            .fetch_add(1, Ordering::Relaxed);
+        if self.counters.logged.lock().insert(kind) {
+            tracing::warn!(
+                kind,
+                reason,
+                "design refused (further ones of this kind are counted, not logged)"
+            );
+        }
+        self.kiosk_changed.notify_one();
+    }
+
     /// Scan `raw` (typed, or sent by a USB scanner): launch its design as an order.
     pub async fn scan(&self, raw: &str) -> Result<String, ScanError> {
         let result = self.scan_inner(raw).await;
