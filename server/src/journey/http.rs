@@ -603,15 +603,26 @@ async fn follow(State(app): State<App>, Path(order): Path<String>) -> Response {
     }
 }
 
-fn follow_url(headers: &HeaderMap, order: &str) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}/suivi/{order}")
+/// The follow page's address for a phone: `journey.public_url` when set (the kiosk may reach
+/// the gateway on an address phones cannot), else the host the request came to.
+fn follow_url(public_url: Option<&str>, headers: &HeaderMap, order: &str) -> String {
+    match public_url {
+        Some(base) => format!("{}/suivi/{order}", base.trim_end_matches('/')),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("127.0.0.1");
+            format!("http://{host}/suivi/{order}")
+        }
+    }
 }
 
-async fn follow_qr(headers: HeaderMap, Path(order): Path<String>) -> Response {
+async fn follow_qr(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(order): Path<String>,
+) -> Response {
     if order.len() > 40
         || order
             .chars()
@@ -619,7 +630,11 @@ async fn follow_qr(headers: HeaderMap, Path(order): Path<String>) -> Response {
     {
         return error(StatusCode::NOT_FOUND, "unknown-order", "not an order id");
     }
-    svg_response(&follow_url(&headers, &order))
+    svg_response(&follow_url(
+        app.config.public_url.as_deref(),
+        &headers,
+        &order,
+    ))
 }
 
 async fn line(State(app): State<App>) -> Response {
@@ -648,14 +663,14 @@ enum Watched {
     Line,
 }
 
-struct Stream_ {
+struct ViewStream {
     app: App,
     watched: Watched,
     changes: Option<BusReceiver>,
     first: bool,
 }
 
-impl Stream_ {
+impl ViewStream {
     /// Wait until the bus changes something the view shows, then let changes gather for
     /// `every` so a stream sends at most one view per period.
     async fn wait_for_change(&mut self, every: Duration) -> bool {
@@ -683,7 +698,7 @@ impl Stream_ {
 /// at once: EventSource reconnects by itself), then one each time the bus changes it.
 fn view_stream(app: App, watched: Watched) -> impl Stream<Item = Result<Event, Infallible>> {
     let changes = app.bus().map(|b| b.subscribe());
-    let state = Stream_ {
+    let state = ViewStream {
         app,
         watched,
         changes,
@@ -726,6 +741,20 @@ async fn line_events(State(app): State<App>) -> Sse<impl Stream<Item = Result<Ev
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_follow_qr_code_points_where_phones_reach_the_gateway() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            follow_url(None, &headers, "ORD-000001"),
+            "http://127.0.0.1:8080/suivi/ORD-000001"
+        );
+        assert_eq!(
+            follow_url(Some("http://192.168.1.10:8080/"), &headers, "ORD-000001"),
+            "http://192.168.1.10:8080/suivi/ORD-000001"
+        );
+    }
 
     #[test]
     fn a_class_is_read_from_csv_with_commas_or_semicolons() {

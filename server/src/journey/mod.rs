@@ -48,6 +48,9 @@ pub struct JourneyConfig {
     pub max_group_designs: usize,
     /// A trades catalogue replacing the built-in one (`config/trades.toml` shows the layout).
     pub trades_file: Option<PathBuf>,
+    /// The gateway's address as visitors' phones reach it (`http://192.168.1.10:8080`), for
+    /// the follow QR code on the kiosk; unset: the address the kiosk itself used.
+    pub public_url: Option<String>,
 }
 
 impl Default for JourneyConfig {
@@ -56,6 +59,7 @@ impl Default for JourneyConfig {
             design_expiry_days: 30.0,
             max_group_designs: 60,
             trades_file: None,
+            public_url: None,
         }
     }
 }
@@ -73,6 +77,15 @@ impl JourneyConfig {
                     self.design_expiry_days
                 ),
             ));
+        }
+        if let Some(url) = &self.public_url {
+            let scheme = url.starts_with("http://") || url.starts_with("https://");
+            if !scheme || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err((
+                    "journey.public_url",
+                    format!("must be an http:// or https:// address, got `{url}`"),
+                ));
+            }
         }
         if !(1..=1000).contains(&self.max_group_designs) {
             return Err((
@@ -205,4 +218,27 @@ pub fn step_trades(catalogue: &Catalogue) -> Vec<(String, Vec<String>)> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_journey_settings_name_their_key() {
+        let config = JourneyConfig {
+            design_expiry_days: 0.0,
+            ..JourneyConfig::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().0,
+            "journey.design_expiry_days"
+        );
+        let config = JourneyConfig {
+            public_url: Some("192.168.1.10:8080".into()),
+            ..JourneyConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().0, "journey.public_url");
+        assert!(JourneyConfig::default().validate().is_ok());
+    }
 }
