@@ -83,13 +83,20 @@ def test_design_scan_follow_and_the_big_screen(gateway_factory, browser, tmp_pat
     browser.get(f"{gw.http_url}/suivi/{order}")
 
     # The page re-renders on every event: read it with scripts, not element handles.
-    def live_step():
+    def live_step(steps: str):
         return browser.execute_script(
             "var c = document.querySelector('.step.current');"
-            "return !!c && c.dataset.step === '4' && c.querySelectorAll('.live div').length > 0;"
+            "return !!c && arguments[0].split(',').indexOf(c.dataset.step) >= 0"
+            " && c.querySelectorAll('.live div').length > 0;",
+            steps,
         )
 
-    wait_until(live_step, 90, "the printer's live values at step 4")
+    # The printer at work makes the best picture; on a slow machine the order may be past it
+    # already, and any machine's live values will do.
+    try:
+        wait_until(lambda: live_step("4"), 15, "the printer's live values at step 4")
+    except AssertionError:
+        wait_until(lambda: live_step("3,4,5,6,7,8,9"), 60, "a machine's live values")
     screenshot(browser, tmp_path, "suivi")
     wait_until(
         lambda: browser.execute_script("var s = document.getElementById('state'); return s && s.dataset.state;")
