@@ -121,7 +121,7 @@ async def test_tree_shape(opc):
     for obj in ["Stop", "Line", "Stations", "Orders", "Indicators", "Visits"]:
         expect_class(f"Fabrique/{obj}", ua.NodeClass.Object)
     expect_class("Fabrique/Name", ua.NodeClass.Variable)
-    expect_children("Fabrique/Stop", {"Town", "Venue", "FirstDay", "LastDay", "SetStop"})
+    expect_children("Fabrique/Stop", {"Town", "Venue", "FirstDay", "LastDay", "Id", "Kind", "SetStop"})
     expect_class("Fabrique/Stop/SetStop", ua.NodeClass.Method)
     expect_class("Fabrique/Visits/CheckIn", ua.NodeClass.Method)
     expect_class("Fabrique/Visits/Survey", ua.NodeClass.Object)

@@ -9,7 +9,7 @@ import datetime
 import sqlite3
 
 from conftest import stop_gateway
-from fabrique_testlib import ADMIN_TOKEN
+from fabrique_testlib import ADMIN_TOKEN, connect, wait_for
 from peer_survey import Api
 
 # The schema and some records of the first release, before stops had an identity.
@@ -33,11 +33,15 @@ INSERT INTO survey VALUES (4, 1790000000000000000, '2026-10-05', 'Béthune', 'co
 """
 
 
+async def _equal(value, expected) -> bool:
+    return await value == expected
+
+
 def answer(audience: str = "parent") -> dict:
     return {"audience": audience, "satisfaction": 4, "view_changed": True}
 
 
-def test_migration_tour_and_two_stops_in_one_town(gateway_factory, tmp_path):
+async def test_migration_tour_and_two_stops_in_one_town(gateway_factory, tmp_path):
     today = datetime.date.today()
     day = lambda n: (today + datetime.timedelta(days=n)).isoformat()  # noqa: E731
     school = {"town": "Liévin", "venue": "Collège Descartes", "kind": "school", "first_day": day(-1), "last_day": day(1)}
@@ -103,6 +107,15 @@ def test_migration_tour_and_two_stops_in_one_town(gateway_factory, tmp_path):
         assert stats["stops"][event_id]["kind"] == "event" and stats["stops"][school_id]["kind"] == "school"
 
     check(api.stats())
+
+    # OPC UA shows the current stop's identity and kind.
+    async def identity():
+        return (await opc.read("Fabrique/Stop/Id"), await opc.read("Fabrique/Stop/Kind"))
+
+    async with connect(gw) as opc:
+        assert await wait_for(
+            lambda: _equal(identity(), (int(event_id), "event")), 15, what="Stop/Id and Stop/Kind"
+        )
     stop_gateway(gw)
     # After a restart: the stop set by hand during the planned one stays, figures unchanged.
     gw = gateway_factory(name="tour", args=["--config", str(config)])

@@ -184,6 +184,9 @@ fn counter(tags: &mut TagRegistrar<'_>, path: &str, text: &str) -> Result<TagId,
 
 struct Tags {
     stop: [TagId; 4],
+    /// The current stop's identity (`stops` table) and kind.
+    stop_id: TagId,
+    stop_kind: TagId,
     visitors_total: TagId,
     visitors_at_stop: TagId,
     visitors_today: TagId,
@@ -262,6 +265,15 @@ impl Tags {
         }
         Ok(Tags {
             stop,
+            stop_id: tags
+                .register(TagSpec::new("Stop/Id", DataType::UInt64).describe(
+                    "Identity of the current stop: a town visited again is a new stop",
+                ))?,
+            stop_kind: stop_tag(
+                tags,
+                "Kind",
+                "school, event or company (from the tour calendar), empty when unknown",
+            )?,
             visitors_total: counter(
                 tags,
                 "Visits/VisitorsTotal",
@@ -330,6 +342,8 @@ impl Tags {
 
 /// Figures published on the bus: all stops, the current stop, today.
 struct BusFigures {
+    /// The current stop as the database knows it (id, kind).
+    stop: Option<super::store::StopRecord>,
     /// Answers per trade, all stops.
     trades: std::collections::BTreeMap<String, u64>,
     total: Figures,
@@ -355,6 +369,7 @@ pub fn current_scope<'a>(store: &Store, stop: &'a Stop) -> Result<Scope<'a>, Sto
 fn bus_figures(store: &Store, stop: &Stop) -> Result<BusFigures, StoreError> {
     let today = day_of(Timestamp::now());
     Ok(BusFigures {
+        stop: store.stop_record(stop)?,
         trades: store
             .trades_grouped(Scope::default(), None)?
             .remove("")
@@ -447,6 +462,10 @@ impl Writer {
             };
             out.set(*total, Value::UInt(of(&f.total)), now);
             out.set(*at_stop, Value::UInt(of(&f.at_stop)), now);
+        }
+        if let Some(stop) = &f.stop {
+            out.set(t.stop_id, Value::UInt(stop.id.max(0) as u64), now);
+            out.set(t.stop_kind, Value::text(&stop.kind), now);
         }
         for (id, tag) in &t.trades {
             let n = f.trades.get(id).copied().unwrap_or(0);

@@ -402,6 +402,28 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The row of `stop` (same town, venue and first day), if it has one.
+    pub fn stop_record(&self, stop: &Stop) -> Result<Option<StopRecord>, StoreError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT id, town, venue, kind, first_day, last_day FROM stops
+                 WHERE town = ?1 AND venue = ?2 AND first_day = ?3",
+                params![stop.town, stop.venue, stop.first_day],
+                |r| {
+                    Ok(StopRecord {
+                        id: r.get(0)?,
+                        town: r.get(1)?,
+                        venue: r.get(2)?,
+                        kind: r.get(3)?,
+                        first_day: r.get(4)?,
+                        last_day: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
     /// The id of `stop` (same town, venue and first day), if it has one.
     pub fn stop_id(&self, stop: &Stop) -> Result<Option<i64>, StoreError> {
         Ok(self
