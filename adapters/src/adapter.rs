@@ -237,6 +237,10 @@ pub enum CallError {
     Refused(String),
     #[error("device did not answer in time")]
     Timeout,
+    /// Refused with the precise OPC UA status a client must see (the kiosk's scan: unknown,
+    /// expired or already launched code), and the reason for people.
+    #[error("{1}")]
+    Status(opcua::types::StatusCode, String),
 }
 
 /// The status tags every device carries under `<device>/Status`, published through the bus

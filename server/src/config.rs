@@ -65,6 +65,9 @@ pub struct GatewayConfig {
     /// Order history and production indicators.
     #[serde(default)]
     pub indicators: IndicatorsConfig,
+    /// The visitor's journey: designs, kiosk, follow pages, trades.
+    #[serde(default)]
+    pub journey: crate::journey::JourneyConfig,
     /// Real (or explicitly simulated) devices; see [`GatewayConfig::effective_devices`].
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
@@ -241,7 +244,9 @@ impl GatewayConfig {
         self.influxdb.validate().map_err(own)?;
         self.streams.validate().map_err(own)?;
         self.indicators.validate().map_err(own)?;
+        self.journey.validate().map_err(own)?;
         crate::visits::validate_stop(&self.stop).map_err(own)?;
+        self.visits.validate().map_err(own)?;
         if self.bus.capacity == 0 || self.bus.capacity > 1_000_000 {
             return Err((
                 "bus.capacity".into(),

@@ -32,6 +32,7 @@ use crate::config::GatewayConfig;
 use crate::diagnostics::{SinkCounterSet, SinkDiagnostics};
 use crate::http::{Guards, HttpServer};
 use crate::indicators::IndicatorsEngine;
+use crate::journey::{Journey, KioskAdapter};
 use crate::monitoring::Monitoring;
 use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
 use crate::reload::Reloader;
@@ -55,6 +56,8 @@ pub struct Plan {
     pub sinks: SinkCounterSet,
     /// Partner devices' adapters (index in `adapters`, device path): reloadable one by one.
     pub partners: Vec<(usize, String)>,
+    /// The visitor's journey (designs, kiosk, follow pages); its database is opened by `run`.
+    pub journey: Arc<Journey>,
 }
 
 /// Build the adapters of `config` and collect their tags.
@@ -74,8 +77,14 @@ pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
             adapters.push(adapter);
         }
     }
-    let (visits_adapter, visits) = VisitsAdapter::new(crate::visits::configured_stop(&config.stop));
+    let journey = Journey::new(&config.journey, &config.line, &config.storage)?;
+    let (visits_adapter, visits) = VisitsAdapter::new(
+        crate::visits::configured_stop(&config.stop),
+        journey.catalogue.ids(),
+        config.visits.tour.clone(),
+    );
     adapters.push(Box::new(visits_adapter));
+    adapters.push(Box::new(KioskAdapter::new(journey.clone())));
     if config.indicators.enabled {
         adapters.push(Box::new(IndicatorsEngine::new(
             config.indicators.clone(),
@@ -108,11 +117,13 @@ pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
         visits,
         sinks,
         partners,
+        journey,
     })
 }
 
-fn static_model(config: &GatewayConfig) -> StaticModel {
+fn static_model(config: &GatewayConfig, journey: &Journey) -> StaticModel {
     StaticModel {
+        step_trades: crate::journey::step_trades(&journey.catalogue),
         site_name: config.site.name.clone(),
         line_models: config.line.models.clone(),
         devices: config
@@ -148,6 +159,7 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
         visits,
         sinks,
         partners,
+        journey,
     } = plan(&config)?;
     let bus = PointBus::new(catalog.clone(), config.bus.capacity);
 
@@ -168,7 +180,7 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
         &config.opcua,
         GatewayNodesBuilder {
             types: Box::new(types),
-            model: static_model(&config),
+            model: static_model(&config, &journey),
             bus: bus.clone(),
             router: router.clone(),
         },
@@ -183,6 +195,8 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
             &crate::visits::configured_stop(&config.stop),
         )
         .context("visits database")?;
+    journey.open().context("designs database")?;
+    journey.start(bus.clone(), router.clone());
 
     let budget = crate::fd_budget::at_start(&config);
     let http = if config.http.enabled {
@@ -292,7 +306,8 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
                 crate::visits::routes(visits.clone(), &config.storage, &guards)
                     .context("visits database")?,
             )
-            .merge(crate::reload::routes(reloader.clone(), &guards));
+            .merge(crate::reload::routes(reloader.clone(), &guards))
+            .merge(crate::journey::routes(journey.clone(), &guards));
         tasks.spawn(http.serve(routes, shutdown.clone()));
     }
 

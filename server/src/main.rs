@@ -7,6 +7,7 @@ mod fd_budget;
 mod gateway;
 mod http;
 mod indicators;
+mod journey;
 mod monitoring;
 mod opcua;
 mod reload;

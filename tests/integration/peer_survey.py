@@ -24,6 +24,8 @@ AUDIENCES = [
     "teacher",
     "company",
     "general_public",
+    "parent",
+    "guidance_counsellor",
 ]
 BROWSE_NAMES = {
     "middle_school": "MiddleSchool",
@@ -34,6 +36,8 @@ BROWSE_NAMES = {
     "teacher": "Teacher",
     "company": "Company",
     "general_public": "GeneralPublic",
+    "parent": "Parent",
+    "guidance_counsellor": "GuidanceCounsellor",
 }
 
 

@@ -121,7 +121,7 @@ async def test_tree_shape(opc):
     for obj in ["Stop", "Line", "Stations", "Orders", "Indicators", "Visits"]:
         expect_class(f"Fabrique/{obj}", ua.NodeClass.Object)
     expect_class("Fabrique/Name", ua.NodeClass.Variable)
-    expect_children("Fabrique/Stop", {"Town", "Venue", "FirstDay", "LastDay", "SetStop"})
+    expect_children("Fabrique/Stop", {"Town", "Venue", "FirstDay", "LastDay", "Id", "Kind", "SetStop"})
     expect_class("Fabrique/Stop/SetStop", ua.NodeClass.Method)
     expect_class("Fabrique/Visits/CheckIn", ua.NodeClass.Method)
     expect_class("Fabrique/Visits/Survey", ua.NodeClass.Object)
@@ -136,10 +136,19 @@ async def test_tree_shape(opc):
     for n in range(1, 10):
         step = f"Fabrique/Line/Steps/Step{n}"
         expect_class(step, ua.NodeClass.Object)
-        expect_children(step, set(STEP_VARIABLES))
+        # `Trades`: the trades catalogue's names for the step (the visitor's journey).
+        expect_children(step, set(STEP_VARIABLES) | {"Trades"})
 
     stations = {device.split("/")[0] for device in DEVICE_TAGS}
-    expect_children("Fabrique/Stations", stations)
+    # The kiosk of the visitor's journey: a station of the truck, with counters and Scan.
+    expect_children("Fabrique/Stations", stations | {"Reception"})
+    expect_children("Fabrique/Stations/Reception", {"Kiosk"})
+    expect_children(
+        "Fabrique/Stations/Reception/Kiosk",
+        {"Scans", "Launched", "Rejected", "LastScan", "LastCode", "LastResult", "Scan",
+         "DesignsCreated", "DesignsRefused"},
+    )
+    expect_class("Fabrique/Stations/Reception/Kiosk/Scan", ua.NodeClass.Method)
     for station in stations:
         expect_class(f"Fabrique/Stations/{station}", ua.NodeClass.Object)
         expect_children(
@@ -161,7 +170,8 @@ async def test_tree_shape(opc):
         for tag in tags:
             expect_class(f"{base}/{tag}", ua.NodeClass.Variable)
 
-    expect_children("Fabrique/Orders", {"LastOrderId", "Submitted", "Recent"})
+    expect_children("Fabrique/Orders", {"LastOrderId", "Submitted", "Recent", "FindOrder"})
+    expect_class("Fabrique/Orders/FindOrder", ua.NodeClass.Method)
     expect_children("Fabrique/Orders/Recent", {f"Order{n:02d}" for n in range(1, RECENT_SLOTS + 1)})
     for n in range(1, RECENT_SLOTS + 1):
         expect_class(slot_path(n), ua.NodeClass.Object)

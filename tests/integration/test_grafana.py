@@ -210,9 +210,14 @@ EXPECTED_SERIES = {
     "OEE and its factors": 4,
     "Cycle time per step (average)": 9,
     "3D printer temperatures": 3,
-    "Visitors by audience (at this stop)": 8,
-    "Satisfied by audience (all stops)": 8,
-    "View changed by audience (all stops)": 8,
+    "Visitors by audience (at this stop)": 10,
+    "Satisfied by audience (all stops)": 10,
+    "View changed by audience (all stops)": 10,
+    # Every trade of the built-in catalogue (config/trades.toml).
+    "Top trades (all stops)": sum(
+        line == "[[trades]]"
+        for line in (Path(__file__).resolve().parents[2] / "config" / "trades.toml").read_text().splitlines()
+    ),
 }
 
 

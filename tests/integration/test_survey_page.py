@@ -101,6 +101,10 @@ def test_the_page_is_filled_in_by_taps_and_the_answer_is_counted(gateway_factory
     pressed = browser.find_elements(By.CSS_SELECTOR, '.question[data-field="audience"] button[aria-pressed="true"]')
     assert [b.get_attribute("data-value") for b in pressed] == ["high_school"]
     assert submit.is_enabled()
+    # The optional trades question: several taps, one toggled off again.
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#trades button"), 10, "the trades question")
+    for trade in ["roboticien", "technicien-metrologie", "chef-produit", "roboticien"]:
+        browser.find_element(By.CSS_SELECTOR, f'#trades button[data-value="{trade}"]').click()
     screenshot = README_SCREENSHOT if os.environ.get("FABRIQUE_UPDATE_SCREENSHOT") == "1" else tmp_path / "survey-page.png"
     assert browser.save_screenshot(str(screenshot))
     assert screenshot.stat().st_size > 10_000
@@ -113,6 +117,8 @@ def test_the_page_is_filled_in_by_taps_and_the_answer_is_counted(gateway_factory
     assert stats["survey"]["responses"] == 1
     high_school = stats["survey"]["by_audience"]["high_school"]
     assert (high_school["responses"], high_school["satisfied"], high_school["view_changed"]) == (1, 1, 1)
+    chosen = {t for t, v in stats["survey"]["trades"].items() if v["count"]}
+    assert chosen == {"technicien-metrologie", "chef-produit"}
 
     # The page resets itself for the next visitor.
     form = browser.find_element(By.ID, "form")

@@ -81,6 +81,8 @@ pub struct StaticModel {
     pub site_name: String,
     pub line_models: Vec<String>,
     pub devices: Vec<DeviceNameplate>,
+    /// Each step's trades (`<step path>`, French names), shown as `<step>/Trades` (journey).
+    pub step_trades: Vec<(String, Vec<String>)>,
 }
 
 pub struct DeviceNameplate {
@@ -137,6 +139,24 @@ pub const VISITS_METHODS: [MethodSpec; 2] = [
         inputs: &["Audience", "Size"],
         outputs: &[],
         description: "Check a group in: audience code (middle_school, high_school, student, job_seeker, retraining, teacher, company, general_public) and size",
+    },
+];
+
+/// Methods of the visitor's journey (`server/src/journey`): the kiosk and order lookup.
+pub const JOURNEY_METHODS: [MethodSpec; 2] = [
+    MethodSpec {
+        parent: "Stations/Reception/Kiosk",
+        name: "Scan",
+        inputs: &["Code"],
+        outputs: &["OrderId"],
+        description: "Launch the design with this code as an order. BadNotFound: unknown code; BadAlreadyExists: launched before; BadRequestNotAllowed: expired; BadInvalidState: line stopped; BadInvalidArgument: not a code",
+    },
+    MethodSpec {
+        parent: "Orders",
+        name: "FindOrder",
+        inputs: &["OrderId"],
+        outputs: &["Model", "Text", "State", "CurrentStep", "DesignCode"],
+        description: "Any order by id, not only those in the Recent slots (CurrentStep empty off the line; BadNotFound: no such order)",
     },
 ];
 
@@ -451,6 +471,16 @@ pub fn build(
     for device in &model.devices {
         b.nameplate(device);
     }
+    for (step, trades) in &model.step_trades {
+        let names: Vec<UAString> = trades.iter().map(|t| UAString::from(t.as_str())).collect();
+        b.constant(
+            step,
+            "Trades",
+            Variant::from(names),
+            DataTypeId::String,
+            false,
+        );
+    }
     let mut tag_nodes = vec![NodeId::null(); catalog.len()];
     let mut node_tags = HashMap::with_capacity(catalog.len());
     for (tag, entry) in catalog.iter() {
@@ -461,6 +491,7 @@ pub fn build(
     let methods = LINE_METHODS
         .iter()
         .chain(VISITS_METHODS.iter())
+        .chain(JOURNEY_METHODS.iter())
         .map(|m| (b.method(m), format!("{}/{}", m.parent, m.name)))
         .collect();
     BuiltNodes {

@@ -67,12 +67,18 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             .filter_map(|method| {
                 let parent = method.rsplit_once('/')?.0;
                 let prefix = format!("{parent}/");
-                let anchor = catalog.lookup(&format!("{parent}/State")).or_else(|| {
-                    catalog
-                        .iter()
-                        .find(|(_, e)| e.spec.path.starts_with(&prefix))
-                        .map(|(t, _)| t)
-                })?;
+                let anchored = crate::journey::METHOD_ANCHORS
+                    .iter()
+                    .find(|(m, _)| m == method)
+                    .and_then(|(_, tag)| catalog.lookup(tag));
+                let anchor = anchored
+                    .or_else(|| catalog.lookup(&format!("{parent}/State")))
+                    .or_else(|| {
+                        catalog
+                            .iter()
+                            .find(|(_, e)| e.spec.path.starts_with(&prefix))
+                            .map(|(t, _)| t)
+                    })?;
                 Some((method.clone(), anchor))
             })
             .collect();
@@ -228,6 +234,7 @@ fn call_status(error: &CallError) -> StatusCode {
         CallError::InvalidArgument(_) => StatusCode::BadInvalidArgument,
         CallError::Refused(_) => StatusCode::BadInvalidState,
         CallError::Timeout => StatusCode::BadTimeout,
+        CallError::Status(status, _) => *status,
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::records::{day_of, Audience, CheckIn, Rejection, Stop};
 use super::store::{Figures, Scope, Store, StoreError, SurveyFigures, Write};
+use super::tour::{self, PlannedStop};
 
 /// Records waiting for the writer; a full queue makes senders wait (HTTP clients, the MQTT
 /// subscriber), which is the back-pressure we want.
@@ -60,6 +61,10 @@ pub struct Shared {
     pub current_stop: Mutex<Stop>,
     pub survey_rejected: AtomicU64,
     pub visits_rejected: AtomicU64,
+    /// Ids of the trades catalogue: what the survey's trades question accepts.
+    pub trades: Vec<String>,
+    /// The tour calendar.
+    pub tour: Vec<PlannedStop>,
     /// Kinds of rejection already logged, per entry point: one warning each, not per message.
     logged: Mutex<std::collections::HashSet<(&'static str, &'static str)>>,
 }
@@ -101,7 +106,8 @@ impl VisitsHandle {
         storage: &crate::storage::StorageConfig,
         configured: &Stop,
     ) -> Result<Stop, StoreError> {
-        let (store, current) = Store::open(storage, configured)?;
+        let (mut store, current) = Store::open(storage, configured)?;
+        store.plan(&self.shared.tour)?;
         *self.store.lock() = Some(store);
         *self.shared.current_stop.lock() = current.clone();
         Ok(current)
@@ -178,6 +184,9 @@ fn counter(tags: &mut TagRegistrar<'_>, path: &str, text: &str) -> Result<TagId,
 
 struct Tags {
     stop: [TagId; 4],
+    /// The current stop's identity (`stops` table) and kind.
+    stop_id: TagId,
+    stop_kind: TagId,
     visitors_total: TagId,
     visitors_at_stop: TagId,
     visitors_today: TagId,
@@ -195,10 +204,25 @@ struct Tags {
     survey_rejected: TagId,
     /// Per audience: in total and at this stop.
     audience_survey: Vec<(Audience, SurveyTags, SurveyTags)>,
+    /// Per trade of the catalogue: answers that chose it, all stops.
+    trades: Vec<(String, TagId)>,
 }
 
 impl Tags {
-    fn declare(tags: &mut TagRegistrar<'_>) -> Result<Self, CatalogError> {
+    fn declare(tags: &mut TagRegistrar<'_>, trade_ids: &[String]) -> Result<Self, CatalogError> {
+        let trades = trade_ids
+            .iter()
+            .map(|id| {
+                Ok((
+                    id.clone(),
+                    counter(
+                        tags,
+                        &format!("Visits/Survey/Trades/{id}"),
+                        "Survey answers that chose this trade (\"Quels métiers vous ont donné envie d'en savoir plus ?\"), all stops",
+                    )?,
+                ))
+            })
+            .collect::<Result<_, CatalogError>>()?;
         let stop_tag = |tags: &mut TagRegistrar<'_>, name: &str, text: &str| {
             tags.register(TagSpec::new(format!("Stop/{name}"), DataType::String).describe(text))
         };
@@ -241,6 +265,15 @@ impl Tags {
         }
         Ok(Tags {
             stop,
+            stop_id: tags
+                .register(TagSpec::new("Stop/Id", DataType::UInt64).describe(
+                    "Identity of the current stop: a town visited again is a new stop",
+                ))?,
+            stop_kind: stop_tag(
+                tags,
+                "Kind",
+                "school, event or company (from the tour calendar), empty when unknown",
+            )?,
             visitors_total: counter(
                 tags,
                 "Visits/VisitorsTotal",
@@ -302,28 +335,50 @@ impl Tags {
                 "Invalid survey responses refused since start",
             )?,
             audience_survey,
+            trades,
         })
     }
 }
 
 /// Figures published on the bus: all stops, the current stop, today.
 struct BusFigures {
+    /// The current stop as the database knows it (id, kind).
+    stop: Option<super::store::StopRecord>,
+    /// Answers per trade, all stops.
+    trades: std::collections::BTreeMap<String, u64>,
     total: Figures,
     at_stop: Figures,
     today: Figures,
 }
 
-fn bus_figures(store: &Store, town: &str) -> Result<BusFigures, StoreError> {
+/// The scope of the current stop: its identity (a town the truck visited before keeps its own
+/// figures), or its town for a stop without an id yet.
+pub fn current_scope<'a>(store: &Store, stop: &'a Stop) -> Result<Scope<'a>, StoreError> {
+    Ok(match store.stop_id(stop)? {
+        Some(id) => Scope {
+            stop_id: Some(id),
+            ..Scope::default()
+        },
+        None => Scope {
+            stop: Some(&stop.town),
+            ..Scope::default()
+        },
+    })
+}
+
+fn bus_figures(store: &Store, stop: &Stop) -> Result<BusFigures, StoreError> {
     let today = day_of(Timestamp::now());
     Ok(BusFigures {
+        stop: store.stop_record(stop)?,
+        trades: store
+            .trades_grouped(Scope::default(), None)?
+            .remove("")
+            .unwrap_or_default(),
         total: store.figures(Scope::default())?,
-        at_stop: store.figures(Scope {
-            stop: Some(town),
-            day: None,
-        })?,
+        at_stop: store.figures(current_scope(store, stop)?)?,
         today: store.figures(Scope {
-            stop: None,
             day: Some(&today),
+            ..Scope::default()
         })?,
     })
 }
@@ -335,13 +390,19 @@ pub struct VisitsAdapter {
 }
 
 impl VisitsAdapter {
-    pub fn new(configured: Stop) -> (Self, VisitsHandle) {
+    pub fn new(
+        configured: Stop,
+        trades: Vec<String>,
+        tour: Vec<PlannedStop>,
+    ) -> (Self, VisitsHandle) {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let handle = VisitsHandle {
             shared: Arc::new(Shared {
                 current_stop: Mutex::new(configured),
                 survey_rejected: AtomicU64::new(0),
                 visits_rejected: AtomicU64::new(0),
+                trades,
+                tour,
                 logged: Mutex::default(),
             }),
             queue,
@@ -358,6 +419,9 @@ impl VisitsAdapter {
 
 /// The writer's state while running.
 struct Writer {
+    /// The planned stop the gateway last considered (town, first day): each is switched to at
+    /// most once a run, so a stop the crew sets by hand during a planned one stays.
+    tour_switched: Option<(String, String)>,
     store: Arc<Mutex<Store>>,
     tags: Tags,
     shared: Arc<Shared>,
@@ -399,6 +463,14 @@ impl Writer {
             out.set(*total, Value::UInt(of(&f.total)), now);
             out.set(*at_stop, Value::UInt(of(&f.at_stop)), now);
         }
+        if let Some(stop) = &f.stop {
+            out.set(t.stop_id, Value::UInt(stop.id.max(0) as u64), now);
+            out.set(t.stop_kind, Value::text(&stop.kind), now);
+        }
+        for (id, tag) in &t.trades {
+            let n = f.trades.get(id).copied().unwrap_or(0);
+            out.set(*tag, Value::UInt(n), now);
+        }
         t.survey_total.publish(out, &f.total.survey, now);
         t.survey_at_stop.publish(out, &f.at_stop.survey, now);
         t.survey_today.publish(out, &f.today.survey, now);
@@ -433,13 +505,43 @@ impl Writer {
     /// Recompute the figures for the current stop and publish them.
     async fn refresh(&self, out: &mut Publisher) {
         let store = self.store.clone();
-        let town = self.shared.current_stop.lock().town.clone();
-        let computed = tokio::task::spawn_blocking(move || bus_figures(&store.lock(), &town)).await;
+        let stop = self.shared.current_stop.lock().clone();
+        let computed = tokio::task::spawn_blocking(move || bus_figures(&store.lock(), &stop)).await;
         match computed {
             Ok(Ok(figures)) => self.publish_figures(out, &figures, Timestamp::now()),
             Ok(Err(error)) => tracing::error!(%error, "cannot compute the visit figures"),
             Err(error) => tracing::error!(%error, "visit figures task failed"),
         }
+    }
+
+    /// On a planned stop's days, make it the current stop (once per planned stop).
+    async fn follow_tour(&mut self, out: &mut Publisher) {
+        let today = day_of(Timestamp::now());
+        let Some(planned) = tour::due(&self.shared.tour, &today).cloned() else {
+            return;
+        };
+        let key = (planned.town.clone(), planned.first_day.clone());
+        if self.tour_switched.as_ref() == Some(&key) {
+            return;
+        }
+        self.tour_switched = Some(key);
+        let stop = planned.stop();
+        let current = self.shared.current_stop.lock().clone();
+        // A current stop starting on or after the planned one was set on purpose (the crew, or
+        // this switch before a restart): it stays.
+        if current == stop || current.first_day >= planned.first_day {
+            return;
+        }
+        tracing::info!(town = %stop.town, first_day = %stop.first_day, kind = planned.kind.as_str(), "tour: the next stop starts today");
+        let (reply, _answer) = oneshot::channel();
+        self.write_batch(
+            out,
+            vec![Request {
+                write: Pending::SetStop(stop),
+                reply,
+            }],
+        )
+        .await;
     }
 
     /// Write a batch in one transaction, publish, then answer every sender.
@@ -481,11 +583,11 @@ impl Writer {
             replies.push((request.reply, filed_under));
         }
         let store = self.store.clone();
-        let town = stop.town.clone();
+        let current = stop.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let mut store = store.lock();
             let ids = store.write(&writes)?;
-            let figures = bus_figures(&store, &town)?;
+            let figures = bus_figures(&store, &current)?;
             Ok::<_, StoreError>((ids, figures))
         })
         .await
@@ -569,7 +671,7 @@ impl Adapter for VisitsAdapter {
     }
 
     fn declare_tags(&mut self, tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
-        self.tags = Some(Tags::declare(tags)?);
+        self.tags = Some(Tags::declare(tags, &self.handle.shared.trades)?);
         Ok(())
     }
 
@@ -587,6 +689,7 @@ impl Adapter for VisitsAdapter {
             return;
         };
         let mut writer = Writer {
+            tour_switched: None,
             store: Arc::new(Mutex::new(store)),
             tags,
             shared: handle.shared.clone(),
@@ -597,6 +700,7 @@ impl Adapter for VisitsAdapter {
         writer.publish_stop(out, &stop, Timestamp::now());
         writer.publish_rejected(out, Timestamp::now());
         writer.refresh(out).await;
+        writer.follow_tour(out).await;
         out.flush();
 
         let mut refresh = tokio::time::interval(REFRESH);
@@ -638,6 +742,7 @@ impl Adapter for VisitsAdapter {
                     },
                 },
                 _ = refresh.tick() => {
+                    writer.follow_tour(out).await;
                     writer.refresh(out).await;
                     out.flush();
                 }

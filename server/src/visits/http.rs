@@ -15,12 +15,14 @@ use parking_lot::Mutex;
 use serde_json::{json, Map, Value as JsonValue};
 
 use super::adapter::{Pending, StoreFailed, VisitsHandle};
+use super::records::Audience;
 use super::records::{
     day_of, rfc3339, CheckIn, Rejection, RejectionKind, Stop, SurveyResponse, MAX_BODY_BYTES,
 };
-use super::store::{Figures, GroupBy, Scope, Store, StoreError, SurveyFigures, VisitFigures};
+use super::store::{pct, Figures, GroupBy, Scope, Store, StoreError, SurveyFigures, VisitFigures};
 use crate::http::Guards;
 use crate::storage::StorageConfig;
+use std::collections::BTreeMap;
 
 const PAGE_HTML: &str = include_str!("page/survey.html");
 const PAGE_CSS: &str = include_str!("page/survey.css");
@@ -51,6 +53,7 @@ pub fn routes(
         .route("/api/visits", guards.public(post(post_visit)))
         .route("/api/survey", guards.public(post(post_survey)))
         .route("/api/stats", get(get_stats))
+        .route("/api/tour", get(get_tour))
         .route(
             "/survey",
             get(|| async { page("text/html; charset=utf-8", PAGE_HTML) }),
@@ -124,6 +127,52 @@ async fn get_stop(State(state): State<AppState>) -> Response {
     Json(state.handle.current_stop()).into_response()
 }
 
+/// `GET /api/tour`: the planned stops with their id, kind and state, and the current stop.
+async fn get_tour(State(state): State<AppState>) -> Response {
+    let current = state.handle.current_stop();
+    let tour = state.handle.shared.tour.clone();
+    let reader = state.reader.clone();
+    let computed = tokio::task::spawn_blocking(move || {
+        let store = reader.lock();
+        let today = day_of(Timestamp::now());
+        let mut stops = Vec::with_capacity(tour.len());
+        let mut sorted = tour.clone();
+        sorted.sort_by(|a, b| a.first_day.cmp(&b.first_day));
+        for planned in &sorted {
+            let mut entry = json!(planned);
+            entry["id"] = json!(store.stop_id(&planned.stop())?);
+            entry["state"] = json!(super::tour::state(planned, &today));
+            stops.push(entry);
+        }
+        let next = sorted
+            .iter()
+            .find(|p| p.first_day > today)
+            .map(|p| json!(p));
+        let mut current_json = json!(current);
+        current_json["id"] = json!(store.stop_id(&current)?);
+        Ok::<_, StoreError>(json!({
+            "today": today,
+            "current": current_json,
+            "next": next,
+            "stops": stops,
+        }))
+    })
+    .await;
+    match computed {
+        Ok(Ok(body)) => Json(body).into_response(),
+        Ok(Err(error)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": error.to_string()})),
+        )
+            .into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": error.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
 async fn put_stop(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Response {
     let stop = match body(raw).and_then(|b| Stop::parse_json(&b)) {
         Ok(stop) => stop,
@@ -157,7 +206,9 @@ async fn post_survey(
     if let Some(response) = unread(&raw) {
         return response;
     }
-    let response = match body(raw).and_then(|b| SurveyResponse::parse_json(&b)) {
+    let response = match body(raw)
+        .and_then(|b| SurveyResponse::parse_json_with(&b, &state.handle.shared.trades))
+    {
         Ok(response) => response,
         Err(rejection) => {
             state.handle.shared.rejected("http", true, &rejection);
@@ -201,8 +252,14 @@ async fn get_stats(
             .load(std::sync::atomic::Ordering::Relaxed),
     );
     let reader = state.reader.clone();
+    let shared = state.handle.shared.clone();
     let computed = tokio::task::spawn_blocking(move || {
-        stats_json(&reader.lock(), &current, scope_stop.as_deref(), rejected)
+        let mut stats = stats_json(&reader.lock(), &current, scope_stop.as_deref(), rejected)?;
+        let trades = trades_json(&reader.lock(), scope_stop.as_deref(), &shared.trades)?;
+        if let Some(survey) = stats.get_mut("survey").and_then(|s| s.as_object_mut()) {
+            survey.extend(trades);
+        }
+        Ok::<_, StoreError>(stats)
     })
     .await;
     match computed {
@@ -253,6 +310,60 @@ fn scope_json(f: &Figures) -> (Map<String, JsonValue>, Map<String, JsonValue>) {
     (survey, visits)
 }
 
+/// A trade's count and share: `100 * count / responses` (every response of the group, whether or
+/// not it answered the trades question), the same division as every share here.
+fn trade_shares(
+    counts: Option<&BTreeMap<String, u64>>,
+    responses: u64,
+    ids: &[String],
+) -> JsonValue {
+    let map: Map<String, JsonValue> = ids
+        .iter()
+        .map(|id| {
+            let n = counts.and_then(|c| c.get(id)).copied().unwrap_or(0);
+            (id.clone(), json!({"count": n, "pct": pct(n, responses)}))
+        })
+        .collect();
+    JsonValue::Object(map)
+}
+
+/// The trades question in `/api/stats`: `trades` (over the scope), `trades_by_stop`,
+/// `trades_by_audience`; every trade of the catalogue listed, with 0 when nobody chose it.
+pub fn trades_json(
+    store: &Store,
+    scope: Option<&str>,
+    ids: &[String],
+) -> Result<Map<String, JsonValue>, StoreError> {
+    let base = Scope {
+        stop: scope,
+        ..Scope::default()
+    };
+    let mut out = Map::new();
+    let total = store.figures(base)?.survey.responses;
+    let overall = store.trades_grouped(base, None)?;
+    out.insert("trades".into(), trade_shares(overall.get(""), total, ids));
+    for (key, by) in [
+        ("trades_by_stop", GroupBy::Stop),
+        ("trades_by_audience", GroupBy::Audience),
+    ] {
+        let responses = store.survey_grouped(base, by)?;
+        let counts = store.trades_grouped(base, Some(by))?;
+        let mut groups: Map<String, JsonValue> = responses
+            .iter()
+            .map(|(k, f)| (k.clone(), trade_shares(counts.get(k), f.responses, ids)))
+            .collect();
+        if let GroupBy::Audience = by {
+            for a in Audience::ALL {
+                groups
+                    .entry(a.code().to_owned())
+                    .or_insert_with(|| trade_shares(None, 0, ids));
+            }
+        }
+        out.insert(key.into(), JsonValue::Object(groups));
+    }
+    Ok(out)
+}
+
 /// `/api/stats`: over every record, or over one stop's (`scope`).
 pub fn stats_json(
     store: &Store,
@@ -263,17 +374,14 @@ pub fn stats_json(
     let today = day_of(Timestamp::now());
     let base = Scope {
         stop: scope,
-        day: None,
+        ..Scope::default()
     };
     let (mut survey, mut visits) = scope_json(&store.figures(base)?);
     // Short names for the headline figures, as the issue names them.
     visits.insert("visitors_total".into(), visits["visitors"].clone());
     visits.insert("groups_total".into(), visits["groups"].clone());
 
-    let at_stop = store.figures(Scope {
-        stop: Some(&current.town),
-        day: None,
-    })?;
+    let at_stop = store.figures(super::adapter::current_scope(store, current)?)?;
     let (s, v) = scope_json(&at_stop);
     visits.insert("visitors_at_stop".into(), v["visitors"].clone());
     survey.insert("current_stop".into(), JsonValue::Object(s));
@@ -282,13 +390,18 @@ pub fn stats_json(
     let on_day = store.figures(Scope {
         stop: scope,
         day: Some(&today),
+        ..Scope::default()
     })?;
     let (s, v) = scope_json(&on_day);
     visits.insert("visitors_today".into(), v["visitors"].clone());
     survey.insert("today".into(), JsonValue::Object(s));
     visits.insert("today".into(), JsonValue::Object(v));
 
-    for (key, by) in [("by_day", GroupBy::Day), ("by_stop", GroupBy::Stop)] {
+    for (key, by) in [
+        ("by_day", GroupBy::Day),
+        ("by_stop", GroupBy::Stop),
+        ("by_stop_id", GroupBy::StopId),
+    ] {
         let s: Map<String, JsonValue> = store
             .survey_grouped(base, by)?
             .iter()
@@ -304,7 +417,16 @@ pub fn stats_json(
     }
     survey.insert("rejected".into(), rejected.0.into());
     visits.insert("rejected".into(), rejected.1.into());
+    // Stops by identity: `by_stop_id` keys are these ids; town and venue are attributes (two
+    // stops in one town are two entries).
+    let stops: Map<String, JsonValue> = store
+        .stops()?
+        .into_iter()
+        .map(|s| (s.id.to_string(), json!(s)))
+        .collect();
     Ok(json!({
+        "stops": stops,
+        "stop_id": store.stop_id(current)?,
         "stop": current,
         "scope": {"stop": scope},
         "today": today,

@@ -14,6 +14,7 @@ mod http;
 mod mqtt_inbound;
 mod records;
 mod store;
+pub mod tour;
 
 pub use adapter::{VisitsAdapter, VisitsHandle};
 pub use http::routes;
@@ -28,13 +29,22 @@ use serde::{Deserialize, Serialize};
 pub struct VisitsConfig {
     /// With `[mqtt] enabled`: take survey responses and orders from the broker too.
     pub mqtt_subscribe: bool,
+    /// `[[visits.tour]]`: the tour calendar; the gateway switches to each stop on its first day.
+    pub tour: Vec<tour::PlannedStop>,
 }
 
 impl Default for VisitsConfig {
     fn default() -> Self {
         VisitsConfig {
             mqtt_subscribe: true,
+            tour: Vec::new(),
         }
+    }
+}
+
+impl VisitsConfig {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        tour::validate(&self.tour)
     }
 }
 

@@ -167,7 +167,7 @@ impl MqttInbound {
                 ),
             ))
         } else {
-            SurveyResponse::parse_json(&publish.payload)
+            SurveyResponse::parse_json_with(&publish.payload, &self.visits.shared.trades)
         };
         match response {
             Err(rejection) => {

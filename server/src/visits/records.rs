@@ -25,10 +25,14 @@ pub enum Audience {
     Teacher,
     Company,
     GeneralPublic,
+    /// Pupils' parents (open days, school events).
+    Parent,
+    /// Guidance counsellors (psychologues de l'Éducation nationale, Mission locale, CIO).
+    GuidanceCounsellor,
 }
 
 impl Audience {
-    pub const ALL: [Audience; 8] = [
+    pub const ALL: [Audience; 10] = [
         Audience::MiddleSchool,
         Audience::HighSchool,
         Audience::Student,
@@ -37,6 +41,8 @@ impl Audience {
         Audience::Teacher,
         Audience::Company,
         Audience::GeneralPublic,
+        Audience::Parent,
+        Audience::GuidanceCounsellor,
     ];
 
     /// The code used in JSON, SQL and the form.
@@ -50,6 +56,8 @@ impl Audience {
             Audience::Teacher => "teacher",
             Audience::Company => "company",
             Audience::GeneralPublic => "general_public",
+            Audience::Parent => "parent",
+            Audience::GuidanceCounsellor => "guidance_counsellor",
         }
     }
 
@@ -64,6 +72,8 @@ impl Audience {
             Audience::Teacher => "Teacher",
             Audience::Company => "Company",
             Audience::GeneralPublic => "GeneralPublic",
+            Audience::Parent => "Parent",
+            Audience::GuidanceCounsellor => "GuidanceCounsellor",
         }
     }
 
@@ -98,6 +108,7 @@ pub enum RejectionKind {
     OutOfRange,
     BadTime,
     BadStop,
+    UnknownTrade,
 }
 
 impl RejectionKind {
@@ -112,6 +123,7 @@ impl RejectionKind {
             RejectionKind::OutOfRange => "out-of-range",
             RejectionKind::BadTime => "bad-time",
             RejectionKind::BadStop => "bad-stop",
+            RejectionKind::UnknownTrade => "unknown-trade",
         }
     }
 }
@@ -363,7 +375,13 @@ pub struct SurveyResponse {
     pub view_changed: bool,
     pub at: Timestamp,
     pub stop: Option<String>,
+    /// "Quels métiers vous ont donné envie d'en savoir plus ?": trade ids of the catalogue
+    /// (`journey`), sorted, each once; empty when not answered.
+    pub trades: Vec<String>,
 }
+
+/// Most trades one answer may name.
+pub const MAX_TRADES: usize = 100;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -372,12 +390,32 @@ struct SurveyInput {
     satisfaction: i64,
     view_changed: bool,
     #[serde(default)]
+    trades: Vec<String>,
+    #[serde(default)]
     at: Option<String>,
     #[serde(default)]
     stop: Option<String>,
 }
 
 impl SurveyResponse {
+    /// As [`SurveyResponse::parse_json`], the trades checked against the catalogue's ids.
+    pub fn parse_json_with(
+        body: &[u8],
+        known_trades: &[String],
+    ) -> Result<SurveyResponse, Rejection> {
+        let response = SurveyResponse::parse_json(body)?;
+        if let Some(unknown) = response.trades.iter().find(|t| !known_trades.contains(t)) {
+            return Err(Rejection::new(
+                RejectionKind::UnknownTrade,
+                format!(
+                    "trades: `{}` is not a trade of the catalogue (GET /api/trades)",
+                    shorten(unknown)
+                ),
+            ));
+        }
+        Ok(response)
+    }
+
     pub fn parse_json(body: &[u8]) -> Result<SurveyResponse, Rejection> {
         check_size(body)?;
         let input: SurveyInput =
@@ -395,12 +433,20 @@ impl SurveyResponse {
                     ),
                 )
             })?;
+        if input.trades.len() > MAX_TRADES {
+            return Err(Rejection::new(
+                RejectionKind::OutOfRange,
+                format!("trades: at most {MAX_TRADES}, got {}", input.trades.len()),
+            ));
+        }
+        let trades: std::collections::BTreeSet<String> = input.trades.into_iter().collect();
         Ok(SurveyResponse {
             audience,
             satisfaction,
             view_changed: input.view_changed,
             at: parse_at(input.at.as_deref())?,
             stop: parse_stop(input.stop)?,
+            trades: trades.into_iter().collect(),
         })
     }
 }

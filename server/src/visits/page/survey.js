@@ -8,6 +8,23 @@
   var submit = document.getElementById("submit");
   var error = document.getElementById("error");
   var questions = Array.prototype.slice.call(document.querySelectorAll(".question"));
+  var tradesBox = document.getElementById("trades");
+  // The optional multi-choice question, from the trades catalogue.
+  var chosen = {};
+  fetch("/api/trades").then(function (r) { return r.json(); }).then(function (catalogue) {
+    catalogue.trades.forEach(function (t) {
+      var b = document.createElement("button");
+      b.type = "button"; b.dataset.value = t.id; b.textContent = t.name; b.title = t.description;
+      b.setAttribute("aria-pressed", "false");
+      b.addEventListener("click", function () {
+        var on = b.getAttribute("aria-pressed") !== "true";
+        b.setAttribute("aria-pressed", String(on));
+        if (on) { chosen[t.id] = true; } else { delete chosen[t.id]; }
+      });
+      tradesBox.appendChild(b);
+    });
+    document.getElementById("trades-question").hidden = false;
+  }).catch(function () { /* without the catalogue, the three questions remain */ });
 
   function complete() {
     return questions.every(function (q) { return q.dataset.field in answers; });
@@ -15,6 +32,8 @@
 
   function reset() {
     answers = {};
+    chosen = {};
+    tradesBox.querySelectorAll("button").forEach(function (b) { b.setAttribute("aria-pressed", "false"); });
     questions.forEach(function (q) {
       q.querySelectorAll("button").forEach(function (b) { b.setAttribute("aria-pressed", "false"); });
     });
@@ -46,7 +65,7 @@
     fetch("/api/survey", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(answers)
+      body: JSON.stringify(Object.keys(chosen).length ? Object.assign({ trades: Object.keys(chosen) }, answers) : answers)
     }).then(function (response) {
       if (response.status !== 201) {
         return response.json().then(function (body) { throw new Error(body.error || response.status); });
