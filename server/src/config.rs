@@ -13,6 +13,7 @@ use fabrique_adapters::simulator::SimulationConfig;
 use fabrique_adapters::DeviceConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::history::HistoryConfig;
 use crate::http::HttpConfig;
 use crate::indicators::IndicatorsConfig;
 use crate::opcua::OpcUaConfig;
@@ -62,6 +63,9 @@ pub struct GatewayConfig {
     /// Order history and production indicators.
     #[serde(default)]
     pub indicators: IndicatorsConfig,
+    /// The embedded historian (on by default) behind OPC UA HistoryRead.
+    #[serde(default)]
+    pub history: HistoryConfig,
     /// Real (or explicitly simulated) devices; see [`GatewayConfig::effective_devices`].
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
@@ -237,6 +241,7 @@ impl GatewayConfig {
         self.mqtt.validate().map_err(own)?;
         self.influxdb.validate().map_err(own)?;
         self.indicators.validate().map_err(own)?;
+        self.history.validate().map_err(own)?;
         crate::visits::validate_stop(&self.stop).map_err(own)?;
         if self.bus.capacity == 0 || self.bus.capacity > 1_000_000 {
             return Err((

@@ -4,6 +4,7 @@ mod commands;
 mod config;
 mod diagnostics;
 mod gateway;
+mod history;
 mod http;
 mod indicators;
 mod monitoring;

@@ -19,11 +19,12 @@ use opcua::server::node_manager::memory::{
     InMemoryNodeManagerImpl, InMemoryNodeManagerImplBuilder,
 };
 use opcua::server::node_manager::{
-    MethodCall, ParsedReadValueId, RequestContext, ServerContext, WriteNode,
+    HistoryNode, MethodCall, ParsedReadValueId, RequestContext, ServerContext, WriteNode,
 };
 use opcua::sync::RwLock;
 use opcua::types::{
-    AttributeId, DataValue, DateTime, NodeId, StatusCode, TimestampsToReturn, Variant,
+    AttributeId, DataValue, DateTime, NodeId, ReadAtTimeDetails, ReadProcessedDetails,
+    ReadRawModifiedDetails, StatusCode, TimestampsToReturn, Variant,
 };
 
 use super::address_space::{
@@ -40,6 +41,8 @@ pub struct GatewayNodesBuilder {
     pub model: StaticModel,
     pub bus: PointBus,
     pub router: CommandRouter,
+    /// The historian behind HistoryRead; `None` when `[history] enabled = false`.
+    pub history: Option<Arc<crate::history::Historian>>,
 }
 
 impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
@@ -59,6 +62,11 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
         space.add_namespace(INSTANCES_NAMESPACE, ns);
         let catalog = self.bus.catalog().clone();
         let built = address_space::build(space, ns, types_ns, &self.model, &catalog);
+        if let Some(history) = &self.history {
+            let nodes = built.tag_nodes.iter().enumerate();
+            let nodes = nodes.map(|(i, id)| (TagId(i as u32), id));
+            crate::history::ua::mark_historized(space, history, &catalog, nodes);
+        }
         // A method goes to the adapter that owns the tags next to it (`Line/State` for
         // `Line/SubmitOrder`, `Stop/Town` for `Stop/SetStop`).
         let method_anchors = built
@@ -96,6 +104,7 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             method_anchors,
             bus: self.bus,
             router: self.router,
+            history: self.history,
         }
     }
 }
@@ -141,6 +150,7 @@ pub struct GatewayNodes {
     method_anchors: HashMap<String, TagId>,
     bus: PointBus,
     router: CommandRouter,
+    history: Option<Arc<crate::history::Historian>>,
 }
 
 impl GatewayNodes {
@@ -179,6 +189,10 @@ impl GatewayNodes {
             &changes.added_devices,
             &specs,
         );
+        if let Some(history) = &self.history {
+            let nodes = added.iter().map(|(tag, id)| (*tag, id));
+            crate::history::ua::mark_historized(&mut *space, history, &self.bus.catalog(), nodes);
+        }
         for (tag, node) in added {
             if tags.by_tag.len() <= tag.index() {
                 tags.by_tag.resize(tag.index() + 1, NodeId::null());
@@ -403,6 +417,74 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                 }
             }
         }
+        Ok(())
+    }
+
+    // HistoryRead of tag variables: the historian (history/ua.rs) does the work.
+
+    async fn history_read_raw_modified(
+        &self,
+        _context: &RequestContext,
+        details: &ReadRawModifiedDetails,
+        nodes: &mut [&mut &mut HistoryNode],
+        timestamps_to_return: TimestampsToReturn,
+    ) -> Result<(), StatusCode> {
+        let history = self
+            .history
+            .as_ref()
+            .ok_or(StatusCode::BadHistoryOperationUnsupported)?;
+        let resolve = |id: &NodeId| self.tags.read().tag(id);
+        crate::history::ua::blocking(|| {
+            crate::history::ua::read_raw(history, details, nodes, timestamps_to_return, &resolve)
+        });
+        Ok(())
+    }
+
+    async fn history_read_at_time(
+        &self,
+        _context: &RequestContext,
+        details: &ReadAtTimeDetails,
+        nodes: &mut [&mut &mut HistoryNode],
+        timestamps_to_return: TimestampsToReturn,
+    ) -> Result<(), StatusCode> {
+        let history = self
+            .history
+            .as_ref()
+            .ok_or(StatusCode::BadHistoryOperationUnsupported)?;
+        let resolve = |id: &NodeId| self.tags.read().tag(id);
+        crate::history::ua::blocking(|| {
+            crate::history::ua::read_at_time(
+                history,
+                details,
+                nodes,
+                timestamps_to_return,
+                &resolve,
+            )
+        });
+        Ok(())
+    }
+
+    async fn history_read_processed(
+        &self,
+        _context: &RequestContext,
+        details: &ReadProcessedDetails,
+        nodes: &mut [&mut &mut HistoryNode],
+        timestamps_to_return: TimestampsToReturn,
+    ) -> Result<(), StatusCode> {
+        let history = self
+            .history
+            .as_ref()
+            .ok_or(StatusCode::BadHistoryOperationUnsupported)?;
+        let resolve = |id: &NodeId| self.tags.read().tag(id);
+        crate::history::ua::blocking(|| {
+            crate::history::ua::read_processed(
+                history,
+                details,
+                nodes,
+                timestamps_to_return,
+                &resolve,
+            )
+        });
         Ok(())
     }
 }
