@@ -239,6 +239,18 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
         subscriptions: opcua.handle.subscriptions().clone(),
     };
     tasks.spawn(bridge.run(shutdown.clone()));
+    if let Some(ns) = opcua
+        .handle
+        .get_namespace_index(crate::opcua::INSTANCES_NAMESPACE)
+    {
+        let emitter = crate::opcua::events::EventEmitter {
+            bus: bus.clone(),
+            subscriptions: opcua.handle.subscriptions().clone(),
+            namespaces: opcua.handle.type_tree().read().namespaces().clone(),
+            ns,
+        };
+        tasks.spawn(emitter.run(shutdown.clone()));
+    }
     if let Some(history) = &history {
         let consumer = history.start(shutdown.clone());
         tasks.spawn(async move {

@@ -3,6 +3,7 @@
 mod commands;
 mod config;
 mod diagnostics;
+mod events;
 mod gateway;
 mod history;
 mod http;

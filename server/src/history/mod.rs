@@ -10,6 +10,8 @@
 //! and no I/O; the writer thread owns all of it.
 
 pub mod aggregate;
+#[cfg(test)]
+mod bench;
 pub mod codec;
 pub mod store;
 pub mod ua;

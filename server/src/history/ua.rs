@@ -95,6 +95,11 @@ fn sample_value(data_type: DataType, sample: &Sample, wanted: TimestampsToReturn
     )
 }
 
+#[cfg(test)]
+pub fn sample_value_for_bench(data_type: DataType, sample: &Sample) -> DataValue {
+    sample_value(data_type, sample, TimestampsToReturn::Source)
+}
+
 fn status_value(status: StatusCode, ticks: i64, wanted: TimestampsToReturn) -> DataValue {
     stamped(
         DataValue {

@@ -62,6 +62,8 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
         space.add_namespace(INSTANCES_NAMESPACE, ns);
         let catalog = self.bus.catalog().clone();
         let built = address_space::build(space, ns, types_ns, &self.model, &catalog);
+        let devices: Vec<String> = self.model.devices.iter().map(|d| d.path.clone()).collect();
+        super::events::set_up_notifiers(space, ns, &devices);
         if let Some(history) = &self.history {
             let nodes = built.tag_nodes.iter().enumerate();
             let nodes = nodes.map(|(i, id)| (TagId(i as u32), id));
@@ -189,6 +191,12 @@ impl GatewayNodes {
             &changes.added_devices,
             &specs,
         );
+        let devices: Vec<String> = changes
+            .added_devices
+            .iter()
+            .map(|d| d.path.clone())
+            .collect();
+        super::events::set_up_notifiers(&mut space, self.ns, &devices);
         if let Some(history) = &self.history {
             let nodes = added.iter().map(|(tag, id)| (*tag, id));
             crate::history::ua::mark_historized(&mut *space, history, &self.bus.catalog(), nodes);
