@@ -248,6 +248,7 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
             subscriptions: opcua.handle.subscriptions().clone(),
             namespaces: opcua.handle.type_tree().read().namespaces().clone(),
             ns,
+            watched: opcua.nodes.inner().watched(),
         };
         tasks.spawn(emitter.run(shutdown.clone()));
     }

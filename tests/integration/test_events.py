@@ -128,7 +128,7 @@ async def test_device_and_stop_events_reach_their_notifiers_filtered(gateway_fac
         evfilter = ua.EventFilter()
         evfilter.SelectClauses = await select_clauses_from_evtype([connection_type, stop_type])
         evfilter.WhereClause = where_of_types([connection_type.nodeid, stop_type.nodeid])
-        await on_server.subscribe_events(ua.ObjectIds.Server, [connection_type, stop_type], evfilter)
+        await on_server.subscribe_events(ua.ObjectIds.Server, [connection_type, stop_type], evfilter, queuesize=100)
 
         # On the station, only device-connection events of severity 500 or more (a loss).
         serious = Collector()
@@ -136,7 +136,7 @@ async def test_device_and_stop_events_reach_their_notifiers_filtered(gateway_fac
         evfilter = ua.EventFilter()
         evfilter.SelectClauses = await select_clauses_from_evtype([connection_type])
         evfilter.WhereClause = where_of_type_and_severity(connection_type.nodeid, 500)
-        await on_station.subscribe_events(opc.node("Fabrique/Stations/Partners"), connection_type, evfilter)
+        await on_station.subscribe_events(opc.node("Fabrique/Stations/Partners"), connection_type, evfilter, queuesize=100)
 
         press_peer.kill()
         await wait_for(lambda: len(serious.events) >= 1, 30, what="connection lost on the station")
@@ -165,7 +165,41 @@ async def test_device_and_stop_events_reach_their_notifiers_filtered(gateway_fac
         await asyncio.sleep(1)
         # The station saw the loss only: not the restore (severity 300), not the stop.
         assert [e.Connected for e in serious.events] == [False]
-        assert [e.Connected for e in everything.events if hasattr(e, "Connected")][:2] == [False, True]
+        seen = [(e.Connected, e.Message.Text) for e in everything.events if e.EventType == connection_type.nodeid]
+        assert [c for c, _ in seen][:2] == [False, True], str(seen)
+        # Each event once, though it is reported on the device, the station and Server.
+        ids = [e.EventId for e in everything.events]
+        assert len(ids) == len(set(ids))
         stop = next(e for e in everything.events if getattr(e, "Town", None) == "Béthune")
         assert stop.EventType == stop_type.nodeid
         assert stop.Severity == 100
+
+
+SPEED_SETPOINT = "Fabrique/Stations/Logistics/ConveyorPlc/SpeedSetpoint"
+
+
+async def test_writes_and_calls_are_audited_with_who_and_the_result(gateway):
+    audit_write = ua.NodeId(ua.ObjectIds.AuditWriteUpdateEventType)
+    audit_call = ua.NodeId(ua.ObjectIds.AuditUpdateMethodEventType)
+    async with connect(gateway) as opc:
+        audits = Collector()
+        sub = await opc.client.create_subscription(50, audits)
+        types = [opc.client.get_node(audit_write), opc.client.get_node(audit_call)]
+        evfilter = ua.EventFilter()
+        evfilter.SelectClauses = await select_clauses_from_evtype(types)
+        evfilter.WhereClause = where_of_types([audit_write, audit_call])
+        await sub.subscribe_events(ua.ObjectIds.Server, types, evfilter, queuesize=100)
+
+        setpoint = await opc.read(SPEED_SETPOINT)
+        assert (await opc.write_status(SPEED_SETPOINT, ua.Variant(setpoint, ua.VariantType.Double))).is_good()
+        args = (ua.Variant("Nope", ua.VariantType.String), ua.Variant("x", ua.VariantType.String))
+        result = await opc.call("Fabrique/Line", "SubmitOrder", *args)
+        assert not result.StatusCode.is_good()
+        await wait_for(lambda: len(audits.events) >= 2, 15, what=lambda: f"two audit events, got {audits.events}")
+        writes = [e for e in audits.events if e.EventType == audit_write]
+        assert [(e.ClientUserId, e.Status, e.AttributeId) for e in writes] == [("operator", True, 13)]
+        assert writes[0].SourceNode == opc.nodeid(SPEED_SETPOINT)
+        calls = [e for e in audits.events if e.EventType == audit_call]
+        assert [(e.ClientUserId, e.Status) for e in calls] == [("operator", False)]
+        assert calls[0].MethodId == opc.nodeid("Fabrique/Line/SubmitOrder")
+        assert calls[0].StatusCodeId == result.StatusCode

@@ -104,6 +104,50 @@ pub fn set_up_notifiers(space: &mut AddressSpace, ns: u16, device_paths: &[Strin
     }
 }
 
+/// How many event monitored items clients hold on each of the gateway's notifiers.
+///
+/// async-opcua 0.19 reports an event notified on any node to the `Server` object's items
+/// too. Notifying every notifier above the source would hand a `Server` subscriber one copy
+/// per level, so an event goes only to the levels somebody watches (one copy for `Server`
+/// when nobody watches below it).
+#[derive(Default)]
+pub struct Watched(parking_lot::Mutex<std::collections::HashMap<NodeId, usize>>);
+
+impl Watched {
+    pub fn add(&self, node: &NodeId) {
+        *self.0.lock().entry(node.clone()).or_default() += 1;
+    }
+
+    pub fn remove(&self, node: &NodeId) {
+        let mut map = self.0.lock();
+        if let Some(n) = map.get_mut(node) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(node);
+            }
+        }
+    }
+
+    /// Report `event` on the watched ones of `notifiers`, else on `Server` alone.
+    fn notify(&self, subscriptions: &SubscriptionCache, event: &dyn Event, notifiers: &[NodeId]) {
+        let targets: Vec<NodeId> = {
+            let map = self.0.lock();
+            notifiers
+                .iter()
+                .filter(|n| map.contains_key(*n))
+                .cloned()
+                .collect()
+        };
+        let server: NodeId = ObjectId::Server.into();
+        let targets = if targets.is_empty() {
+            vec![server]
+        } else {
+            targets
+        };
+        subscriptions.notify_events(targets.iter().map(|id| (event, id)));
+    }
+}
+
 /// Reports happenings as OPC UA events.
 pub struct EventEmitter {
     pub bus: PointBus,
@@ -111,6 +155,7 @@ pub struct EventEmitter {
     pub namespaces: NamespaceMap,
     /// The instances namespace index.
     pub ns: u16,
+    pub watched: Arc<Watched>,
 }
 
 static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -150,9 +195,10 @@ impl EventEmitter {
         }
     }
 
-    /// The notifiers an event of `source` is reported on: itself and every one above it.
+    /// The notifiers an event of `source` is reported on: itself and every one above it
+    /// (`Server` gets it in any case).
     fn notifiers(&self, source: &str) -> Vec<NodeId> {
-        let mut out = vec![ObjectId::Server.into(), instance_node_id(self.ns, "")];
+        let mut out = vec![instance_node_id(self.ns, "")];
         if source.starts_with("Stations/") {
             let mut path = String::new();
             for part in source.split('/') {
@@ -228,7 +274,89 @@ impl EventEmitter {
         };
         let notifiers = self.notifiers(&happening.source);
         tracing::debug!(source = %happening.source, message = %message, "event");
-        self.subscriptions
-            .notify_events(notifiers.iter().map(|id| (&*event as &dyn Event, id)));
+        self.watched
+            .notify(&self.subscriptions, &*event, &notifiers);
+    }
+}
+
+/// Audit events for writes and method calls (who, what, result): reported on `Server` and
+/// `Fabrique`, as OPC UA's own `AuditWriteUpdateEventType` and `AuditUpdateMethodEventType`.
+pub struct Audit {
+    pub subscriptions: Arc<SubscriptionCache>,
+    /// The instances namespace index.
+    pub ns: u16,
+    /// The server's application URI (`ServerId`).
+    pub server_id: String,
+    pub watched: Arc<Watched>,
+}
+
+pub enum Audited<'a> {
+    Write {
+        node: &'a NodeId,
+        status: opcua::types::StatusCode,
+    },
+    Call {
+        object: &'a NodeId,
+        method: &'a NodeId,
+        status: opcua::types::StatusCode,
+    },
+}
+
+impl Audit {
+    /// `token`: the session's user token, `<role>/<user>` (security.rs).
+    pub fn report(&self, token: &str, what: Audited<'_>) {
+        let user = token.split_once('/').map_or(token, |(_, user)| user);
+        use opcua::core_namespace::events::{
+            AuditEventType, AuditUpdateEventType, AuditUpdateMethodEventType,
+            AuditWriteUpdateEventType,
+        };
+        use opcua::types::{AttributeId, DateTime, ObjectTypeId};
+        let now = DateTime::now();
+        let (source, message, status) = match &what {
+            Audited::Write { node, status } => {
+                (*node, format!("{user} wrote {node}: {status}"), *status)
+            }
+            Audited::Call {
+                object,
+                method,
+                status,
+            } => (
+                *object,
+                format!("{user} called {method} on {object}: {status}"),
+                *status,
+            ),
+        };
+        let audit = |type_id: ObjectTypeId| AuditEventType {
+            base: BaseEventType::new(type_id, event_id(), message.as_str(), now)
+                .set_source_node(source.clone())
+                .set_source_name(UAString::from(source.to_string()))
+                .set_severity(if status.is_good() { 100 } else { 300 }),
+            action_time_stamp: now,
+            client_audit_entry_id: UAString::null(),
+            client_user_id: UAString::from(user),
+            server_id: UAString::from(self.server_id.as_str()),
+            status: status.is_good(),
+        };
+        let event: Box<dyn Event> = match what {
+            Audited::Write { .. } => Box::new(AuditWriteUpdateEventType {
+                base: AuditUpdateEventType {
+                    base: audit(ObjectTypeId::AuditWriteUpdateEventType),
+                },
+                attribute_id: AttributeId::Value as u32,
+                index_range: Default::default(),
+                new_value: Default::default(),
+                old_value: Default::default(),
+            }),
+            Audited::Call { method, .. } => Box::new(AuditUpdateMethodEventType {
+                base: audit(ObjectTypeId::AuditUpdateMethodEventType),
+                input_arguments: Default::default(),
+                method_id: method.clone(),
+                output_arguments: Default::default(),
+                status_code_id: status,
+            }),
+        };
+        let notifiers = [instance_node_id(self.ns, "")];
+        self.watched
+            .notify(&self.subscriptions, &*event, &notifiers);
     }
 }

@@ -19,8 +19,10 @@ use opcua::server::node_manager::memory::{
     InMemoryNodeManagerImpl, InMemoryNodeManagerImplBuilder,
 };
 use opcua::server::node_manager::{
-    HistoryNode, MethodCall, ParsedReadValueId, RequestContext, ServerContext, WriteNode,
+    HistoryNode, MethodCall, MonitoredItemRef, ParsedReadValueId, RequestContext, ServerContext,
+    WriteNode,
 };
+use opcua::server::CreateMonitoredItem;
 use opcua::sync::RwLock;
 use opcua::types::{
     AttributeId, DataValue, DateTime, NodeId, ReadAtTimeDetails, ReadProcessedDetails,
@@ -31,6 +33,7 @@ use super::address_space::{
     self, DeviceNameplate, StaticModel, INSTANCES_NAMESPACE, TYPES_NAMESPACE,
 };
 use super::convert::{data_value, natural_variant};
+use super::events::Audited;
 use super::security::Role;
 use crate::commands::CommandRouter;
 use fabrique_adapters::ua::value_of;
@@ -94,6 +97,7 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
                 ..Default::default()
             })
             .collect();
+        let watched = Arc::new(super::events::Watched::default());
         GatewayNodes {
             namespaces,
             ns,
@@ -107,6 +111,13 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             bus: self.bus,
             router: self.router,
             history: self.history,
+            audit: super::events::Audit {
+                subscriptions: context.subscriptions.clone(),
+                ns,
+                server_id: context.info.application_uri.to_string(),
+                watched: watched.clone(),
+            },
+            watched,
         }
     }
 }
@@ -153,9 +164,18 @@ pub struct GatewayNodes {
     bus: PointBus,
     router: CommandRouter,
     history: Option<Arc<crate::history::Historian>>,
+    /// Audit events for writes and calls.
+    audit: super::events::Audit,
+    /// Event monitored items on the gateway's notifiers (opcua/events.rs).
+    watched: Arc<super::events::Watched>,
 }
 
 impl GatewayNodes {
+    /// Who watches which notifier, for the event emitter.
+    pub fn watched(&self) -> Arc<super::events::Watched> {
+        self.watched.clone()
+    }
+
     /// The tag ↔ node maps, kept current across reloads.
     pub fn tag_nodes(&self) -> Arc<RwLock<TagNodes>> {
         self.tags.clone()
@@ -312,6 +332,10 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
             tracing::info!(user = %context.token.0, nodes = nodes_to_write.len(), "write denied");
             for node in nodes_to_write.iter_mut() {
                 node.set_status(StatusCode::BadUserAccessDenied);
+                let status = StatusCode::BadUserAccessDenied;
+                let node = &node.value().node_id;
+                self.audit
+                    .report(&context.token.0, Audited::Write { node, status });
             }
             return Ok(());
         }
@@ -374,6 +398,9 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                 }
             };
             nodes_to_write[write.index].set_status(status);
+            let node = &nodes_to_write[write.index].value().node_id;
+            self.audit
+                .report(&context.token.0, Audited::Write { node, status });
         }
         Ok(())
     }
@@ -425,7 +452,40 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                 }
             }
         }
+        for call in methods_to_call.iter() {
+            let (object, method) = (call.object_id(), call.method_id());
+            let status = call.status();
+            self.audit.report(
+                &context.token.0,
+                Audited::Call {
+                    object,
+                    method,
+                    status,
+                },
+            );
+        }
         Ok(())
+    }
+
+    // Event monitored items on the gateway's notifiers, counted for the event emitter.
+
+    async fn create_event_monitored_items(
+        &self,
+        _context: &RequestContext,
+        _space: &RwLock<AddressSpace>,
+        items: &mut [&mut &mut CreateMonitoredItem],
+    ) {
+        for item in items.iter() {
+            self.watched.add(&item.item_to_monitor().node_id);
+        }
+    }
+
+    async fn delete_monitored_items(&self, _context: &RequestContext, items: &[&MonitoredItemRef]) {
+        for item in items {
+            if item.attribute() == AttributeId::EventNotifier {
+                self.watched.remove(item.node_id());
+            }
+        }
     }
 
     // HistoryRead of tag variables: the historian (history/ua.rs) does the work.
