@@ -355,7 +355,7 @@ fn aggregate_of(id: &NodeId) -> Option<Aggregate> {
     ];
     known
         .into_iter()
-        .find(|(object, _)| *id == NodeId::from(*object))
+        .find(|(object, _)| id == object)
         .map(|(_, a)| a)
 }
 

@@ -219,7 +219,7 @@ impl GatewayNodes {
         super::events::set_up_notifiers(&mut space, self.ns, &devices);
         if let Some(history) = &self.history {
             let nodes = added.iter().map(|(tag, id)| (*tag, id));
-            crate::history::ua::mark_historized(&mut *space, history, &self.bus.catalog(), nodes);
+            crate::history::ua::mark_historized(&mut space, history, &self.bus.catalog(), nodes);
         }
         for (tag, node) in added {
             if tags.by_tag.len() <= tag.index() {
