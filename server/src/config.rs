@@ -13,6 +13,7 @@ use fabrique_adapters::simulator::SimulationConfig;
 use fabrique_adapters::DeviceConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::history::HistoryConfig;
 use crate::http::HttpConfig;
 use crate::indicators::IndicatorsConfig;
 use crate::opcua::OpcUaConfig;
@@ -68,6 +69,9 @@ pub struct GatewayConfig {
     /// The visitor's journey: designs, kiosk, follow pages, trades.
     #[serde(default)]
     pub journey: crate::journey::JourneyConfig,
+    /// The embedded historian (on by default) behind OPC UA HistoryRead.
+    #[serde(default)]
+    pub history: HistoryConfig,
     /// Real (or explicitly simulated) devices; see [`GatewayConfig::effective_devices`].
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
@@ -245,6 +249,7 @@ impl GatewayConfig {
         self.streams.validate().map_err(own)?;
         self.indicators.validate().map_err(own)?;
         self.journey.validate().map_err(own)?;
+        self.history.validate().map_err(own)?;
         crate::visits::validate_stop(&self.stop).map_err(own)?;
         self.visits.validate().map_err(own)?;
         if self.bus.capacity == 0 || self.bus.capacity > 1_000_000 {

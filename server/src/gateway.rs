@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::CommandRouter;
 use crate::config::GatewayConfig;
 use crate::diagnostics::{SinkCounterSet, SinkDiagnostics};
+use crate::history::Historian;
 use crate::http::{Guards, HttpServer};
 use crate::indicators::IndicatorsEngine;
 use crate::journey::{Journey, KioskAdapter};
@@ -174,6 +175,13 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
     );
 
     let orders_router = router.clone();
+    // The historian opens before the server: its variables are marked historized as built.
+    let history = if config.history.enabled {
+        let data_dir = config.storage.ensure_dir()?;
+        Some(Historian::open(&config.history, data_dir, bus.clone()).context("historian")?)
+    } else {
+        None
+    };
     let types = NodeSet2Import::new_str("en", TYPES_NODESET, Vec::new())
         .context("cannot parse nodesets/Fabrique.NodeSet2.xml")?;
     let opcua = build_server(
@@ -183,6 +191,7 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
             model: static_model(&config, &journey),
             bus: bus.clone(),
             router: router.clone(),
+            history: history.clone(),
         },
     )?;
 
@@ -250,6 +259,25 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
         subscriptions: opcua.handle.subscriptions().clone(),
     };
     tasks.spawn(bridge.run(shutdown.clone()));
+    if let Some(ns) = opcua
+        .handle
+        .get_namespace_index(crate::opcua::INSTANCES_NAMESPACE)
+    {
+        let emitter = crate::opcua::events::EventEmitter {
+            bus: bus.clone(),
+            subscriptions: opcua.handle.subscriptions().clone(),
+            namespaces: opcua.handle.type_tree().read().namespaces().clone(),
+            ns,
+            watched: opcua.nodes.inner().watched(),
+        };
+        tasks.spawn(emitter.run(shutdown.clone()));
+    }
+    if let Some(history) = &history {
+        let consumer = history.start(shutdown.clone());
+        tasks.spawn(async move {
+            let _ = consumer.await;
+        });
+    }
     if config.mqtt.enabled {
         let sink = MqttSink::new(
             config.mqtt.clone(),

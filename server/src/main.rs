@@ -3,8 +3,10 @@
 mod commands;
 mod config;
 mod diagnostics;
+mod events;
 mod fd_budget;
 mod gateway;
+mod history;
 mod http;
 mod indicators;
 mod journey;

@@ -3,6 +3,7 @@
 mod address_space;
 mod bridge;
 mod convert;
+pub mod events;
 mod nodes;
 pub mod peers;
 pub mod pki;
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use security::{EndpointConfig, GatewayAuth, Profile, SecuritySettings, UserConfig};
 
-pub use address_space::{DeviceNameplate, StaticModel};
+pub use address_space::{DeviceNameplate, StaticModel, INSTANCES_NAMESPACE};
 pub use bridge::Bridge;
 pub use nodes::{GatewayNodes, GatewayNodesBuilder, NodeChanges};
 

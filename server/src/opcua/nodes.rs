@@ -19,17 +19,21 @@ use opcua::server::node_manager::memory::{
     InMemoryNodeManagerImpl, InMemoryNodeManagerImplBuilder,
 };
 use opcua::server::node_manager::{
-    MethodCall, ParsedReadValueId, RequestContext, ServerContext, WriteNode,
+    HistoryNode, MethodCall, MonitoredItemRef, ParsedReadValueId, RequestContext, ServerContext,
+    WriteNode,
 };
+use opcua::server::CreateMonitoredItem;
 use opcua::sync::RwLock;
 use opcua::types::{
-    AttributeId, DataValue, DateTime, NodeId, StatusCode, TimestampsToReturn, Variant,
+    AttributeId, DataValue, DateTime, NodeId, ReadAtTimeDetails, ReadProcessedDetails,
+    ReadRawModifiedDetails, StatusCode, TimestampsToReturn, Variant,
 };
 
 use super::address_space::{
     self, DeviceNameplate, StaticModel, INSTANCES_NAMESPACE, TYPES_NAMESPACE,
 };
 use super::convert::{data_value, natural_variant};
+use super::events::Audited;
 use super::security::Role;
 use crate::commands::CommandRouter;
 use fabrique_adapters::ua::value_of;
@@ -40,6 +44,8 @@ pub struct GatewayNodesBuilder {
     pub model: StaticModel,
     pub bus: PointBus,
     pub router: CommandRouter,
+    /// The historian behind HistoryRead; `None` when `[history] enabled = false`.
+    pub history: Option<Arc<crate::history::Historian>>,
 }
 
 impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
@@ -59,6 +65,13 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
         space.add_namespace(INSTANCES_NAMESPACE, ns);
         let catalog = self.bus.catalog().clone();
         let built = address_space::build(space, ns, types_ns, &self.model, &catalog);
+        let devices: Vec<String> = self.model.devices.iter().map(|d| d.path.clone()).collect();
+        super::events::set_up_notifiers(space, ns, &devices);
+        if let Some(history) = &self.history {
+            let nodes = built.tag_nodes.iter().enumerate();
+            let nodes = nodes.map(|(i, id)| (TagId(i as u32), id));
+            crate::history::ua::mark_historized(space, history, &catalog, nodes);
+        }
         // A method goes to the adapter that owns the tags next to it (`Line/State` for
         // `Line/SubmitOrder`, `Stop/Town` for `Stop/SetStop`).
         let method_anchors = built
@@ -90,6 +103,7 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
                 ..Default::default()
             })
             .collect();
+        let watched = Arc::new(super::events::Watched::default());
         GatewayNodes {
             namespaces,
             ns,
@@ -102,6 +116,14 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             method_anchors,
             bus: self.bus,
             router: self.router,
+            history: self.history,
+            audit: super::events::Audit {
+                subscriptions: context.subscriptions.clone(),
+                ns,
+                server_id: context.info.application_uri.to_string(),
+                watched: watched.clone(),
+            },
+            watched,
         }
     }
 }
@@ -147,9 +169,19 @@ pub struct GatewayNodes {
     method_anchors: HashMap<String, TagId>,
     bus: PointBus,
     router: CommandRouter,
+    history: Option<Arc<crate::history::Historian>>,
+    /// Audit events for writes and calls.
+    audit: super::events::Audit,
+    /// Event monitored items on the gateway's notifiers (opcua/events.rs).
+    watched: Arc<super::events::Watched>,
 }
 
 impl GatewayNodes {
+    /// Who watches which notifier, for the event emitter.
+    pub fn watched(&self) -> Arc<super::events::Watched> {
+        self.watched.clone()
+    }
+
     /// The tag ↔ node maps, kept current across reloads.
     pub fn tag_nodes(&self) -> Arc<RwLock<TagNodes>> {
         self.tags.clone()
@@ -185,6 +217,16 @@ impl GatewayNodes {
             &changes.added_devices,
             &specs,
         );
+        let devices: Vec<String> = changes
+            .added_devices
+            .iter()
+            .map(|d| d.path.clone())
+            .collect();
+        super::events::set_up_notifiers(&mut space, self.ns, &devices);
+        if let Some(history) = &self.history {
+            let nodes = added.iter().map(|(tag, id)| (*tag, id));
+            crate::history::ua::mark_historized(&mut space, history, &self.bus.catalog(), nodes);
+        }
         for (tag, node) in added {
             if tags.by_tag.len() <= tag.index() {
                 tags.by_tag.resize(tag.index() + 1, NodeId::null());
@@ -297,6 +339,10 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
             tracing::info!(user = %context.token.0, nodes = nodes_to_write.len(), "write denied");
             for node in nodes_to_write.iter_mut() {
                 node.set_status(StatusCode::BadUserAccessDenied);
+                let status = StatusCode::BadUserAccessDenied;
+                let node = &node.value().node_id;
+                self.audit
+                    .report(&context.token.0, Audited::Write { node, status });
             }
             return Ok(());
         }
@@ -359,6 +405,9 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                 }
             };
             nodes_to_write[write.index].set_status(status);
+            let node = &nodes_to_write[write.index].value().node_id;
+            self.audit
+                .report(&context.token.0, Audited::Write { node, status });
         }
         Ok(())
     }
@@ -410,6 +459,107 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                 }
             }
         }
+        for call in methods_to_call.iter() {
+            let (object, method) = (call.object_id(), call.method_id());
+            let status = call.status();
+            self.audit.report(
+                &context.token.0,
+                Audited::Call {
+                    object,
+                    method,
+                    status,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    // Event monitored items on the gateway's notifiers, counted for the event emitter.
+
+    async fn create_event_monitored_items(
+        &self,
+        _context: &RequestContext,
+        _space: &RwLock<AddressSpace>,
+        items: &mut [&mut &mut CreateMonitoredItem],
+    ) {
+        for item in items.iter() {
+            self.watched.add(&item.item_to_monitor().node_id);
+        }
+    }
+
+    async fn delete_monitored_items(&self, _context: &RequestContext, items: &[&MonitoredItemRef]) {
+        for item in items {
+            if item.attribute() == AttributeId::EventNotifier {
+                self.watched.remove(item.node_id());
+            }
+        }
+    }
+
+    // HistoryRead of tag variables: the historian (history/ua.rs) does the work.
+
+    async fn history_read_raw_modified(
+        &self,
+        _context: &RequestContext,
+        details: &ReadRawModifiedDetails,
+        nodes: &mut [&mut &mut HistoryNode],
+        timestamps_to_return: TimestampsToReturn,
+    ) -> Result<(), StatusCode> {
+        let history = self
+            .history
+            .as_ref()
+            .ok_or(StatusCode::BadHistoryOperationUnsupported)?;
+        let resolve = |id: &NodeId| self.tags.read().tag(id);
+        crate::history::ua::blocking(|| {
+            crate::history::ua::read_raw(history, details, nodes, timestamps_to_return, &resolve)
+        });
+        Ok(())
+    }
+
+    async fn history_read_at_time(
+        &self,
+        _context: &RequestContext,
+        details: &ReadAtTimeDetails,
+        nodes: &mut [&mut &mut HistoryNode],
+        timestamps_to_return: TimestampsToReturn,
+    ) -> Result<(), StatusCode> {
+        let history = self
+            .history
+            .as_ref()
+            .ok_or(StatusCode::BadHistoryOperationUnsupported)?;
+        let resolve = |id: &NodeId| self.tags.read().tag(id);
+        crate::history::ua::blocking(|| {
+            crate::history::ua::read_at_time(
+                history,
+                details,
+                nodes,
+                timestamps_to_return,
+                &resolve,
+            )
+        });
+        Ok(())
+    }
+
+    async fn history_read_processed(
+        &self,
+        _context: &RequestContext,
+        details: &ReadProcessedDetails,
+        nodes: &mut [&mut &mut HistoryNode],
+        timestamps_to_return: TimestampsToReturn,
+    ) -> Result<(), StatusCode> {
+        let history = self
+            .history
+            .as_ref()
+            .ok_or(StatusCode::BadHistoryOperationUnsupported)?;
+        let resolve = |id: &NodeId| self.tags.read().tag(id);
+        crate::history::ua::blocking(|| {
+            crate::history::ua::read_processed(
+                history,
+                details,
+                nodes,
+                timestamps_to_return,
+                &resolve,
+            )
+        });
         Ok(())
     }
 }

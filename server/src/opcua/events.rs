@@ -1,0 +1,362 @@
+//! OPC UA events: the notifier hierarchy, the gateway's event types (Fabrique.NodeSet2.xml,
+//! ns=1;i=5001..5005) and their emission from what `crate::events` detects on the bus.
+//!
+//! ```text
+//! Server ─HasNotifier→ Fabrique ─HasNotifier→ Line
+//!                               ─HasNotifier→ Stations ─HasNotifier→ <station> ─HasNotifier→ <device>
+//! ```
+//! An event is reported on its source and on every notifier above it, so a client subscribed
+//! on a station gets that station's events, and one on `Server` gets them all.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fabrique_adapters::ua::date_time;
+use fabrique_adapters::PointBus;
+use opcua::nodes::{BaseEventType, Event, EventNotifier, NamespaceMap, NodeType};
+use opcua::server::address_space::AddressSpace;
+use opcua::server::SubscriptionCache;
+use opcua::types::{ByteString, NodeId, ObjectId, ReferenceTypeId, UAString};
+use tokio_util::sync::CancellationToken;
+
+use super::address_space::{instance_node_id, TYPES_NAMESPACE};
+use crate::events::{Detector, Happening, What};
+
+mod types {
+    //! The event types, as the derive macro wants them: field `order_id` is the property
+    //! `OrderId` of the type in the gateway's types namespace.
+    use opcua::nodes::BaseEventType;
+    use opcua::Event;
+
+    #[derive(Event)]
+    #[opcua(identifier = "i=5001", namespace = "urn:fabrique-gateway:types")]
+    pub struct OrderSubmittedEventType {
+        pub base: BaseEventType,
+        pub own_namespace_index: u16,
+        pub order_id: String,
+    }
+
+    #[derive(Event)]
+    #[opcua(identifier = "i=5002", namespace = "urn:fabrique-gateway:types")]
+    pub struct OrderDeliveredEventType {
+        pub base: BaseEventType,
+        pub own_namespace_index: u16,
+        pub order_id: String,
+    }
+
+    #[derive(Event)]
+    #[opcua(identifier = "i=5003", namespace = "urn:fabrique-gateway:types")]
+    pub struct PartScrappedEventType {
+        pub base: BaseEventType,
+        pub own_namespace_index: u16,
+        pub order_id: String,
+        pub verdict: String,
+    }
+
+    #[derive(Event)]
+    #[opcua(identifier = "i=5004", namespace = "urn:fabrique-gateway:types")]
+    pub struct DeviceConnectionEventType {
+        pub base: BaseEventType,
+        pub own_namespace_index: u16,
+        pub connected: bool,
+        pub error: String,
+        pub device: String,
+    }
+
+    #[derive(Event)]
+    #[opcua(identifier = "i=5005", namespace = "urn:fabrique-gateway:types")]
+    pub struct StopChangedEventType {
+        pub base: BaseEventType,
+        pub own_namespace_index: u16,
+        pub town: String,
+    }
+}
+
+/// Objects that report events: `Fabrique`, `Line`, `Stations`, every station and device.
+/// Sets their EventNotifier attribute and the HasNotifier references (from `Server` too).
+/// Safe to call again after a reload added devices.
+pub fn set_up_notifiers(space: &mut AddressSpace, ns: u16, device_paths: &[String]) {
+    let mut edges: Vec<(String, String)> = vec![
+        (String::new(), "Line".into()),
+        (String::new(), "Stations".into()),
+    ];
+    for device in device_paths {
+        if let Some((station, _)) = device.rsplit_once('/') {
+            edges.push(("Stations".into(), station.to_owned()));
+            edges.push((station.to_owned(), device.clone()));
+        }
+    }
+    let mut notifiers: Vec<&str> = vec![""];
+    notifiers.extend(edges.iter().map(|(_, child)| child.as_str()));
+    for path in notifiers {
+        if let Some(NodeType::Object(object)) = space.find_mut(&instance_node_id(ns, path)) {
+            object.set_event_notifier(EventNotifier::SUBSCRIBE_TO_EVENTS);
+        }
+    }
+    let server: NodeId = ObjectId::Server.into();
+    let root = instance_node_id(ns, "");
+    space.insert_reference(&server, &root, ReferenceTypeId::HasNotifier);
+    for (parent, child) in edges {
+        let (parent, child) = (instance_node_id(ns, &parent), instance_node_id(ns, &child));
+        if space.node_exists(&parent) && space.node_exists(&child) {
+            space.insert_reference(&parent, &child, ReferenceTypeId::HasNotifier);
+        }
+    }
+}
+
+/// How many event monitored items clients hold on each of the gateway's notifiers.
+///
+/// async-opcua 0.19 reports an event notified on any node to the `Server` object's items
+/// too. Notifying every notifier above the source would hand a `Server` subscriber one copy
+/// per level, so an event goes only to the levels somebody watches (one copy for `Server`
+/// when nobody watches below it).
+#[derive(Default)]
+pub struct Watched(parking_lot::Mutex<std::collections::HashMap<NodeId, usize>>);
+
+impl Watched {
+    pub fn add(&self, node: &NodeId) {
+        *self.0.lock().entry(node.clone()).or_default() += 1;
+    }
+
+    pub fn remove(&self, node: &NodeId) {
+        let mut map = self.0.lock();
+        if let Some(n) = map.get_mut(node) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(node);
+            }
+        }
+    }
+
+    /// Report `event` on the watched ones of `notifiers`, else on `Server` alone.
+    fn notify(&self, subscriptions: &SubscriptionCache, event: &dyn Event, notifiers: &[NodeId]) {
+        let targets: Vec<NodeId> = {
+            let map = self.0.lock();
+            notifiers
+                .iter()
+                .filter(|n| map.contains_key(*n))
+                .cloned()
+                .collect()
+        };
+        let server: NodeId = ObjectId::Server.into();
+        let targets = if targets.is_empty() {
+            vec![server]
+        } else {
+            targets
+        };
+        subscriptions.notify_events(targets.iter().map(|id| (event, id)));
+    }
+}
+
+/// Reports happenings as OPC UA events.
+pub struct EventEmitter {
+    pub bus: PointBus,
+    pub subscriptions: Arc<SubscriptionCache>,
+    pub namespaces: NamespaceMap,
+    /// The instances namespace index.
+    pub ns: u16,
+    pub watched: Arc<Watched>,
+}
+
+static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A unique EventId: the process's start time and a sequence number.
+fn event_id() -> ByteString {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| fabrique_adapters::Timestamp::now().as_nanos() as u64);
+    let mut bytes = start.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&EVENT_SEQ.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    ByteString::from(bytes)
+}
+
+impl EventEmitter {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut changes = self.bus.subscribe();
+        let mut detector = Detector::default();
+        // The current values are the detector's starting point, not events.
+        detector.observe(&self.bus.catalog(), &self.bus.snapshot());
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = changes.recv() => event,
+            };
+            let happenings = match event {
+                Some(fabrique_adapters::bus::BusEvent::Changes(batch)) => {
+                    detector.observe(&self.bus.catalog(), &batch)
+                }
+                Some(fabrique_adapters::bus::BusEvent::Resync { state, .. }) => {
+                    detector.observe(&self.bus.catalog(), &state)
+                }
+                None => break,
+            };
+            for happening in happenings {
+                self.emit(&happening);
+            }
+        }
+    }
+
+    /// The notifiers an event of `source` is reported on: itself and every one above it
+    /// (`Server` gets it in any case).
+    fn notifiers(&self, source: &str) -> Vec<NodeId> {
+        let mut out = vec![instance_node_id(self.ns, "")];
+        if source.starts_with("Stations/") {
+            let mut path = String::new();
+            for part in source.split('/') {
+                if !path.is_empty() {
+                    path.push('/');
+                }
+                path.push_str(part);
+                out.push(instance_node_id(self.ns, &path));
+            }
+        } else if source == "Line" {
+            out.push(instance_node_id(self.ns, "Line"));
+        }
+        out
+    }
+
+    pub fn emit(&self, happening: &Happening) {
+        let ns = &self.namespaces;
+        let Some(types_ns) = ns.get_index(TYPES_NAMESPACE) else {
+            return;
+        };
+        let source_node = instance_node_id(self.ns, &happening.source);
+        let source_name = happening
+            .source
+            .rsplit('/')
+            .next()
+            .unwrap_or(&happening.source)
+            .to_owned();
+        let time = date_time(happening.time);
+        let message = happening.what.message(&happening.source);
+        let base = |id: u32| {
+            BaseEventType::new(
+                NodeId::new(types_ns, id),
+                event_id(),
+                message.as_str(),
+                time,
+            )
+            .set_source_node(source_node.clone())
+            .set_source_name(UAString::from(source_name.as_str()))
+            .set_receive_time(opcua::types::DateTime::now())
+            .set_severity(happening.what.severity())
+        };
+        let event: Box<dyn Event> = match &happening.what {
+            What::OrderSubmitted { order_id } => Box::new(types::OrderSubmittedEventType {
+                base: base(5001),
+                own_namespace_index: types_ns,
+                order_id: order_id.clone(),
+            }),
+            What::OrderDelivered { order_id } => Box::new(types::OrderDeliveredEventType {
+                base: base(5002),
+                own_namespace_index: types_ns,
+                order_id: order_id.clone(),
+            }),
+            What::PartScrapped { order_id, verdict } => Box::new(types::PartScrappedEventType {
+                base: base(5003),
+                own_namespace_index: types_ns,
+                order_id: order_id.clone(),
+                verdict: verdict.clone(),
+            }),
+            What::DeviceConnection { connected, error } => {
+                Box::new(types::DeviceConnectionEventType {
+                    base: base(5004),
+                    own_namespace_index: types_ns,
+                    connected: *connected,
+                    error: error.clone(),
+                    device: happening.source.clone(),
+                })
+            }
+            What::StopChanged { town } => Box::new(types::StopChangedEventType {
+                base: base(5005),
+                own_namespace_index: types_ns,
+                town: town.clone(),
+            }),
+        };
+        let notifiers = self.notifiers(&happening.source);
+        tracing::debug!(source = %happening.source, message = %message, "event");
+        self.watched
+            .notify(&self.subscriptions, &*event, &notifiers);
+    }
+}
+
+/// Audit events for writes and method calls (who, what, result): reported on `Server` and
+/// `Fabrique`, as OPC UA's own `AuditWriteUpdateEventType` and `AuditUpdateMethodEventType`.
+pub struct Audit {
+    pub subscriptions: Arc<SubscriptionCache>,
+    /// The instances namespace index.
+    pub ns: u16,
+    /// The server's application URI (`ServerId`).
+    pub server_id: String,
+    pub watched: Arc<Watched>,
+}
+
+pub enum Audited<'a> {
+    Write {
+        node: &'a NodeId,
+        status: opcua::types::StatusCode,
+    },
+    Call {
+        object: &'a NodeId,
+        method: &'a NodeId,
+        status: opcua::types::StatusCode,
+    },
+}
+
+impl Audit {
+    /// `token`: the session's user token, `<role>/<user>` (security.rs).
+    pub fn report(&self, token: &str, what: Audited<'_>) {
+        let user = token.split_once('/').map_or(token, |(_, user)| user);
+        use opcua::core_namespace::events::{
+            AuditEventType, AuditUpdateEventType, AuditUpdateMethodEventType,
+            AuditWriteUpdateEventType,
+        };
+        use opcua::types::{AttributeId, DateTime, ObjectTypeId};
+        let now = DateTime::now();
+        let (source, message, status) = match &what {
+            Audited::Write { node, status } => {
+                (*node, format!("{user} wrote {node}: {status}"), *status)
+            }
+            Audited::Call {
+                object,
+                method,
+                status,
+            } => (
+                *object,
+                format!("{user} called {method} on {object}: {status}"),
+                *status,
+            ),
+        };
+        let audit = |type_id: ObjectTypeId| AuditEventType {
+            base: BaseEventType::new(type_id, event_id(), message.as_str(), now)
+                .set_source_node(source.clone())
+                .set_source_name(UAString::from(source.to_string()))
+                .set_severity(if status.is_good() { 100 } else { 300 }),
+            action_time_stamp: now,
+            client_audit_entry_id: UAString::null(),
+            client_user_id: UAString::from(user),
+            server_id: UAString::from(self.server_id.as_str()),
+            status: status.is_good(),
+        };
+        let event: Box<dyn Event> = match what {
+            Audited::Write { .. } => Box::new(AuditWriteUpdateEventType {
+                base: AuditUpdateEventType {
+                    base: audit(ObjectTypeId::AuditWriteUpdateEventType),
+                },
+                attribute_id: AttributeId::Value as u32,
+                index_range: Default::default(),
+                new_value: Default::default(),
+                old_value: Default::default(),
+            }),
+            Audited::Call { method, .. } => Box::new(AuditUpdateMethodEventType {
+                base: audit(ObjectTypeId::AuditUpdateMethodEventType),
+                input_arguments: Default::default(),
+                method_id: method.clone(),
+                output_arguments: Default::default(),
+                status_code_id: status,
+            }),
+        };
+        let notifiers = [instance_node_id(self.ns, "")];
+        self.watched
+            .notify(&self.subscriptions, &*event, &notifiers);
+    }
+}
