@@ -1,5 +1,6 @@
 //! `fabrique-gateway`: the command line.
 
+mod alarms;
 mod commands;
 mod config;
 mod diagnostics;

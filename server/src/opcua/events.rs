@@ -156,12 +156,14 @@ pub struct EventEmitter {
     /// The instances namespace index.
     pub ns: u16,
     pub watched: Arc<Watched>,
+    /// The conditions' state (alarms/), changed by what this emitter detects.
+    pub alarms: Arc<crate::alarms::Alarms>,
 }
 
 static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// A unique EventId: the process's start time and a sequence number.
-fn event_id() -> ByteString {
+pub(crate) fn event_id() -> ByteString {
     static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let start = *START.get_or_init(|| fabrique_adapters::Timestamp::now().as_nanos() as u64);
     let mut bytes = start.to_be_bytes().to_vec();
@@ -276,6 +278,19 @@ impl EventEmitter {
         tracing::debug!(source = %happening.source, message = %message, "event");
         self.watched
             .notify(&self.subscriptions, &*event, &notifiers);
+        if let What::DeviceConnection { connected, error } = &happening.what {
+            let changed =
+                self.alarms
+                    .device_connection(&happening.source, *connected, error, happening.time);
+            if let Some(state) = changed {
+                let condition_id =
+                    instance_node_id(self.ns, &format!("{}/Alarms/{}", state.source, state.name));
+                let condition =
+                    crate::alarms::event::condition_event(source_node.clone(), condition_id, state);
+                self.watched
+                    .notify(&self.subscriptions, &condition, &notifiers);
+            }
+        }
     }
 }
 

@@ -1,0 +1,148 @@
+//! Alarms and Conditions (OPC 10000-9): the gateway's own condition runtime.
+//!
+//! async-opcua 0.19 has the condition event types but no runtime (no state, Retain or
+//! acknowledgement), so the state of every condition lives here, and each change of it is
+//! reported as one event through the event path of `opcua/events.rs`.
+//!
+//! Today: one `OffNormalAlarmType` condition per device, for its communication
+//! (`<device>/Status/Connected`): active while the device is disconnected.
+
+pub mod event;
+
+use std::collections::HashMap;
+
+use fabrique_adapters::Timestamp;
+use parking_lot::Mutex;
+
+/// The state of one condition (a single branch: the gateway keeps no previous states).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConditionState {
+    /// The condition's name (`ConditionName`), e.g. `Communication`.
+    pub name: &'static str,
+    /// The object the condition is about: a device path `Stations/<station>/<device>`.
+    pub source: String,
+    pub enabled: bool,
+    pub active: bool,
+    pub acked: bool,
+    pub confirmed: bool,
+    pub severity: u16,
+    pub message: String,
+    pub comment: String,
+    /// When the state last changed.
+    pub time: Timestamp,
+}
+
+impl ConditionState {
+    /// Part 9, 5.5.2: a condition is retained while it is active or still waits for an
+    /// acknowledgement or a confirmation, and only while enabled.
+    pub fn retain(&self) -> bool {
+        self.enabled && (self.active || !self.acked || !self.confirmed)
+    }
+}
+
+/// Severity of a lost device (as its `DeviceConnectionEventType`).
+const COMMUNICATION_SEVERITY: u16 = 700;
+pub const COMMUNICATION: &str = "Communication";
+
+/// Every condition's state, by (source, condition name).
+#[derive(Default)]
+pub struct Alarms {
+    conditions: Mutex<HashMap<(String, &'static str), ConditionState>>,
+}
+
+impl Alarms {
+    /// A device's connection changed. Returns the condition's new state when it changed
+    /// (an event to report), `None` when it did not (a first "connected" is no news).
+    pub fn device_connection(
+        &self,
+        device: &str,
+        connected: bool,
+        error: &str,
+        time: Timestamp,
+    ) -> Option<ConditionState> {
+        let mut conditions = self.conditions.lock();
+        let key = (device.to_owned(), COMMUNICATION);
+        let previous = conditions.get(&key);
+        let was_active = previous.is_some_and(|c| c.active);
+        if was_active != connected {
+            // Active already while lost, or inactive while connected: nothing to report.
+            return None;
+        }
+        if previous.is_some_and(|c| !c.enabled) {
+            return None;
+        }
+        let message = if connected {
+            format!("{device}: communication restored")
+        } else if error.is_empty() {
+            format!("{device}: communication lost")
+        } else {
+            format!("{device}: communication lost ({error})")
+        };
+        let state = match previous {
+            // Going active asks for a new acknowledgement and confirmation.
+            _ if !connected => ConditionState {
+                name: COMMUNICATION,
+                source: device.to_owned(),
+                enabled: true,
+                active: true,
+                acked: false,
+                confirmed: false,
+                severity: COMMUNICATION_SEVERITY,
+                message,
+                comment: String::new(),
+                time,
+            },
+            Some(previous) => ConditionState {
+                active: false,
+                message,
+                time,
+                ..previous.clone()
+            },
+            None => return None,
+        };
+        conditions.insert(key, state.clone());
+        Some(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(n: i64) -> Timestamp {
+        Timestamp::from_nanos(n)
+    }
+
+    #[test]
+    fn a_lost_device_raises_an_unacked_alarm_and_its_return_deactivates_it() {
+        let alarms = Alarms::default();
+        let lost = alarms
+            .device_connection("Stations/P/press", false, "refused", at(1))
+            .expect("raised");
+        assert!(lost.active && !lost.acked && !lost.confirmed && lost.enabled);
+        assert!(lost.retain());
+        assert_eq!(lost.severity, 700);
+        assert_eq!(
+            lost.message,
+            "Stations/P/press: communication lost (refused)"
+        );
+        // Still lost: no news.
+        assert!(alarms
+            .device_connection("Stations/P/press", false, "", at(2))
+            .is_none());
+        let back = alarms
+            .device_connection("Stations/P/press", true, "", at(3))
+            .expect("cleared");
+        assert!(!back.active && !back.acked);
+        // Not acknowledged yet: still retained.
+        assert!(back.retain());
+    }
+
+    #[test]
+    fn a_device_that_connects_first_is_no_alarm() {
+        let alarms = Alarms::default();
+        assert!(alarms
+            .device_connection("Stations/P/press", true, "", at(1))
+            .is_none());
+    }
+}
