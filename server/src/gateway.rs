@@ -269,7 +269,7 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
             namespaces: opcua.handle.type_tree().read().namespaces().clone(),
             ns,
             watched: opcua.nodes.inner().watched(),
-            alarms: Default::default(),
+            alarms: opcua.nodes.inner().alarms(),
         };
         tasks.spawn(emitter.run(shutdown.clone()));
     }

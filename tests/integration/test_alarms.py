@@ -1,6 +1,7 @@
 """Alarms and Conditions (Part 9): a device's communication is an OffNormalAlarmType
 condition, raised when a real pymodbus peer stops answering and cleared when it returns,
-reported to asyncua's condition subscription on the device's station.
+reported to asyncua's condition subscription on the device's station, and acknowledged
+(by an operator, not a viewer).
 """
 
 from __future__ import annotations
@@ -80,15 +81,42 @@ async def test_a_lost_device_raises_an_off_normal_alarm_cleared_on_its_return(ga
         assert raised.EventId
         assert raised.NodeId == opc.nodeid("Fabrique/Stations/Partners/press/Alarms/Communication")
 
+        condition = opc.client.get_node(raised.NodeId)
+        acknowledge = ua.NodeId(ua.ObjectIds.AcknowledgeableConditionType_Acknowledge)
+        comment = ua.LocalizedText("cable checked", "en")
+
+        # A viewer may not acknowledge.
+        async with connect(gw, user=None, password=None) as viewer:
+            with pytest.raises(ua.UaStatusCodeError) as refused:
+                await viewer.client.get_node(raised.NodeId).call_method(acknowledge, raised.EventId, comment)
+            assert refused.value.code == ua.StatusCodes.BadUserAccessDenied
+        # An EventId that is no event of this condition.
+        with pytest.raises(ua.UaStatusCodeError) as refused:
+            await condition.call_method(acknowledge, b"no such event", comment)
+        assert refused.value.code == ua.StatusCodes.BadEventIdUnknown
+
+        await condition.call_method(acknowledge, raised.EventId, comment)
+        await wait_for(lambda: len(alarms.events) >= 2, 15, what="acknowledgement reported")
+        acked = alarms.events[1]
+        fields = acked.get_event_props_as_fields_dict()
+        assert fields["AckedState/Id"].Value is True
+        assert fields["ActiveState/Id"].Value is True
+        assert acked.Comment.Text == "cable checked"
+        assert acked.Retain is True
+        # The same state cannot be acknowledged twice.
+        with pytest.raises(ua.UaStatusCodeError) as refused:
+            await condition.call_method(acknowledge, acked.EventId, comment)
+        assert refused.value.code == ua.StatusCodes.BadConditionBranchAlreadyAcked
+
         press_peer.start()
         await wait_for(connected.read_value, 60, what="press connected again")
-        await wait_for(lambda: len(alarms.events) >= 2, 15, what="communication alarm cleared")
-        cleared = alarms.events[1]
+        await wait_for(lambda: len(alarms.events) >= 3, 15, what="communication alarm cleared")
+        cleared = alarms.events[2]
         fields = cleared.get_event_props_as_fields_dict()
         assert fields["ActiveState/Id"].Value is False
-        assert fields["AckedState/Id"].Value is False
-        # Inactive but not acknowledged: still retained (Part 9, 5.5.2).
-        assert cleared.Retain is True
+        assert fields["AckedState/Id"].Value is True
+        # Inactive and acknowledged: no longer retained (Part 9, 5.5.2).
+        assert cleared.Retain is False
         assert "communication restored" in cleared.Message.Text
         assert cleared.NodeId == raised.NodeId
         assert cleared.EventId != raised.EventId

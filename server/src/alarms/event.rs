@@ -112,7 +112,7 @@ pub fn condition_event(
     let time = fabrique_adapters::ua::date_time(state.time);
     let base = BaseEventType::new(
         ObjectTypeId::OffNormalAlarmType,
-        crate::opcua::events::event_id(),
+        opcua::types::ByteString::from(state.event_id.clone()),
         state.message.as_str(),
         time,
     )

@@ -8,6 +8,7 @@
 //! (`<device>/Status/Connected`): active while the device is disconnected.
 
 pub mod event;
+pub mod methods;
 
 use std::collections::HashMap;
 
@@ -30,6 +31,8 @@ pub struct ConditionState {
     pub comment: String,
     /// When the state last changed.
     pub time: Timestamp,
+    /// The EventId of the event that reported this state: what Acknowledge and Confirm name.
+    pub event_id: Vec<u8>,
 }
 
 impl ConditionState {
@@ -43,6 +46,35 @@ impl ConditionState {
 /// Severity of a lost device (as its `DeviceConnectionEventType`).
 const COMMUNICATION_SEVERITY: u16 = 700;
 pub const COMMUNICATION: &str = "Communication";
+
+fn new_event_id() -> Vec<u8> {
+    crate::opcua::events::event_id().as_ref().to_vec()
+}
+
+/// Why a condition method was refused (each maps to its Part 9 status code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No such condition (`BadNodeIdUnknown`).
+    UnknownCondition,
+    /// The EventId names no state of this condition (`BadEventIdUnknown`).
+    EventIdUnknown,
+    /// `BadConditionBranchAlreadyAcked`.
+    AlreadyAcked,
+    /// `BadConditionDisabled`.
+    Disabled,
+}
+
+impl Refused {
+    pub fn status(self) -> opcua::types::StatusCode {
+        use opcua::types::StatusCode;
+        match self {
+            Refused::UnknownCondition => StatusCode::BadNodeIdUnknown,
+            Refused::EventIdUnknown => StatusCode::BadEventIdUnknown,
+            Refused::AlreadyAcked => StatusCode::BadConditionBranchAlreadyAcked,
+            Refused::Disabled => StatusCode::BadConditionDisabled,
+        }
+    }
+}
 
 /// Every condition's state, by (source, condition name).
 #[derive(Default)]
@@ -91,17 +123,55 @@ impl Alarms {
                 message,
                 comment: String::new(),
                 time,
+                event_id: new_event_id(),
             },
             Some(previous) => ConditionState {
                 active: false,
                 message,
                 time,
+                event_id: new_event_id(),
                 ..previous.clone()
             },
             None => return None,
         };
         conditions.insert(key, state.clone());
         Some(state)
+    }
+
+    /// Acknowledge(EventId, Comment) on the condition `name` of `source` (Part 9, 5.7.3).
+    /// The EventId must be the one of the condition's last event.
+    pub fn acknowledge(
+        &self,
+        source: &str,
+        name: &str,
+        event_id: &[u8],
+        comment: &str,
+        time: Timestamp,
+    ) -> Result<ConditionState, Refused> {
+        let mut conditions = self.conditions.lock();
+        let state = conditions
+            .iter_mut()
+            .find(|((s, n), _)| s == source && *n == name)
+            .map(|(_, state)| state)
+            .ok_or(Refused::UnknownCondition)?;
+        if !state.enabled {
+            return Err(Refused::Disabled);
+        }
+        if state.event_id != event_id {
+            return Err(Refused::EventIdUnknown);
+        }
+        if state.acked {
+            return Err(Refused::AlreadyAcked);
+        }
+        state.acked = true;
+        // Confirm is not served yet: an acknowledged condition needs no confirmation.
+        state.confirmed = true;
+        if !comment.is_empty() {
+            state.comment = comment.to_owned();
+        }
+        state.time = time;
+        state.event_id = new_event_id();
+        Ok(state.clone())
     }
 }
 
@@ -136,6 +206,31 @@ mod tests {
         assert!(!back.active && !back.acked);
         // Not acknowledged yet: still retained.
         assert!(back.retain());
+        assert_eq!(
+            alarms.acknowledge("Stations/P/press", COMMUNICATION, b"nope", "", at(4)),
+            Err(Refused::EventIdUnknown)
+        );
+        let acked = alarms
+            .acknowledge(
+                "Stations/P/press",
+                COMMUNICATION,
+                &back.event_id,
+                "seen",
+                at(5),
+            )
+            .expect("acknowledged");
+        assert!(acked.acked && !acked.retain());
+        assert_eq!(acked.comment, "seen");
+        assert_eq!(
+            alarms.acknowledge(
+                "Stations/P/press",
+                COMMUNICATION,
+                &acked.event_id,
+                "",
+                at(6)
+            ),
+            Err(Refused::AlreadyAcked)
+        );
     }
 
     #[test]

@@ -148,6 +148,64 @@ impl Watched {
     }
 }
 
+/// The notifiers an event of `source` is reported on: itself and every one above it
+/// (`Server` gets it in any case).
+fn notifiers(ns: u16, source: &str) -> Vec<NodeId> {
+    let mut out = vec![instance_node_id(ns, "")];
+    if source.starts_with("Stations/") {
+        let mut path = String::new();
+        for part in source.split('/') {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(part);
+            out.push(instance_node_id(ns, &path));
+        }
+    } else if source == "Line" {
+        out.push(instance_node_id(ns, "Line"));
+    }
+    out
+}
+
+/// The NodeId of condition `name` of `source`: `<source>/Alarms/<name>` (the ConditionId).
+pub fn condition_node_id(ns: u16, source: &str, name: &str) -> NodeId {
+    instance_node_id(ns, &format!("{source}/Alarms/{name}"))
+}
+
+/// The source and condition name of a ConditionId made by `condition_node_id`.
+pub fn condition_of(ns: u16, node: &NodeId) -> Option<(String, String)> {
+    if node.namespace != ns {
+        return None;
+    }
+    let opcua::types::Identifier::String(path) = &node.identifier else {
+        return None;
+    };
+    let prefix = instance_node_id(ns, "");
+    let opcua::types::Identifier::String(root) = &prefix.identifier else {
+        return None;
+    };
+    let path = path
+        .as_ref()
+        .strip_prefix(root.as_ref())?
+        .strip_prefix('/')?;
+    let (source, name) = path.rsplit_once("/Alarms/")?;
+    Some((source.to_owned(), name.to_owned()))
+}
+
+/// Report a condition's new state as its event on its source's notifiers.
+pub fn report_condition(
+    subscriptions: &SubscriptionCache,
+    watched: &Watched,
+    ns: u16,
+    state: crate::alarms::ConditionState,
+) {
+    let source_node = instance_node_id(ns, &state.source);
+    let condition_id = condition_node_id(ns, &state.source, state.name);
+    let targets = notifiers(ns, &state.source);
+    let condition = crate::alarms::event::condition_event(source_node, condition_id, state);
+    watched.notify(subscriptions, &condition, &targets);
+}
+
 /// Reports happenings as OPC UA events.
 pub struct EventEmitter {
     pub bus: PointBus,
@@ -197,23 +255,8 @@ impl EventEmitter {
         }
     }
 
-    /// The notifiers an event of `source` is reported on: itself and every one above it
-    /// (`Server` gets it in any case).
     fn notifiers(&self, source: &str) -> Vec<NodeId> {
-        let mut out = vec![instance_node_id(self.ns, "")];
-        if source.starts_with("Stations/") {
-            let mut path = String::new();
-            for part in source.split('/') {
-                if !path.is_empty() {
-                    path.push('/');
-                }
-                path.push_str(part);
-                out.push(instance_node_id(self.ns, &path));
-            }
-        } else if source == "Line" {
-            out.push(instance_node_id(self.ns, "Line"));
-        }
-        out
+        notifiers(self.ns, source)
     }
 
     pub fn emit(&self, happening: &Happening) {
@@ -283,12 +326,7 @@ impl EventEmitter {
                 self.alarms
                     .device_connection(&happening.source, *connected, error, happening.time);
             if let Some(state) = changed {
-                let condition_id =
-                    instance_node_id(self.ns, &format!("{}/Alarms/{}", state.source, state.name));
-                let condition =
-                    crate::alarms::event::condition_event(source_node.clone(), condition_id, state);
-                self.watched
-                    .notify(&self.subscriptions, &condition, &notifiers);
+                report_condition(&self.subscriptions, &self.watched, self.ns, state);
             }
         }
     }

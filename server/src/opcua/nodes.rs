@@ -124,6 +124,7 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
                 watched: watched.clone(),
             },
             watched,
+            alarms: Default::default(),
         }
     }
 }
@@ -174,9 +175,15 @@ pub struct GatewayNodes {
     audit: super::events::Audit,
     /// Event monitored items on the gateway's notifiers (opcua/events.rs).
     watched: Arc<super::events::Watched>,
+    /// The conditions' state, shared with the event emitter (alarms/).
+    alarms: Arc<crate::alarms::Alarms>,
 }
 
 impl GatewayNodes {
+    pub fn alarms(&self) -> Arc<crate::alarms::Alarms> {
+        self.alarms.clone()
+    }
+
     /// Who watches which notifier, for the event emitter.
     pub fn watched(&self) -> Arc<super::events::Watched> {
         self.watched.clone()
@@ -420,6 +427,21 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
     ) -> Result<(), StatusCode> {
         let role = Role::of(&context.token);
         for call in methods_to_call.iter_mut() {
+            if crate::alarms::methods::is_condition_method(call.method_id()) {
+                let condition = super::events::condition_of(self.ns, call.object_id());
+                let changed =
+                    crate::alarms::methods::call(&self.alarms, condition, role.may_write(), call);
+                if let Some(state) = changed {
+                    let audit = &self.audit;
+                    super::events::report_condition(
+                        &audit.subscriptions,
+                        &self.watched,
+                        self.ns,
+                        state,
+                    );
+                }
+                continue;
+            }
             let Some(method) = self.methods.get(call.method_id()) else {
                 call.set_status(StatusCode::BadMethodInvalid);
                 continue;

@@ -134,3 +134,26 @@ macro_rules! load_method_args {
 
     };
 }
+
+impl MethodCall {
+    /// Whether `call` is a core condition method called on an object outside the core namespace:
+    /// routed by that object, and left to its node manager to validate (the method node itself is
+    /// not in that node manager's address space).
+    pub(crate) fn is_routed_by_object(&self) -> bool {
+        const CONDITION_METHODS: [u32; 8] = [
+            9027,  // ConditionType_Enable
+            9028,  // ConditionType_Disable
+            9029,  // ConditionType_AddComment
+            9111,  // AcknowledgeableConditionType_Acknowledge
+            9113,  // AcknowledgeableConditionType_Confirm
+            3875,  // ConditionType_ConditionRefresh
+            12912, // ConditionType_ConditionRefresh2
+            9069,  // DialogConditionType_Respond
+        ];
+        let method = self.method_id();
+        let object = self.object_id();
+        let is_condition_method = method.namespace == 0
+            && matches!(method.identifier, opcua_types::Identifier::Numeric(n) if CONDITION_METHODS.contains(&n));
+        is_condition_method && object.namespace != 0
+    }
+}

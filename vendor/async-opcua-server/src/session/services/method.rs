@@ -52,7 +52,7 @@ pub(crate) async fn call(node_managers: NodeManagers, request: Request<CallReque
         &node_managers,
         MethodServiceCb,
         |call, node_manager| {
-            node_manager.owns_node(call.method_id())
+            node_manager.owns_node(routing_node(call))
                 && call.status() == StatusCode::BadMethodInvalid
         },
     )
@@ -69,5 +69,18 @@ pub(crate) async fn call(node_managers: NodeManagers, request: Request<CallReque
         }
         .into(),
         request_id: request.request_id,
+    }
+}
+
+/// The node whose node manager serves `call`: the method's, except for the methods of
+/// `ConditionType` and its subtypes (OPC 10000-9), which are declared once in the core
+/// namespace and called on condition instances that other node managers own. Those go to
+/// the node manager of the object they are called on (unless that object is in the core
+/// namespace, e.g. ConditionRefresh on the Server's `ConditionType`).
+fn routing_node(call: &MethodCall) -> &opcua_types::NodeId {
+    if call.is_routed_by_object() {
+        call.object_id()
+    } else {
+        call.method_id()
     }
 }

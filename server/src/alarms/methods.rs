@@ -1,0 +1,66 @@
+//! The condition methods a client calls on a condition instance (Part 9, 5.5.4 and 5.7.3).
+//!
+//! They belong to the core namespace (`AcknowledgeableConditionType_Acknowledge` is ns=0;
+//! i=9111), so async-opcua routes them to its core node manager; the vendored server routes
+//! them by the called object instead (vendor/async-opcua-server/PATCHES.md, 3), which brings
+//! them to the gateway's node manager, then here.
+
+use opcua::server::node_manager::MethodCall;
+use opcua::types::{MethodId, NodeId, StatusCode, Variant};
+
+use super::{Alarms, ConditionState};
+
+/// Whether `method` is a condition method served here.
+pub fn is_condition_method(method: &NodeId) -> bool {
+    *method == NodeId::from(MethodId::AcknowledgeableConditionType_Acknowledge)
+}
+
+/// Serve `call` of a condition method on the condition (`source`, `name`). `may_acknowledge`:
+/// the session's role allows it (operators and admins). Returns the condition's new state
+/// when it changed (to report as an event).
+pub fn call(
+    alarms: &Alarms,
+    condition: Option<(String, String)>,
+    may_acknowledge: bool,
+    call: &mut MethodCall,
+) -> Option<ConditionState> {
+    let Some((source, name)) = condition else {
+        call.set_status(StatusCode::BadNodeIdUnknown);
+        return None;
+    };
+    if !may_acknowledge {
+        call.set_status(StatusCode::BadUserAccessDenied);
+        return None;
+    }
+    let (event_id, comment) = match call.arguments() {
+        [Variant::ByteString(id), Variant::LocalizedText(comment)] => {
+            (id.as_ref().to_vec(), comment.text.as_ref().to_owned())
+        }
+        [Variant::ByteString(id), Variant::Empty] => (id.as_ref().to_vec(), String::new()),
+        [_, _] => {
+            call.set_status(StatusCode::BadTypeMismatch);
+            return None;
+        }
+        _ => {
+            call.set_status(StatusCode::BadArgumentsMissing);
+            return None;
+        }
+    };
+    match alarms.acknowledge(
+        &source,
+        &name,
+        &event_id,
+        &comment,
+        fabrique_adapters::Timestamp::now(),
+    ) {
+        Ok(state) => {
+            call.set_status(StatusCode::Good);
+            Some(state)
+        }
+        Err(refused) => {
+            tracing::info!(%source, %name, ?refused, "acknowledge refused");
+            call.set_status(refused.status());
+            None
+        }
+    }
+}
