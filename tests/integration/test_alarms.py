@@ -1,7 +1,7 @@
 """Alarms and Conditions (Part 9): a device's communication is an OffNormalAlarmType
 condition, raised when a real pymodbus peer stops answering and cleared when it returns,
 reported to asyncua's condition subscription on the device's station, and acknowledged
-(by an operator, not a viewer).
+(by an operator, not a viewer) and commented.
 """
 
 from __future__ import annotations
@@ -108,10 +108,21 @@ async def test_a_lost_device_raises_an_off_normal_alarm_cleared_on_its_return(ga
             await condition.call_method(acknowledge, acked.EventId, comment)
         assert refused.value.code == ua.StatusCodes.BadConditionBranchAlreadyAcked
 
+        # AddComment on the acknowledged state: a new event with the comment, still acked.
+        add_comment = ua.NodeId(ua.ObjectIds.ConditionType_AddComment)
+        await condition.call_method(add_comment, acked.EventId, ua.LocalizedText("spare cable ordered", "en"))
+        await wait_for(lambda: len(alarms.events) >= 3, 15, what="comment reported")
+        commented = alarms.events[2]
+        assert commented.Comment.Text == "spare cable ordered"
+        assert commented.get_event_props_as_fields_dict()["AckedState/Id"].Value is True
+        with pytest.raises(ua.UaStatusCodeError) as refused:
+            await condition.call_method(add_comment, acked.EventId, comment)
+        assert refused.value.code == ua.StatusCodes.BadEventIdUnknown
+
         press_peer.start()
         await wait_for(connected.read_value, 60, what="press connected again")
-        await wait_for(lambda: len(alarms.events) >= 3, 15, what="communication alarm cleared")
-        cleared = alarms.events[2]
+        await wait_for(lambda: len(alarms.events) >= 4, 15, what="communication alarm cleared")
+        cleared = alarms.events[3]
         fields = cleared.get_event_props_as_fields_dict()
         assert fields["ActiveState/Id"].Value is False
         assert fields["AckedState/Id"].Value is True

@@ -13,10 +13,12 @@ use super::{Alarms, ConditionState};
 /// Whether `method` is a condition method served here.
 pub fn is_condition_method(method: &NodeId) -> bool {
     *method == NodeId::from(MethodId::AcknowledgeableConditionType_Acknowledge)
+        || *method == NodeId::from(MethodId::ConditionType_AddComment)
 }
 
-/// Serve `call` of a condition method on the condition (`source`, `name`). `may_acknowledge`:
-/// the session's role allows it (operators and admins). Returns the condition's new state
+/// Serve `call` of a condition method (Acknowledge, AddComment: both `EventId, Comment`) on
+/// the condition (`source`, `name`). `may_acknowledge`: the session's role allows it
+/// (operators and admins). Returns the condition's new state
 /// when it changed (to report as an event).
 pub fn call(
     alarms: &Alarms,
@@ -46,19 +48,19 @@ pub fn call(
             return None;
         }
     };
-    match alarms.acknowledge(
-        &source,
-        &name,
-        &event_id,
-        &comment,
-        fabrique_adapters::Timestamp::now(),
-    ) {
+    let now = fabrique_adapters::Timestamp::now();
+    let changed = if *call.method_id() == NodeId::from(MethodId::ConditionType_AddComment) {
+        alarms.add_comment(&source, &name, &event_id, &comment, now)
+    } else {
+        alarms.acknowledge(&source, &name, &event_id, &comment, now)
+    };
+    match changed {
         Ok(state) => {
             call.set_status(StatusCode::Good);
             Some(state)
         }
         Err(refused) => {
-            tracing::info!(%source, %name, ?refused, "acknowledge refused");
+            tracing::info!(%source, %name, ?refused, "condition method refused");
             call.set_status(refused.status());
             None
         }

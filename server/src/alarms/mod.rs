@@ -138,8 +138,9 @@ impl Alarms {
         Some(state)
     }
 
-    /// Acknowledge(EventId, Comment) on the condition `name` of `source` (Part 9, 5.7.3).
-    /// The EventId must be the one of the condition's last event.
+    /// Acknowledge(EventId, Comment) (`acknowledge` true) or AddComment(EventId, Comment) on
+    /// the condition `name` of `source` (Part 9, 5.7.3 and 5.5.5). The EventId must be the
+    /// one of the condition's last event.
     pub fn acknowledge(
         &self,
         source: &str,
@@ -147,6 +148,29 @@ impl Alarms {
         event_id: &[u8],
         comment: &str,
         time: Timestamp,
+    ) -> Result<ConditionState, Refused> {
+        self.change(source, name, event_id, comment, time, true)
+    }
+
+    pub fn add_comment(
+        &self,
+        source: &str,
+        name: &str,
+        event_id: &[u8],
+        comment: &str,
+        time: Timestamp,
+    ) -> Result<ConditionState, Refused> {
+        self.change(source, name, event_id, comment, time, false)
+    }
+
+    fn change(
+        &self,
+        source: &str,
+        name: &str,
+        event_id: &[u8],
+        comment: &str,
+        time: Timestamp,
+        acknowledge: bool,
     ) -> Result<ConditionState, Refused> {
         let mut conditions = self.conditions.lock();
         let state = conditions
@@ -160,13 +184,15 @@ impl Alarms {
         if state.event_id != event_id {
             return Err(Refused::EventIdUnknown);
         }
-        if state.acked {
-            return Err(Refused::AlreadyAcked);
+        if acknowledge {
+            if state.acked {
+                return Err(Refused::AlreadyAcked);
+            }
+            state.acked = true;
+            // Confirm is not served yet: an acknowledged condition needs no confirmation.
+            state.confirmed = true;
         }
-        state.acked = true;
-        // Confirm is not served yet: an acknowledged condition needs no confirmation.
-        state.confirmed = true;
-        if !comment.is_empty() {
+        if !comment.is_empty() || !acknowledge {
             state.comment = comment.to_owned();
         }
         state.time = time;
