@@ -1,7 +1,7 @@
 """Alarms and Conditions (Part 9): a device's communication is an OffNormalAlarmType
 condition, raised when a real pymodbus peer stops answering and cleared when it returns,
 reported to asyncua's condition subscription on the device's station, and acknowledged
-(by an operator, not a viewer) and commented.
+(by an operator, not a viewer), commented, disabled and enabled.
 """
 
 from __future__ import annotations
@@ -119,10 +119,34 @@ async def test_a_lost_device_raises_an_off_normal_alarm_cleared_on_its_return(ga
             await condition.call_method(add_comment, acked.EventId, comment)
         assert refused.value.code == ua.StatusCodes.BadEventIdUnknown
 
+        # Disable: reported once (not retained), then Enable reports the state it is in.
+        disable = ua.NodeId(ua.ObjectIds.ConditionType_Disable)
+        enable = ua.NodeId(ua.ObjectIds.ConditionType_Enable)
+        await condition.call_method(disable)
+        await wait_for(lambda: len(alarms.events) >= 4, 15, what="disable reported")
+        disabled = alarms.events[3].get_event_props_as_fields_dict()
+        assert disabled["EnabledState/Id"].Value is False
+        assert disabled["Retain"].Value is False
+        with pytest.raises(ua.UaStatusCodeError) as refused:
+            await condition.call_method(disable)
+        assert refused.value.code == ua.StatusCodes.BadConditionAlreadyDisabled
+        with pytest.raises(ua.UaStatusCodeError) as refused:
+            await condition.call_method(add_comment, alarms.events[3].EventId, comment)
+        assert refused.value.code == ua.StatusCodes.BadConditionDisabled
+        await condition.call_method(enable)
+        await wait_for(lambda: len(alarms.events) >= 5, 15, what="enable reported")
+        enabled = alarms.events[4].get_event_props_as_fields_dict()
+        assert enabled["EnabledState/Id"].Value is True
+        assert enabled["ActiveState/Id"].Value is True
+        assert enabled["Retain"].Value is True
+        with pytest.raises(ua.UaStatusCodeError) as refused:
+            await condition.call_method(enable)
+        assert refused.value.code == ua.StatusCodes.BadConditionAlreadyEnabled
+
         press_peer.start()
         await wait_for(connected.read_value, 60, what="press connected again")
-        await wait_for(lambda: len(alarms.events) >= 4, 15, what="communication alarm cleared")
-        cleared = alarms.events[3]
+        await wait_for(lambda: len(alarms.events) >= 6, 15, what="communication alarm cleared")
+        cleared = alarms.events[5]
         fields = cleared.get_event_props_as_fields_dict()
         assert fields["ActiveState/Id"].Value is False
         assert fields["AckedState/Id"].Value is True

@@ -14,9 +14,12 @@ use super::{Alarms, ConditionState};
 pub fn is_condition_method(method: &NodeId) -> bool {
     *method == NodeId::from(MethodId::AcknowledgeableConditionType_Acknowledge)
         || *method == NodeId::from(MethodId::ConditionType_AddComment)
+        || *method == NodeId::from(MethodId::ConditionType_Enable)
+        || *method == NodeId::from(MethodId::ConditionType_Disable)
 }
 
-/// Serve `call` of a condition method (Acknowledge, AddComment: both `EventId, Comment`) on
+/// Serve `call` of a condition method (Acknowledge, AddComment: both `EventId, Comment`;
+/// Enable, Disable: no argument) on
 /// the condition (`source`, `name`). `may_acknowledge`: the session's role allows it
 /// (operators and admins). Returns the condition's new state
 /// when it changed (to report as an event).
@@ -34,6 +37,20 @@ pub fn call(
         call.set_status(StatusCode::BadUserAccessDenied);
         return None;
     }
+    let now = fabrique_adapters::Timestamp::now();
+    let enable = *call.method_id() == NodeId::from(MethodId::ConditionType_Enable);
+    if enable || *call.method_id() == NodeId::from(MethodId::ConditionType_Disable) {
+        if !call.arguments().is_empty() {
+            call.set_status(StatusCode::BadTooManyArguments);
+            return None;
+        }
+        return finish(
+            call,
+            &source,
+            &name,
+            alarms.set_enabled(&source, &name, enable, now),
+        );
+    }
     let (event_id, comment) = match call.arguments() {
         [Variant::ByteString(id), Variant::LocalizedText(comment)] => {
             (id.as_ref().to_vec(), comment.text.as_ref().to_owned())
@@ -48,12 +65,20 @@ pub fn call(
             return None;
         }
     };
-    let now = fabrique_adapters::Timestamp::now();
     let changed = if *call.method_id() == NodeId::from(MethodId::ConditionType_AddComment) {
         alarms.add_comment(&source, &name, &event_id, &comment, now)
     } else {
         alarms.acknowledge(&source, &name, &event_id, &comment, now)
     };
+    finish(call, &source, &name, changed)
+}
+
+fn finish(
+    call: &mut MethodCall,
+    source: &str,
+    name: &str,
+    changed: Result<ConditionState, super::Refused>,
+) -> Option<ConditionState> {
     match changed {
         Ok(state) => {
             call.set_status(StatusCode::Good);

@@ -62,6 +62,10 @@ pub enum Refused {
     AlreadyAcked,
     /// `BadConditionDisabled`.
     Disabled,
+    /// `BadConditionAlreadyEnabled`.
+    AlreadyEnabled,
+    /// `BadConditionAlreadyDisabled`.
+    AlreadyDisabled,
 }
 
 impl Refused {
@@ -72,6 +76,8 @@ impl Refused {
             Refused::EventIdUnknown => StatusCode::BadEventIdUnknown,
             Refused::AlreadyAcked => StatusCode::BadConditionBranchAlreadyAcked,
             Refused::Disabled => StatusCode::BadConditionDisabled,
+            Refused::AlreadyEnabled => StatusCode::BadConditionAlreadyEnabled,
+            Refused::AlreadyDisabled => StatusCode::BadConditionAlreadyDisabled,
         }
     }
 }
@@ -94,13 +100,21 @@ impl Alarms {
     ) -> Option<ConditionState> {
         let mut conditions = self.conditions.lock();
         let key = (device.to_owned(), COMMUNICATION);
-        let previous = conditions.get(&key);
-        let was_active = previous.is_some_and(|c| c.active);
+        let previous = conditions.get(&key).cloned();
+        let was_active = previous.as_ref().is_some_and(|c| c.active);
         if was_active != connected {
             // Active already while lost, or inactive while connected: nothing to report.
             return None;
         }
-        if previous.is_some_and(|c| !c.enabled) {
+        if let Some(disabled) = conditions.get_mut(&key).filter(|c| !c.enabled) {
+            // A disabled condition reports nothing, but follows its source, so that
+            // Enable reports the state it is in then (Part 9, 5.5.4).
+            disabled.active = !connected;
+            if !connected {
+                disabled.acked = false;
+                disabled.confirmed = false;
+            }
+            disabled.time = time;
             return None;
         }
         let message = if connected {
@@ -136,6 +150,33 @@ impl Alarms {
         };
         conditions.insert(key, state.clone());
         Some(state)
+    }
+
+    /// Enable (`enable` true) or Disable the condition `name` of `source` (Part 9, 5.5.4).
+    pub fn set_enabled(
+        &self,
+        source: &str,
+        name: &str,
+        enable: bool,
+        time: Timestamp,
+    ) -> Result<ConditionState, Refused> {
+        let mut conditions = self.conditions.lock();
+        let state = conditions
+            .iter_mut()
+            .find(|((s, n), _)| s == source && *n == name)
+            .map(|(_, state)| state)
+            .ok_or(Refused::UnknownCondition)?;
+        if state.enabled == enable {
+            return Err(if enable {
+                Refused::AlreadyEnabled
+            } else {
+                Refused::AlreadyDisabled
+            });
+        }
+        state.enabled = enable;
+        state.time = time;
+        state.event_id = new_event_id();
+        Ok(state.clone())
     }
 
     /// Acknowledge(EventId, Comment) (`acknowledge` true) or AddComment(EventId, Comment) on
@@ -256,6 +297,60 @@ mod tests {
                 at(6)
             ),
             Err(Refused::AlreadyAcked)
+        );
+    }
+
+    #[test]
+    fn a_comment_makes_a_new_state_and_needs_the_last_event_id() {
+        let alarms = Alarms::default();
+        let d = "Stations/P/press";
+        let lost = alarms
+            .device_connection(d, false, "", at(1))
+            .expect("raised");
+        let commented = alarms
+            .add_comment(d, COMMUNICATION, &lost.event_id, "later", at(2))
+            .expect("commented");
+        assert_eq!(commented.comment, "later");
+        assert!(!commented.acked);
+        assert_ne!(commented.event_id, lost.event_id);
+        assert_eq!(
+            alarms.add_comment(d, COMMUNICATION, &lost.event_id, "again", at(3)),
+            Err(Refused::EventIdUnknown)
+        );
+        assert_eq!(
+            alarms.add_comment("Stations/P/other", COMMUNICATION, &lost.event_id, "", at(3)),
+            Err(Refused::UnknownCondition)
+        );
+    }
+
+    #[test]
+    fn a_disabled_condition_reports_nothing_and_enable_reports_where_it_is() {
+        let alarms = Alarms::default();
+        let d = "Stations/P/press";
+        let lost = alarms
+            .device_connection(d, false, "", at(1))
+            .expect("raised");
+        let disabled = alarms
+            .set_enabled(d, COMMUNICATION, false, at(2))
+            .expect("disabled");
+        assert!(!disabled.enabled && !disabled.retain());
+        assert_eq!(
+            alarms.set_enabled(d, COMMUNICATION, false, at(3)),
+            Err(Refused::AlreadyDisabled)
+        );
+        assert_eq!(
+            alarms.acknowledge(d, COMMUNICATION, &disabled.event_id, "", at(3)),
+            Err(Refused::Disabled)
+        );
+        assert!(alarms.device_connection(d, true, "", at(4)).is_none());
+        let enabled = alarms
+            .set_enabled(d, COMMUNICATION, true, at(5))
+            .expect("enabled");
+        assert!(enabled.enabled && !enabled.active && !enabled.acked);
+        assert_ne!(enabled.event_id, lost.event_id);
+        assert_eq!(
+            alarms.set_enabled(d, COMMUNICATION, true, at(6)),
+            Err(Refused::AlreadyEnabled)
         );
     }
 
