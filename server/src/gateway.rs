@@ -111,7 +111,7 @@ pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
     })
 }
 
-fn static_model(config: &GatewayConfig) -> StaticModel {
+pub(crate) fn static_model(config: &GatewayConfig) -> StaticModel {
     StaticModel {
         site_name: config.site.name.clone(),
         line_models: config.line.models.clone(),
@@ -122,6 +122,16 @@ fn static_model(config: &GatewayConfig) -> StaticModel {
                 path: fabrique_adapters::device::device_path(d.station(), d.name()),
                 protocol: d.protocol().to_owned(),
                 identification: d.identification().clone(),
+            })
+            .collect(),
+        machines: config
+            .effective_devices()
+            .iter()
+            .map(|d| crate::opcua::standard::MachineDecl {
+                name: d.name().to_owned(),
+                device_path: fabrique_adapters::device::device_path(d.station(), d.name()),
+                identification: d.identification().clone(),
+                shape: d.standard(),
             })
             .collect(),
     }
@@ -230,6 +240,13 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
         subscriptions: opcua.handle.subscriptions().clone(),
     };
     tasks.spawn(bridge.run(shutdown.clone()));
+    tasks.spawn(crate::opcua::standard::live::run(
+        opcua.nodes.inner().derived(),
+        bus.clone(),
+        opcua.nodes.address_space().clone(),
+        opcua.handle.subscriptions().clone(),
+        shutdown.clone(),
+    ));
     if config.mqtt.enabled {
         let sink = MqttSink::new(
             config.mqtt.clone(),

@@ -81,6 +81,8 @@ pub struct StaticModel {
     pub site_name: String,
     pub line_models: Vec<String>,
     pub devices: Vec<DeviceNameplate>,
+    /// Devices placed in the companion specifications' structure too (`standard` module).
+    pub machines: Vec<super::standard::MachineDecl>,
 }
 
 pub struct DeviceNameplate {

@@ -7,7 +7,7 @@
 //! refusal reaches the client as a Bad status code.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use fabrique_adapters::{CallError, PointBus, TagId, TagSpec, Value, WriteError};
@@ -16,7 +16,7 @@ use opcua::nodes::{NodeSetImport, TypeTree};
 use opcua::server::address_space::AddressSpace;
 use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::memory::{
-    InMemoryNodeManagerImpl, InMemoryNodeManagerImplBuilder,
+    CoreNodeManager, InMemoryNodeManagerImpl, InMemoryNodeManagerImplBuilder,
 };
 use opcua::server::node_manager::{
     MethodCall, ParsedReadValueId, RequestContext, ServerContext, WriteNode,
@@ -31,6 +31,7 @@ use super::address_space::{
 };
 use super::convert::{data_value, natural_variant};
 use super::security::Role;
+use super::standard::{self, live::Derived, MachineDecl};
 use crate::commands::CommandRouter;
 use fabrique_adapters::ua::value_of;
 
@@ -48,6 +49,8 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
     fn build(self, context: ServerContext, space: &mut AddressSpace) -> GatewayNodes {
         let (types_ns, ns) = {
             let mut type_tree = context.type_tree.write();
+            // The companion specifications first: the gateway's types extend them.
+            standard::import_companions(space, type_tree.namespaces_mut());
             space.import_node_set(&*self.types, type_tree.namespaces_mut());
             let namespaces = type_tree.namespaces_mut();
             (
@@ -76,8 +79,11 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
                 Some((method.clone(), anchor))
             })
             .collect();
-        let namespaces = [(TYPES_NAMESPACE, types_ns), (INSTANCES_NAMESPACE, ns)]
-            .into_iter()
+        let companions = fabrique_companion::uri::ALL
+            .iter()
+            .filter_map(|uri| Some((*uri, space.namespace_index(uri)?)));
+        let namespaces = companions
+            .chain([(TYPES_NAMESPACE, types_ns), (INSTANCES_NAMESPACE, ns)])
             .map(|(uri, index)| NamespaceMetadata {
                 namespace_uri: uri.to_owned(),
                 namespace_index: index,
@@ -91,11 +97,14 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             tags: Arc::new(RwLock::new(TagNodes {
                 by_tag: built.tag_nodes,
                 by_node: built.node_tags,
+                aliases: HashMap::new(),
             })),
             methods: built.methods,
             method_anchors,
             bus: self.bus,
             router: self.router,
+            machines: self.model.machines,
+            derived: Arc::new(OnceLock::new()),
         }
     }
 }
@@ -106,11 +115,24 @@ pub struct TagNodes {
     /// Index: `TagId`; a null NodeId for a retired tag.
     by_tag: Vec<NodeId>,
     by_node: HashMap<NodeId, TagId>,
+    /// Standard variables that show a tag too (a robot axis' ActualPosition): few, so a
+    /// map rather than a column.
+    aliases: HashMap<TagId, Vec<NodeId>>,
 }
 
 impl TagNodes {
     pub fn node(&self, tag: TagId) -> Option<&NodeId> {
         self.by_tag.get(tag.index()).filter(|id| !id.is_null())
+    }
+
+    /// The standard variables that also show `tag`.
+    pub fn aliases(&self, tag: TagId) -> &[NodeId] {
+        self.aliases.get(&tag).map_or(&[], Vec::as_slice)
+    }
+
+    fn add_alias(&mut self, node: NodeId, tag: TagId) {
+        self.by_node.insert(node.clone(), tag);
+        self.aliases.entry(tag).or_default().push(node);
     }
 
     pub fn tag(&self, node: &NodeId) -> Option<TagId> {
@@ -141,9 +163,18 @@ pub struct GatewayNodes {
     method_anchors: HashMap<String, TagId>,
     bus: PointBus,
     router: CommandRouter,
+    /// Machines placed in the standard structure when the server starts (`init`).
+    machines: Vec<MachineDecl>,
+    /// Their computed variables, known once `init` has run.
+    derived: Arc<OnceLock<Vec<Derived>>>,
 }
 
 impl GatewayNodes {
+    /// The standard variables computed from the bus (empty until the server has started).
+    pub fn derived(&self) -> Arc<OnceLock<Vec<Derived>>> {
+        self.derived.clone()
+    }
+
     /// The tag ↔ node maps, kept current across reloads.
     pub fn tag_nodes(&self) -> Arc<RwLock<TagNodes>> {
         self.tags.clone()
@@ -233,7 +264,31 @@ fn call_status(error: &CallError) -> StatusCode {
 
 #[async_trait]
 impl InMemoryNodeManagerImpl for GatewayNodes {
-    async fn init(&self, _space: &mut AddressSpace, _context: ServerContext) {}
+    /// The standard structure needs namespace 0's type definitions, which the core node
+    /// manager holds: built here, once every node manager exists.
+    async fn init(&self, space: &mut AddressSpace, context: ServerContext) {
+        let Some(core) = context.node_managers.get_of_type::<CoreNodeManager>() else {
+            tracing::error!("no core node manager: the standard address space is not built");
+            return;
+        };
+        let Some(ns) = standard::namespaces(space, self.ns, self.types_ns) else {
+            tracing::error!("companion namespaces missing: the standard address space is not built");
+            return;
+        };
+        let core_space = core.address_space().read();
+        let bindings = standard::build(
+            &core_space,
+            space,
+            ns,
+            &self.machines,
+            &self.bus.catalog(),
+        );
+        let mut tags = self.tags.write();
+        for (node, tag) in bindings.aliases {
+            tags.add_alias(node, tag);
+        }
+        let _ = self.derived.set(bindings.derived);
+    }
 
     fn name(&self) -> &str {
         "fabrique"
