@@ -267,8 +267,11 @@ impl Builder<'_> {
         let analog = spec.data_type.is_numeric() && (spec.unit.is_some() || spec.range.is_some());
         let type_definition = if spec.property {
             VariableTypeId::PropertyType
-        } else if analog {
+        } else if analog && spec.range.is_some() {
             VariableTypeId::AnalogItemType
+        } else if analog {
+            // AnalogItemType makes EURange mandatory; a unit without a range is a BaseAnalogType.
+            VariableTypeId::BaseAnalogType
         } else {
             VariableTypeId::BaseDataVariableType
         };

@@ -56,3 +56,144 @@ pub fn build(
     tracing::debug!(nodes = count, machines = machines.len(), "standard address space built");
     bindings
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::path::Path;
+
+    use opcua::nodes::{NamespaceMap, NodeSet2Import};
+    use opcua::server::address_space::CoreNamespace;
+    use opcua::types::{BrowseDirection, NodeId, ReferenceTypeId};
+
+    use super::conformance::{self, Violation};
+    use super::*;
+    use crate::config::GatewayConfig;
+    use crate::opcua::address_space::{self, INSTANCES_NAMESPACE, TYPES_NAMESPACE};
+
+    /// The address spaces a server started with `config_file` would hold (core and gateway).
+    struct Built {
+        core: AddressSpace,
+        space: AddressSpace,
+        ns: Namespaces,
+        served: HashSet<u16>,
+    }
+
+    fn build_for(config_file: Option<&str>) -> Built {
+        let file = config_file.map(|f| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(f));
+        let config = GatewayConfig::load_with_env(file.as_deref(), Vec::new()).unwrap();
+        let plan = crate::gateway::plan(&config).unwrap();
+        let model = crate::gateway::static_model(&config);
+        let mut map = NamespaceMap::new();
+        let mut core = AddressSpace::new();
+        core.import_node_set(&CoreNamespace, &mut map);
+        let mut space = AddressSpace::new();
+        import_companions(&mut space, &mut map);
+        let types = NodeSet2Import::new_str(
+            "en",
+            include_str!("../../../../nodesets/Fabrique.NodeSet2.xml"),
+            Vec::new(),
+        )
+        .unwrap();
+        space.import_node_set(&types, &mut map);
+        let types_ns = map.add_namespace(TYPES_NAMESPACE);
+        let ns = map.add_namespace(INSTANCES_NAMESPACE);
+        space.add_namespace(TYPES_NAMESPACE, types_ns);
+        space.add_namespace(INSTANCES_NAMESPACE, ns);
+        address_space::build(&mut space, ns, types_ns, &model, &plan.catalog);
+        let nss = namespaces(&space, ns, types_ns).unwrap();
+        build(&core, &mut space, nss, &model.machines, &plan.catalog);
+        let served = map.known_namespaces().values().copied().collect();
+        Built {
+            core,
+            space,
+            ns: nss,
+            served,
+        }
+    }
+
+    fn roots(b: &Built) -> Vec<(String, NodeId)> {
+        vec![
+            (
+                "Machines".into(),
+                NodeId::new(b.ns.machinery, fabrique_companion::ids::machinery::MACHINES),
+            ),
+            (
+                "DeviceSet".into(),
+                NodeId::new(b.ns.di, fabrique_companion::ids::di::DEVICE_SET),
+            ),
+        ]
+    }
+
+    fn violations(b: &Built) -> Vec<Violation> {
+        let types = types::Types::new(vec![&b.core, &b.space]);
+        conformance::check(&types, &roots(b), &b.served)
+    }
+
+    fn children(b: &Built, node: &NodeId, reference_type: ReferenceTypeId) -> Vec<String> {
+        let types = types::Types::new(vec![&b.core, &b.space]);
+        let mut names: Vec<String> = types
+            .targets(node, reference_type, BrowseDirection::Forward)
+            .iter()
+            .filter_map(|n| types.find(n))
+            .map(|n| n.as_node().browse_name().name.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn show(v: &[Violation]) -> String {
+        v.iter().map(|v| format!("\n  {v}")).collect()
+    }
+
+    #[test]
+    fn the_truck_conforms_to_its_types() {
+        let b = build_for(None);
+        let v = violations(&b);
+        assert!(v.is_empty(), "{} violations:{}", v.len(), show(&v));
+        let machines = NodeId::new(b.ns.machinery, fabrique_companion::ids::machinery::MACHINES);
+        assert_eq!(
+            children(&b, &machines, ReferenceTypeId::Organizes),
+            [
+                "Cmm",
+                "CncMill",
+                "Cobot",
+                "ConveyorPlc",
+                "LaserEngraver",
+                "PackagingUnit",
+                "Printer3D"
+            ]
+        );
+        let axes = NodeId::new(b.ns.instances, "Machines/Cobot/MotionDevices/Arm/Axes");
+        assert_eq!(
+            children(&b, &axes, ReferenceTypeId::HasComponent),
+            ["Axis1", "Axis2", "Axis3", "Axis4", "Axis5", "Axis6"]
+        );
+    }
+
+    #[test]
+    fn partner_machines_conform_to_their_types() {
+        let b = build_for(Some("config/examples/partner-machines.toml"));
+        let v = violations(&b);
+        assert!(v.is_empty(), "{} violations:{}", v.len(), show(&v));
+        let machines = NodeId::new(b.ns.machinery, fabrique_companion::ids::machinery::MACHINES);
+        let found = children(&b, &machines, ReferenceTypeId::Organizes);
+        assert!(found.contains(&"press".to_owned()) && found.contains(&"arm".to_owned()));
+        let device_set = NodeId::new(b.ns.di, fabrique_companion::ids::di::DEVICE_SET);
+        let found = children(&b, &device_set, ReferenceTypeId::HasComponent);
+        assert!(found.contains(&"sensor".to_owned()), "{found:?}");
+        assert!(found.contains(&"arm".to_owned()), "{found:?}");
+    }
+
+    #[test]
+    fn a_missing_mandatory_child_is_a_violation() {
+        let mut b = build_for(None);
+        let serial = NodeId::new(b.ns.instances, "Machines/CncMill/Identification/SerialNumber");
+        assert!(b.space.delete(&serial, true).is_some());
+        let v = violations(&b);
+        assert_eq!(v.len(), 1, "{}", show(&v));
+        assert_eq!(v[0].path, "Machines/CncMill/Identification");
+        assert!(v[0].problem.contains("mandatory Variable"), "{}", v[0]);
+        assert!(v[0].problem.contains("SerialNumber"), "{}", v[0]);
+    }
+}
