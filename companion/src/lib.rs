@@ -8,6 +8,8 @@
 
 use opcua::nodes::NodeSetImport;
 
+// Generated code is checked against the generator (CI), not against rustfmt or clippy.
+#[rustfmt::skip]
 #[allow(clippy::all, clippy::pedantic, unused, non_snake_case)]
 mod generated;
 

@@ -87,8 +87,8 @@ impl Bridge {
                 let Some(entry) = catalog.get(update.tag) else {
                     continue;
                 };
-                let source = (!update.point.timestamp.is_null())
-                    .then(|| times.get(update.point.timestamp));
+                let source =
+                    (!update.point.timestamp.is_null()).then(|| times.get(update.point.timestamp));
                 let value = data_value_at(entry.spec.data_type, &update.point, source, now);
                 for (handle, _) in batch.entries() {
                     batch.data_value_to_item(value.clone(), handle);

@@ -272,16 +272,26 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
             return;
         };
         let Some(ns) = standard::namespaces(space, self.ns, self.types_ns) else {
-            tracing::error!("companion namespaces missing: the standard address space is not built");
+            tracing::error!(
+                "companion namespaces missing: the standard address space is not built"
+            );
             return;
         };
         let core_space = core.address_space().read();
-        let bindings = standard::build(
-            &core_space,
-            space,
-            ns,
-            &self.machines,
-            &self.bus.catalog(),
+        let bindings = standard::build(&core_space, space, ns, &self.machines, &self.bus.catalog());
+        // The server checks itself: a violation is a bug of ours (or of a partner's axes list).
+        let violations = standard::check(&core_space, space, ns);
+        for v in violations.iter().take(20) {
+            tracing::error!(path = %v.path, node = %v.node, problem = %v.problem, "standard address space does not conform");
+        }
+        tracing::info!(
+            machines = self
+                .machines
+                .iter()
+                .filter(|m| m.shape.kind.is_some())
+                .count(),
+            violations = violations.len(),
+            "standard address space built"
         );
         let mut tags = self.tags.write();
         for (node, tag) in bindings.aliases {

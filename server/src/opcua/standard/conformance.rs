@@ -45,7 +45,11 @@ const AGGREGATES: [ReferenceTypeId; 4] = [
 
 /// Check every instance below `roots` (namespace 0 nodes are not walked: the core server's).
 /// `served` are the namespace indexes the server serves. Returns every violation found.
-pub fn check(types: &Types<'_>, roots: &[(String, NodeId)], served: &HashSet<u16>) -> Vec<Violation> {
+pub fn check(
+    types: &Types<'_>,
+    roots: &[(String, NodeId)],
+    served: &HashSet<u16>,
+) -> Vec<Violation> {
     let mut violations = Vec::new();
     let mut seen = HashSet::new();
     let mut queue: VecDeque<(String, NodeId)> = roots.iter().cloned().collect();
@@ -105,7 +109,9 @@ fn check_instance(
         return;
     };
     if !served.contains(&type_id.namespace) {
-        fail(format!("TypeDefinition {type_id} is in a namespace the server does not serve"));
+        fail(format!(
+            "TypeDefinition {type_id} is in a namespace the server does not serve"
+        ));
         return;
     }
     if types.find(&type_id).is_none() {

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use opcua::nodes::{AccessLevel, EventNotifier, Method, NodeType, Object, Variable};
 use opcua::server::address_space::AddressSpace;
 use opcua::types::{
-    DataEncoding, DataValue, LocalizedText, NodeId, NumericRange, QualifiedName,
-    ReferenceTypeId, TimestampsToReturn, Variant,
+    DataEncoding, DataValue, LocalizedText, NodeId, NumericRange, QualifiedName, ReferenceTypeId,
+    TimestampsToReturn, Variant,
 };
 
 use super::types::{Declaration, Rule, Types};
@@ -121,8 +121,7 @@ impl Instances {
             tracing::warn!(path, "standard address space: no variable to set");
             return;
         };
-        if let Some(NodeType::Variable(v)) = self.by_id.get(&made.id).map(|&i| &mut self.nodes[i])
-        {
+        if let Some(NodeType::Variable(v)) = self.by_id.get(&made.id).map(|&i| &mut self.nodes[i]) {
             v.set_data_value(DataValue::new_now(value.into()));
         }
     }

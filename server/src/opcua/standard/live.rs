@@ -99,12 +99,10 @@ impl StateRule {
                     "NotExecuting"
                 }
             }
-            StateRule::OperationMode { line_state } => {
-                match text(bus, *line_state).as_deref() {
-                    Some("Stopped") => "Setup",
-                    _ => "Processing",
-                }
-            }
+            StateRule::OperationMode { line_state } => match text(bus, *line_state).as_deref() {
+                Some("Stopped") => "Setup",
+                _ => "Processing",
+            },
             StateRule::Program { busy } => {
                 if any_busy(bus, busy) {
                     "Running"
@@ -168,7 +166,11 @@ impl Derived {
 }
 
 /// Write every derived value that differs from the address space's; returns those written.
-pub fn refresh(derived: &[Derived], bus: &PointBus, space: &RwLock<AddressSpace>) -> Vec<(NodeId, DataValue)> {
+pub fn refresh(
+    derived: &[Derived],
+    bus: &PointBus,
+    space: &RwLock<AddressSpace>,
+) -> Vec<(NodeId, DataValue)> {
     let mut values = Vec::new();
     for d in derived {
         d.values(bus, &mut values);

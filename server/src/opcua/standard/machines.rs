@@ -148,7 +148,8 @@ impl Planner<'_, '_> {
             reference,
         );
         if kind == StandardKind::Robot {
-            self.out.reference(&machines, &id, ReferenceTypeId::Organizes);
+            self.out
+                .reference(&machines, &id, ReferenceTypeId::Organizes);
         }
         for step in &machine.shape.steps {
             let step = instance_node_id(ns.instances, &format!("Line/Steps/Step{step}"));
@@ -163,8 +164,7 @@ impl Planner<'_, '_> {
             };
             if !rest.contains('/') {
                 let tag = instance_node_id(ns.instances, &entry.spec.path);
-                self.out
-                    .reference(&id, &tag, ReferenceTypeId::HasComponent);
+                self.out.reference(&id, &tag, ReferenceTypeId::HasComponent);
             }
         }
         match kind {
@@ -316,7 +316,10 @@ impl Planner<'_, '_> {
         let states = self.states_of(type_id);
         let current = self.out.get(&format!("{path}/CurrentState")).cloned();
         let id = self.out.get(&format!("{path}/CurrentState/Id")).cloned();
-        let number = self.out.get(&format!("{path}/CurrentState/Number")).cloned();
+        let number = self
+            .out
+            .get(&format!("{path}/CurrentState/Number"))
+            .cloned();
         if let (Some(current), Some(id)) = (current, id) {
             self.bindings.derived.push(Derived::State {
                 current,
@@ -333,9 +336,9 @@ impl Planner<'_, '_> {
     fn states_of(&self, type_id: &NodeId) -> Vec<(String, NodeId, u32)> {
         let mut states = Vec::new();
         for ty in self.types.chain(type_id) {
-            for node in self
-                .types
-                .targets(&ty, ReferenceTypeId::HasComponent, BrowseDirection::Forward)
+            for node in
+                self.types
+                    .targets(&ty, ReferenceTypeId::HasComponent, BrowseDirection::Forward)
             {
                 let Some(found) = self.types.find(&node) else {
                     continue;
@@ -349,7 +352,11 @@ impl Planner<'_, '_> {
                 }
                 let number = self
                     .types
-                    .targets(&node, ReferenceTypeId::HasProperty, BrowseDirection::Forward)
+                    .targets(
+                        &node,
+                        ReferenceTypeId::HasProperty,
+                        BrowseDirection::Forward,
+                    )
                     .into_iter()
                     .filter_map(|p| match self.types.find(&p) {
                         Some(opcua::nodes::NodeType::Variable(v))
@@ -372,11 +379,7 @@ impl Planner<'_, '_> {
                     })
                     .next()
                     .unwrap_or(0);
-                states.push((
-                    found.as_node().browse_name().name.to_string(),
-                    node,
-                    number,
-                ));
+                states.push((found.as_node().browse_name().name.to_string(), node, number));
             }
         }
         states
@@ -388,7 +391,9 @@ impl Planner<'_, '_> {
         let line_state = self.catalog.lookup("Line/State");
         let mode = format!("{root}/Monitoring/MachineTool/OperationMode");
         if let Some(node) = self.out.get(&mode).cloned() {
-            self.bindings.derived.push(Derived::OperationMode { node, line_state });
+            self.bindings
+                .derived
+                .push(Derived::OperationMode { node, line_state });
         }
         // The spindle, for a machine that has one.
         if let Some(speed) = self.tag(machine, "SpindleSpeed") {
@@ -441,7 +446,10 @@ impl Planner<'_, '_> {
         }
         // Parts made since start.
         let parts = self.any_tag(machine, &["PartCount", "PrintedParts", "Jobs"]);
-        if parts.is_some() && self.optional(&format!("{root}/Production"), "Statistics").is_some()
+        if parts.is_some()
+            && self
+                .optional(&format!("{root}/Production"), "Statistics")
+                .is_some()
         {
             let path = format!("{root}/Production/Statistics");
             if self.optional(&path, "PartsProducedInLifetime").is_some() {
@@ -494,7 +502,8 @@ impl Planner<'_, '_> {
                     ReferenceTypeId::HasComponent,
                 );
                 // AxisMotionProfileEnumeration: ROTARY.
-                self.out.set(&format!("{axis}/MotionProfile"), Variant::Int32(1));
+                self.out
+                    .set(&format!("{axis}/MotionProfile"), Variant::Int32(1));
                 let position = format!("{axis}/ParameterSet/ActualPosition");
                 let tag = self.tag(machine, tag_name);
                 self.bind(&position, tag);
@@ -532,11 +541,7 @@ impl Planner<'_, '_> {
         }
         self.out
             .set(&format!("{controller}/CurrentUser/Level"), "operator");
-        if let Some(tasks) = self
-            .out
-            .get(&format!("{controller}/TaskControls"))
-            .cloned()
-        {
+        if let Some(tasks) = self.out.get(&format!("{controller}/TaskControls")).cloned() {
             let task = format!("{controller}/TaskControls/Task");
             self.out.object(
                 self.types,
@@ -547,8 +552,7 @@ impl Planner<'_, '_> {
                 &tasks,
                 ReferenceTypeId::HasComponent,
             );
-            self.out
-                .set(&format!("{task}/ComponentName"), text("Task"));
+            self.out.set(&format!("{task}/ComponentName"), text("Task"));
             let program = self.tag(machine, "Program");
             self.bind(&format!("{task}/ParameterSet/TaskProgramName"), program);
             if let (Some(node), Some(tag)) = (
@@ -557,9 +561,7 @@ impl Planner<'_, '_> {
                     .cloned(),
                 program,
             ) {
-                self.bindings
-                    .derived
-                    .push(Derived::NotEmpty { node, tag });
+                self.bindings.derived.push(Derived::NotEmpty { node, tag });
             }
         }
         // Safety: no e-stop or protective stop on the bus unless the robot has those tags.

@@ -53,20 +53,49 @@ pub fn build(
         machines::plan(&types, ns, machines, catalog, &mut out)
     };
     let count = out.apply(space);
-    tracing::debug!(nodes = count, machines = machines.len(), "standard address space built");
+    tracing::debug!(
+        nodes = count,
+        machines = machines.len(),
+        "standard address space built"
+    );
     bindings
+}
+
+/// Check every instance under `Objects/Machines` and DI's `DeviceSet` against its
+/// TypeDefinition (see [`conformance`]). `core` holds namespace 0.
+pub fn check(
+    core: &AddressSpace,
+    space: &AddressSpace,
+    ns: Namespaces,
+) -> Vec<conformance::Violation> {
+    let served: std::collections::HashSet<u16> = core
+        .namespaces()
+        .keys()
+        .chain(space.namespaces().keys())
+        .copied()
+        .collect();
+    let roots = [
+        (
+            "Machines".to_owned(),
+            opcua::types::NodeId::new(ns.machinery, fabrique_companion::ids::machinery::MACHINES),
+        ),
+        (
+            "DeviceSet".to_owned(),
+            opcua::types::NodeId::new(ns.di, fabrique_companion::ids::di::DEVICE_SET),
+        ),
+    ];
+    conformance::check(&types::Types::new(vec![core, space]), &roots, &served)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
     use std::path::Path;
 
     use opcua::nodes::{NamespaceMap, NodeSet2Import};
     use opcua::server::address_space::CoreNamespace;
     use opcua::types::{BrowseDirection, NodeId, ReferenceTypeId};
 
-    use super::conformance::{self, Violation};
+    use super::conformance::Violation;
     use super::*;
     use crate::config::GatewayConfig;
     use crate::opcua::address_space::{self, INSTANCES_NAMESPACE, TYPES_NAMESPACE};
@@ -76,7 +105,6 @@ mod tests {
         core: AddressSpace,
         space: AddressSpace,
         ns: Namespaces,
-        served: HashSet<u16>,
     }
 
     fn build_for(config_file: Option<&str>) -> Built {
@@ -103,31 +131,15 @@ mod tests {
         address_space::build(&mut space, ns, types_ns, &model, &plan.catalog);
         let nss = namespaces(&space, ns, types_ns).unwrap();
         build(&core, &mut space, nss, &model.machines, &plan.catalog);
-        let served = map.known_namespaces().values().copied().collect();
         Built {
             core,
             space,
             ns: nss,
-            served,
         }
     }
 
-    fn roots(b: &Built) -> Vec<(String, NodeId)> {
-        vec![
-            (
-                "Machines".into(),
-                NodeId::new(b.ns.machinery, fabrique_companion::ids::machinery::MACHINES),
-            ),
-            (
-                "DeviceSet".into(),
-                NodeId::new(b.ns.di, fabrique_companion::ids::di::DEVICE_SET),
-            ),
-        ]
-    }
-
     fn violations(b: &Built) -> Vec<Violation> {
-        let types = types::Types::new(vec![&b.core, &b.space]);
-        conformance::check(&types, &roots(b), &b.served)
+        check(&b.core, &b.space, b.ns)
     }
 
     fn children(b: &Built, node: &NodeId, reference_type: ReferenceTypeId) -> Vec<String> {
@@ -188,7 +200,10 @@ mod tests {
     #[test]
     fn a_missing_mandatory_child_is_a_violation() {
         let mut b = build_for(None);
-        let serial = NodeId::new(b.ns.instances, "Machines/CncMill/Identification/SerialNumber");
+        let serial = NodeId::new(
+            b.ns.instances,
+            "Machines/CncMill/Identification/SerialNumber",
+        );
         assert!(b.space.delete(&serial, true).is_some());
         let v = violations(&b);
         assert_eq!(v.len(), 1, "{}", show(&v));

@@ -67,8 +67,7 @@ impl<'a> Types<'a> {
         let reference_type = reference_type.into();
         let mut out: Vec<NodeId> = Vec::new();
         for space in &self.spaces {
-            for r in space.find_references(source, None::<(NodeId, bool)>, &self.tree, direction)
-            {
+            for r in space.find_references(source, None::<(NodeId, bool)>, &self.tree, direction) {
                 if *r.reference_type == reference_type && !out.contains(r.target_node) {
                     out.push(r.target_node.clone());
                 }
@@ -78,9 +77,13 @@ impl<'a> Types<'a> {
     }
 
     pub fn supertype(&self, type_id: &NodeId) -> Option<NodeId> {
-        self.targets(type_id, ReferenceTypeId::HasSubtype, BrowseDirection::Inverse)
-            .into_iter()
-            .next()
+        self.targets(
+            type_id,
+            ReferenceTypeId::HasSubtype,
+            BrowseDirection::Inverse,
+        )
+        .into_iter()
+        .next()
     }
 
     /// `type_id` and its supertypes, most derived first.
@@ -175,7 +178,11 @@ impl<'a> Types<'a> {
     /// What an instance made from `declaration` (or of plain type `type_id`) must or may
     /// have: the declarations of its type definition, overridden by those nested under the
     /// declaration itself.
-    pub fn children(&self, type_id: Option<&NodeId>, declaration: Option<&NodeId>) -> Vec<Declaration> {
+    pub fn children(
+        &self,
+        type_id: Option<&NodeId>,
+        declaration: Option<&NodeId>,
+    ) -> Vec<Declaration> {
         let mut out = type_id.map(|t| self.declarations(t)).unwrap_or_default();
         if let Some(declaration) = declaration {
             for d in self.own_declarations(declaration) {
