@@ -161,6 +161,17 @@ fn run(config: GatewayConfig, config_path: Option<std::path::PathBuf>) -> ExitCo
             }
         },
     };
+    // Loading the companion NodeSets' types, async-opcua warns about every node those NodeSets
+    // reach twice hierarchically (legal in OPC UA): noise at every start, unless asked for.
+    let filter = if filter.to_string().contains("opcua_server") {
+        filter
+    } else {
+        filter.add_directive(
+            "opcua_server::address_space=error"
+                .parse()
+                .expect("a valid directive"),
+        )
+    };
     let logs = match config.log.format {
         LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()

@@ -177,12 +177,18 @@ async def test_cnc_is_a_machine_tool_whose_spindle_turns(opc):
     program = await std.child(cnc, (MACHINE_TOOL, "Production"), (MACHINE_TOOL, "ActiveProgram"))
     assert await (await std.child(program, (MACHINE_TOOL, "Name"))).read_value() == await opc.read(
         "Fabrique/Stations/Machining/CncMill/Program")
-    await opc.submit_order("Hexa", "Spin")
+    job = await std.child(cnc, (MACHINE_TOOL, "Production"), (MACHINE_TOOL, "ProductionPlan"),
+                          (MACHINE_TOOL, "Job"))
+    job_id = await std.child(job, (MACHINE_TOOL, "Identifier"))
+    result = await opc.submit_order("Hexa", "Spin")
+    order_id = result.OutputArguments[0].Value
 
     async def turning():
         return (await speed.read_value()) > 1000 and await rotating.read_value()
 
     await wait_for(turning, 90, what="the CNC spindle to turn (speed above 1000 rpm, IsRotating)")
+    # The order being machined is the machine tool's job.
+    await wait_for(lambda: _is(job_id.read_value(), order_id), 90, what=f"job {order_id} on the CNC")
 
 
 async def test_steps_and_machines_reference_each_other(opc):

@@ -97,7 +97,7 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             tags: Arc::new(RwLock::new(TagNodes {
                 by_tag: built.tag_nodes,
                 by_node: built.node_tags,
-                aliases: HashMap::new(),
+                aliases: Vec::new(),
             })),
             methods: built.methods,
             method_anchors,
@@ -115,9 +115,9 @@ pub struct TagNodes {
     /// Index: `TagId`; a null NodeId for a retired tag.
     by_tag: Vec<NodeId>,
     by_node: HashMap<NodeId, TagId>,
-    /// Standard variables that show a tag too (a robot axis' ActualPosition): few, so a
-    /// map rather than a column.
-    aliases: HashMap<TagId, Vec<NodeId>>,
+    /// Standard variables that show a tag too (a robot axis' ActualPosition). Index: `TagId`,
+    /// like `by_tag`, so the bridge pays an index, not a hash, per change; most are empty.
+    aliases: Vec<Vec<NodeId>>,
 }
 
 impl TagNodes {
@@ -127,12 +127,15 @@ impl TagNodes {
 
     /// The standard variables that also show `tag`.
     pub fn aliases(&self, tag: TagId) -> &[NodeId] {
-        self.aliases.get(&tag).map_or(&[], Vec::as_slice)
+        self.aliases.get(tag.index()).map_or(&[], Vec::as_slice)
     }
 
     fn add_alias(&mut self, node: NodeId, tag: TagId) {
         self.by_node.insert(node.clone(), tag);
-        self.aliases.entry(tag).or_default().push(node);
+        if self.aliases.len() <= tag.index() {
+            self.aliases.resize(tag.index() + 1, Vec::new());
+        }
+        self.aliases[tag.index()].push(node);
     }
 
     pub fn tag(&self, node: &NodeId) -> Option<TagId> {
@@ -267,6 +270,7 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
     /// The standard structure needs namespace 0's type definitions, which the core node
     /// manager holds: built here, once every node manager exists.
     async fn init(&self, space: &mut AddressSpace, context: ServerContext) {
+        let started = std::time::Instant::now();
         let Some(core) = context.node_managers.get_of_type::<CoreNodeManager>() else {
             tracing::error!("no core node manager: the standard address space is not built");
             return;
@@ -291,6 +295,7 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                 .filter(|m| m.shape.kind.is_some())
                 .count(),
             violations = violations.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "standard address space built"
         );
         let mut tags = self.tags.write();

@@ -442,7 +442,37 @@ impl Planner<'_, '_> {
             .collect();
         let state = format!("{program}/State");
         if let Some(type_id) = self.out.type_of(&state) {
-            self.state_machine(&state, &type_id, StateRule::Program { busy });
+            self.state_machine(&state, &type_id, StateRule::Program { busy: busy.clone() });
+        }
+        // The order at the machine's step, as the one job of its production plan.
+        let order = machine.shape.steps.first().and_then(|n| {
+            self.catalog
+                .lookup(&format!("Line/Steps/Step{n}/CurrentOrder"))
+        });
+        let plan_path = format!("{root}/Production/ProductionPlan");
+        if let (Some(order), Some(plan)) = (
+            order,
+            self.optional(&format!("{root}/Production"), "ProductionPlan"),
+        ) {
+            let job = format!("{plan_path}/Job");
+            self.out.object(
+                self.types,
+                &job,
+                QualifiedName::new(mt, "Job"),
+                Some("The order at this machine's step; Identifier is empty while none is"),
+                &NodeId::new(mt, 29),
+                &plan,
+                ReferenceTypeId::HasOrderedComponent,
+            );
+            self.bind(&format!("{job}/Identifier"), Some(order));
+            self.out.set(&format!("{job}/NumberInList"), 0u16);
+            self.out.set(&format!("{job}/RunsPlanned"), 1u32);
+            self.out.set(&format!("{job}/RunsPlanned/IsValid"), true);
+            self.out.set(&format!("{job}/RunsCompleted"), 0u32);
+            let state = format!("{job}/State");
+            if let Some(type_id) = self.out.type_of(&state) {
+                self.state_machine(&state, &type_id, StateRule::Program { busy });
+            }
         }
         // Parts made since start.
         let parts = self.any_tag(machine, &["PartCount", "PrintedParts", "Jobs"]);
