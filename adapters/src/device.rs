@@ -241,6 +241,53 @@ mod tests {
     }
 
     #[test]
+    fn a_standard_shape_names_the_key_it_gets_wrong() {
+        let robot = |axes: &[&str]| StandardShape {
+            kind: Some(StandardKind::Robot),
+            axes: axes.iter().map(|a| a.to_string()).collect(),
+            steps: vec![7],
+        };
+        let tags = ["J1", "J2"];
+        assert!(robot(&["J1", "J2"]).validate(tags).is_ok());
+        let unknown = robot(&["J1", "J9"]).validate(tags).unwrap_err();
+        assert_eq!(unknown.key, "axes[1]");
+        assert!(unknown.reason.contains("`J9`"));
+        assert_eq!(robot(&[]).validate(tags).unwrap_err().key, "axes");
+        let machine = StandardShape {
+            kind: Some(StandardKind::Machine),
+            axes: vec!["J1".into()],
+            steps: vec![],
+        };
+        assert_eq!(machine.validate(tags).unwrap_err().key, "axes");
+        let step = StandardShape {
+            kind: Some(StandardKind::Machine),
+            axes: vec![],
+            steps: vec![5, 10],
+        };
+        assert_eq!(step.validate(tags).unwrap_err().key, "steps[1]");
+        let kindless = StandardShape {
+            kind: None,
+            axes: vec![],
+            steps: vec![5],
+        };
+        assert_eq!(kindless.validate(tags).unwrap_err().key, "steps");
+    }
+
+    #[test]
+    fn the_product_instance_uri_defaults_to_the_nameplate() {
+        let id = Identification {
+            manufacturer: "ACME Presses".into(),
+            model: "HP/200".into(),
+            serial: "42".into(),
+            ..Identification::default()
+        };
+        assert_eq!(
+            id.product_instance_uri(),
+            "urn:fabrique:machine:ACME-Presses:HP-200:42"
+        );
+    }
+
+    #[test]
     fn tag_names_must_be_unique_and_not_reserved() {
         assert!(check_tag_names(["A", "B"]).is_ok());
         let dup = check_tag_names(["A", "A"]).unwrap_err();
