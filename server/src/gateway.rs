@@ -40,7 +40,7 @@ use crate::streams::mqtt::MqttSink;
 use crate::visits::{MqttInbound, VisitsAdapter, VisitsHandle};
 
 /// The gateway's own information model, parsed at start.
-const TYPES_NODESET: &str = include_str!("../../nodesets/Fabrique.NodeSet2.xml");
+pub(crate) const TYPES_NODESET: &str = include_str!("../../nodesets/Fabrique.NodeSet2.xml");
 
 /// Commands waiting for one adapter; a full queue makes clients wait, up to the command timeout.
 pub(crate) const COMMAND_QUEUE: usize = 64;

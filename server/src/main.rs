@@ -86,7 +86,7 @@ fn main() -> ExitCode {
                     config.effective_devices().len(),
                     plan.catalog.len()
                 );
-                ExitCode::SUCCESS
+                opcua::standard::check_config(&config, &plan.catalog)
             }
             Err(error) => {
                 eprintln!("error: {error:#}");

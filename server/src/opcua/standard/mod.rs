@@ -87,62 +87,108 @@ pub fn check(
     conformance::check(&types::Types::new(vec![core, space]), &roots, &served)
 }
 
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
+/// The address spaces a server started with `config` would build (the core namespace, and the
+/// gateway's with the companions, its types and every instance), without starting one: for
+/// `fabrique-gateway check` and the tests.
+pub struct DryRun {
+    pub core: AddressSpace,
+    pub space: AddressSpace,
+    pub ns: Namespaces,
+    /// Devices placed in the standard structure.
+    pub machines: usize,
+}
 
-    use opcua::nodes::{NamespaceMap, NodeSet2Import};
-    use opcua::server::address_space::CoreNamespace;
-    use opcua::types::{BrowseDirection, NodeId, ReferenceTypeId};
-
-    use super::conformance::Violation;
-    use super::*;
-    use crate::config::GatewayConfig;
-    use crate::opcua::address_space::{self, INSTANCES_NAMESPACE, TYPES_NAMESPACE};
-
-    /// The address spaces a server started with `config_file` would hold (core and gateway).
-    struct Built {
-        core: AddressSpace,
-        space: AddressSpace,
-        ns: Namespaces,
-    }
-
-    fn build_for(config_file: Option<&str>) -> Built {
-        let file = config_file.map(|f| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(f));
-        let config = GatewayConfig::load_with_env(file.as_deref(), Vec::new()).unwrap();
-        let plan = crate::gateway::plan(&config).unwrap();
-        let model = crate::gateway::static_model(&config);
-        let mut map = NamespaceMap::new();
+impl DryRun {
+    pub fn new(
+        config: &crate::config::GatewayConfig,
+        catalog: &TagCatalog,
+    ) -> Result<Self, String> {
+        use super::address_space::{INSTANCES_NAMESPACE, TYPES_NAMESPACE};
+        let model = crate::gateway::static_model(config);
+        let mut map = opcua::nodes::NamespaceMap::new();
         let mut core = AddressSpace::new();
-        core.import_node_set(&CoreNamespace, &mut map);
+        core.import_node_set(&opcua::server::address_space::CoreNamespace, &mut map);
         let mut space = AddressSpace::new();
         import_companions(&mut space, &mut map);
-        let types = NodeSet2Import::new_str(
-            "en",
-            include_str!("../../../../nodesets/Fabrique.NodeSet2.xml"),
-            Vec::new(),
-        )
-        .unwrap();
+        let types =
+            opcua::nodes::NodeSet2Import::new_str("en", crate::gateway::TYPES_NODESET, Vec::new())
+                .map_err(|e| format!("nodesets/Fabrique.NodeSet2.xml: {e}"))?;
         space.import_node_set(&types, &mut map);
         let types_ns = map.add_namespace(TYPES_NAMESPACE);
         let ns = map.add_namespace(INSTANCES_NAMESPACE);
         space.add_namespace(TYPES_NAMESPACE, types_ns);
         space.add_namespace(INSTANCES_NAMESPACE, ns);
-        address_space::build(&mut space, ns, types_ns, &model, &plan.catalog);
-        let nss = namespaces(&space, ns, types_ns).unwrap();
-        build(&core, &mut space, nss, &model.machines, &plan.catalog);
-        Built {
+        super::address_space::build(&mut space, ns, types_ns, &model, catalog);
+        let namespaces =
+            namespaces(&space, ns, types_ns).ok_or("the companion namespaces are missing")?;
+        build(&core, &mut space, namespaces, &model.machines, catalog);
+        Ok(DryRun {
             core,
             space,
-            ns: nss,
+            ns: namespaces,
+            machines: model
+                .machines
+                .iter()
+                .filter(|m| m.shape.kind.is_some())
+                .count(),
+        })
+    }
+
+    pub fn check(&self) -> Vec<conformance::Violation> {
+        check(&self.core, &self.space, self.ns)
+    }
+}
+
+/// `fabrique-gateway check`: build the standard structure of `config` and check it.
+pub fn check_config(
+    config: &crate::config::GatewayConfig,
+    catalog: &TagCatalog,
+) -> std::process::ExitCode {
+    match DryRun::new(config, catalog) {
+        Ok(dry) => {
+            let violations = dry.check();
+            for v in &violations {
+                eprintln!("error: standard address space: {v}");
+            }
+            if violations.is_empty() {
+                println!(
+                    "standard address space OK: {} machines and devices conform to their companion types",
+                    dry.machines
+                );
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            }
+        }
+        Err(error) => {
+            eprintln!("error: standard address space: {error}");
+            std::process::ExitCode::from(1)
         }
     }
+}
 
-    fn violations(b: &Built) -> Vec<Violation> {
-        check(&b.core, &b.space, b.ns)
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use opcua::types::{BrowseDirection, NodeId, ReferenceTypeId};
+
+    use super::conformance::Violation;
+    use super::*;
+    use crate::config::GatewayConfig;
+
+    fn build_for(config_file: Option<&str>) -> DryRun {
+        let file = config_file.map(|f| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(f));
+        let config = GatewayConfig::load_with_env(file.as_deref(), Vec::new()).unwrap();
+        let plan = crate::gateway::plan(&config).unwrap();
+        DryRun::new(&config, &plan.catalog).unwrap()
     }
 
-    fn children(b: &Built, node: &NodeId, reference_type: ReferenceTypeId) -> Vec<String> {
+    fn violations(b: &DryRun) -> Vec<Violation> {
+        b.check()
+    }
+
+    fn children(b: &DryRun, node: &NodeId, reference_type: ReferenceTypeId) -> Vec<String> {
         let types = types::Types::new(vec![&b.core, &b.space]);
         let mut names: Vec<String> = types
             .targets(node, reference_type, BrowseDirection::Forward)
