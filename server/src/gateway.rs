@@ -127,12 +127,7 @@ pub(crate) fn static_model(config: &GatewayConfig) -> StaticModel {
         machines: config
             .effective_devices()
             .iter()
-            .map(|d| crate::opcua::standard::MachineDecl {
-                name: d.name().to_owned(),
-                device_path: fabrique_adapters::device::device_path(d.station(), d.name()),
-                identification: d.identification().clone(),
-                shape: d.standard(),
-            })
+            .map(crate::opcua::standard::MachineDecl::of)
             .collect(),
     }
 }

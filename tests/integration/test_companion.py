@@ -7,6 +7,7 @@ only the machines' own names come from the gateway (they are listed, not assumed
 from __future__ import annotations
 
 import re
+import signal
 from pathlib import Path
 
 from asyncua import ua
@@ -231,3 +232,35 @@ async def test_partner_equipment_takes_its_place_by_configuration(gateway_factor
         assert sorted(axes) == [f"Axis{n}" for n in range(1, 7)]
         description = (await axes["Axis3"].read_description()).Text
         assert re.search(r"\bJ3\b", description), description
+
+
+async def test_a_reload_adds_and_removes_machines(gateway_factory, tmp_path):
+    def block(name: str, kind: str) -> str:
+        return (f'[[devices]]\nname = "{name}"\nstation = "Partners"\nprotocol = "modbus"\n'
+                f'address = "127.0.0.1:{free_port()}"\nkind = "{kind}"\n'
+                f'identification = {{ manufacturer = "P", model = "M", serial = "{name}-1" }}\n'
+                f'[[devices.tags]]\nname = "Cycles"\nregister = "holding:4"\ntype = "uint32"\n')
+
+    config = tmp_path / "reload.toml"
+    config.write_text(block("press", "machine"))
+    gw = gateway_factory(name="reload-machines", args=["--config", str(config)])
+    async with connect(gw) as opc:
+        std = await Standard.of(opc.client)
+
+        async def machine_names():
+            return set(await std.listed(std.machines()))
+
+        assert "press" in await machine_names()
+        config.write_text(block("lathe", "machine_tool"))
+        gw.proc.send_signal(signal.SIGHUP)
+        await wait_for(lambda: _has(machine_names(), "lathe", "press"), 30,
+                       what="lathe added to Objects/Machines and press removed by the reload")
+        lathe = (await std.listed(std.machines()))["lathe"]
+        assert same_node(await lathe.read_type_definition(), std.id(MACHINE_TOOL, 13))
+        await wait_for(lambda: _is(std.item_state(lathe), "NotAvailable"), 30,
+                       what="the disconnected lathe to be NotAvailable")
+
+
+async def _has(names, present: str, absent: str) -> bool:
+    names = await names
+    return present in names and absent not in names

@@ -104,7 +104,8 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             bus: self.bus,
             router: self.router,
             machines: self.model.machines,
-            derived: Arc::new(OnceLock::new()),
+            derived: Arc::default(),
+            standard: OnceLock::new(),
         }
     }
 }
@@ -154,6 +155,10 @@ pub struct NodeChanges {
     pub added_devices: Vec<DeviceNameplate>,
     /// Their tags, with the ids the grown catalogue gave them.
     pub added_tags: Vec<(TagId, TagSpec)>,
+    /// Names of removed and changed devices that have a place in the standard structure.
+    pub removed_machines: Vec<String>,
+    /// Added and changed devices, to place in the standard structure if they have a kind.
+    pub added_machines: Vec<MachineDecl>,
 }
 
 pub struct GatewayNodes {
@@ -168,13 +173,15 @@ pub struct GatewayNodes {
     router: CommandRouter,
     /// Machines placed in the standard structure when the server starts (`init`).
     machines: Vec<MachineDecl>,
-    /// Their computed variables, known once `init` has run.
-    derived: Arc<OnceLock<Vec<Derived>>>,
+    /// Their computed variables (empty until `init` has run); a reload swaps the list.
+    derived: Arc<RwLock<Arc<Vec<Derived>>>>,
+    /// What a reload needs to place machines: namespace 0's space and the indexes, from `init`.
+    standard: OnceLock<(Arc<RwLock<AddressSpace>>, standard::Namespaces)>,
 }
 
 impl GatewayNodes {
     /// The standard variables computed from the bus (empty until the server has started).
-    pub fn derived(&self) -> Arc<OnceLock<Vec<Derived>>> {
+    pub fn derived(&self) -> Arc<RwLock<Arc<Vec<Derived>>>> {
         self.derived.clone()
     }
 
@@ -203,6 +210,16 @@ impl GatewayNodes {
                 let node = std::mem::replace(node, NodeId::null());
                 tags.by_node.remove(&node);
             }
+            if let Some(aliases) = tags.aliases.get_mut(tag.index()) {
+                for node in std::mem::take(aliases) {
+                    tags.by_node.remove(&node);
+                }
+            }
+        }
+        if let Some((_, ns)) = self.standard.get() {
+            for name in &changes.removed_machines {
+                removed += standard::remove_machine(&mut space, type_tree, *ns, name);
+            }
         }
         let specs: Vec<(TagId, &TagSpec)> =
             changes.added_tags.iter().map(|(t, s)| (*t, s)).collect();
@@ -219,6 +236,29 @@ impl GatewayNodes {
             }
             tags.by_tag[tag.index()] = node.clone();
             tags.by_node.insert(node, tag);
+        }
+        // Added machines take their place in the standard structure, as at start.
+        if let Some((core, ns)) = self.standard.get() {
+            let core = core.read();
+            let bindings = standard::build(
+                &core,
+                &mut space,
+                *ns,
+                &changes.added_machines,
+                &self.bus.catalog(),
+            );
+            for (node, tag) in bindings.aliases {
+                tags.add_alias(node, tag);
+            }
+            let mut derived: Vec<Derived> = self
+                .derived
+                .read()
+                .iter()
+                .filter(|d| d.nodes().iter().all(|n| space.node_exists(n)))
+                .cloned()
+                .collect();
+            derived.extend(bindings.derived);
+            *self.derived.write() = Arc::new(derived);
         }
         removed
     }
@@ -283,6 +323,7 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
         };
         let core_space = core.address_space().read();
         let bindings = standard::build(&core_space, space, ns, &self.machines, &self.bus.catalog());
+        let build_ms = started.elapsed().as_millis() as u64;
         // The server checks itself: a violation is a bug of ours (or of a partner's axes list).
         let violations = standard::check(&core_space, space, ns);
         for v in violations.iter().take(20) {
@@ -295,6 +336,7 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                 .filter(|m| m.shape.kind.is_some())
                 .count(),
             violations = violations.len(),
+            build_ms,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "standard address space built"
         );
@@ -302,7 +344,8 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
         for (node, tag) in bindings.aliases {
             tags.add_alias(node, tag);
         }
-        let _ = self.derived.set(bindings.derived);
+        *self.derived.write() = Arc::new(bindings.derived);
+        let _ = self.standard.set((core.address_space().clone(), ns));
     }
 
     fn name(&self) -> &str {

@@ -5,7 +5,7 @@
 //! on a short period and written to the address space only when they change, with the
 //! subscriptions told.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fabrique_adapters::{PointBus, TagId, Value};
@@ -115,6 +115,24 @@ impl StateRule {
 }
 
 impl Derived {
+    /// The nodes it writes.
+    pub fn nodes(&self) -> Vec<&NodeId> {
+        match self {
+            Derived::State {
+                current,
+                id,
+                number,
+                ..
+            } => [Some(current), Some(id), number.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect(),
+            Derived::OperationMode { node, .. }
+            | Derived::Above { node, .. }
+            | Derived::NotEmpty { node, .. } => vec![node],
+        }
+    }
+
     /// The values this derives now, by node.
     fn values(&self, bus: &PointBus, out: &mut Vec<(NodeId, Variant)>) {
         match self {
@@ -201,7 +219,7 @@ pub fn refresh(
 
 /// Keeps the derived variables current until shutdown.
 pub async fn run(
-    derived: Arc<OnceLock<Vec<Derived>>>,
+    derived: Arc<RwLock<Arc<Vec<Derived>>>>,
     bus: PointBus,
     space: Arc<RwLock<AddressSpace>>,
     subscriptions: Arc<SubscriptionCache>,
@@ -214,11 +232,11 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        // Empty until the server has built the standard structure.
-        let Some(derived) = derived.get() else {
-            continue;
-        };
-        let changed = refresh(derived, &bus, &space);
+        // Empty until the server has built the standard structure; a reload swaps it. The
+        // list is taken out of its lock before the address space is: a reload holds the
+        // space while it swaps the list.
+        let current = derived.read().clone();
+        let changed = refresh(&current, &bus, &space);
         if !changed.is_empty() {
             subscriptions.notify_data_change(
                 changed

@@ -27,6 +27,18 @@ pub struct MachineDecl {
     pub shape: StandardShape,
 }
 
+impl MachineDecl {
+    /// The machine a configured device is (or is not: see `shape.kind`).
+    pub fn of(device: &fabrique_adapters::registry::DeviceConfig) -> Self {
+        MachineDecl {
+            name: device.name().to_owned(),
+            device_path: fabrique_adapters::device::device_path(device.station(), device.name()),
+            identification: device.identification().clone(),
+            shape: device.standard(),
+        }
+    }
+}
+
 /// Namespace indexes the structure refers to.
 #[derive(Debug, Clone, Copy)]
 pub struct Namespaces {

@@ -61,6 +61,49 @@ pub fn build(
     bindings
 }
 
+/// Remove the machine `name` from the standard structure (a reload removed or changed its
+/// device): every node whose NodeId is `Machines/<name>` or below, with the references to them
+/// (from `Machines`, `DeviceSet` and the steps). The device's tags are the gateway's, not
+/// removed here. Returns how many nodes went.
+pub fn remove_machine(
+    space: &mut AddressSpace,
+    type_tree: &dyn opcua::nodes::TypeTree,
+    ns: Namespaces,
+    name: &str,
+) -> usize {
+    use opcua::types::{BrowseDirection, Identifier, NodeId, ReferenceTypeId};
+    let root = format!("Machines/{name}");
+    let prefix = format!("{root}/");
+    let below = |id: &NodeId| {
+        id.namespace == ns.instances
+            && matches!(&id.identifier, Identifier::String(s)
+                if s.as_ref() == root || s.as_ref().starts_with(&prefix))
+    };
+    let mut doomed = Vec::new();
+    let mut stack = vec![NodeId::new(ns.instances, root.as_str())];
+    while let Some(node) = stack.pop() {
+        if !space.node_exists(&node) || doomed.contains(&node) {
+            continue;
+        }
+        stack.extend(
+            space
+                .find_references(
+                    &node,
+                    Some((ReferenceTypeId::HierarchicalReferences, true)),
+                    type_tree,
+                    BrowseDirection::Forward,
+                )
+                .map(|r| r.target_node.clone())
+                .filter(|child| below(child)),
+        );
+        doomed.push(node);
+    }
+    for node in &doomed {
+        space.delete(node, true);
+    }
+    doomed.len()
+}
+
 /// Check every instance under `Objects/Machines` and DI's `DeviceSet` against its
 /// TypeDefinition (see [`conformance`]). `core` holds namespace 0.
 pub fn check(
