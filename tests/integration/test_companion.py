@@ -68,9 +68,7 @@ class Standard:
             machine, (MACHINERY, "MachineryBuildingBlocks"), (MACHINERY, "MachineryItemState")
         )
         current = await state.get_child(["0:CurrentState"])
-        # Null for the first 100 ms of a machine that a reload just added.
-        value = await current.read_value()
-        return value.Text if value is not None else None
+        return (await current.read_value()).Text
 
 
 async def test_machines_folder_lists_every_machine_with_its_type(opc):

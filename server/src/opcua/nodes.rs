@@ -257,6 +257,7 @@ impl GatewayNodes {
                 .filter(|d| d.nodes().iter().all(|n| space.node_exists(n)))
                 .cloned()
                 .collect();
+            standard::live::write_changed(&bindings.derived, &self.bus, &mut space);
             derived.extend(bindings.derived);
             *self.derived.write() = Arc::new(derived);
         }
@@ -344,6 +345,7 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
         for (node, tag) in bindings.aliases {
             tags.add_alias(node, tag);
         }
+        standard::live::write_changed(&bindings.derived, &self.bus, space);
         *self.derived.write() = Arc::new(bindings.derived);
         let _ = self.standard.set((core.address_space().clone(), ns));
     }

@@ -189,12 +189,21 @@ pub fn refresh(
     bus: &PointBus,
     space: &RwLock<AddressSpace>,
 ) -> Vec<(NodeId, DataValue)> {
+    write_changed(derived, bus, &mut space.write())
+}
+
+/// As [`refresh`], on a space already locked (a machine's states are set as it is built, so
+/// no client sees it without them).
+pub fn write_changed(
+    derived: &[Derived],
+    bus: &PointBus,
+    space: &mut AddressSpace,
+) -> Vec<(NodeId, DataValue)> {
     let mut values = Vec::new();
     for d in derived {
         d.values(bus, &mut values);
     }
     let mut changed = Vec::new();
-    let mut space = space.write();
     for (node, value) in values {
         if let Some(NodeType::Variable(variable)) = space.find_mut(&node) {
             let same = variable
