@@ -306,6 +306,19 @@ impl GatewayConfig {
                 ));
             }
         }
+        // Objects/Machines/<name> and DeviceSet/<name>: one namespace for every station.
+        let mut machines = std::collections::HashSet::new();
+        for device in self.effective_devices() {
+            if device.standard().kind.is_some() && !machines.insert(device.name().to_owned()) {
+                return Err((
+                    "devices".into(),
+                    format!(
+                        "two devices with a `kind` are named `{}`: they share Objects/Machines, rename one",
+                        device.name()
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 

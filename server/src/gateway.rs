@@ -42,7 +42,7 @@ use crate::streams::mqtt::MqttSink;
 use crate::visits::{MqttInbound, VisitsAdapter, VisitsHandle};
 
 /// The gateway's own information model, parsed at start.
-const TYPES_NODESET: &str = include_str!("../../nodesets/Fabrique.NodeSet2.xml");
+pub(crate) const TYPES_NODESET: &str = include_str!("../../nodesets/Fabrique.NodeSet2.xml");
 
 /// Commands waiting for one adapter; a full queue makes clients wait, up to the command timeout.
 pub(crate) const COMMAND_QUEUE: usize = 64;
@@ -122,7 +122,7 @@ pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
     })
 }
 
-fn static_model(config: &GatewayConfig, journey: &Journey) -> StaticModel {
+pub(crate) fn static_model(config: &GatewayConfig, journey: &Journey) -> StaticModel {
     StaticModel {
         step_trades: crate::journey::step_trades(&journey.catalogue),
         site_name: config.site.name.clone(),
@@ -135,6 +135,11 @@ fn static_model(config: &GatewayConfig, journey: &Journey) -> StaticModel {
                 protocol: d.protocol().to_owned(),
                 identification: d.identification().clone(),
             })
+            .collect(),
+        machines: config
+            .effective_devices()
+            .iter()
+            .map(crate::opcua::standard::MachineDecl::of)
             .collect(),
     }
 }
@@ -278,6 +283,13 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
             let _ = consumer.await;
         });
     }
+    tasks.spawn(crate::opcua::standard::live::run(
+        opcua.nodes.inner().derived(),
+        bus.clone(),
+        opcua.nodes.address_space().clone(),
+        opcua.handle.subscriptions().clone(),
+        shutdown.clone(),
+    ));
     if config.mqtt.enabled {
         let sink = MqttSink::new(
             config.mqtt.clone(),

@@ -90,7 +90,7 @@ fn main() -> ExitCode {
                     config.effective_devices().len(),
                     plan.catalog.len()
                 );
-                ExitCode::SUCCESS
+                opcua::standard::check_config(&config, &plan.catalog)
             }
             Err(error) => {
                 eprintln!("error: {error:#}");
@@ -164,6 +164,17 @@ fn run(config: GatewayConfig, config_path: Option<std::path::PathBuf>) -> ExitCo
                 return ExitCode::from(2);
             }
         },
+    };
+    // Loading the companion NodeSets' types, async-opcua warns about every node those NodeSets
+    // reach twice hierarchically (legal in OPC UA): noise at every start, unless asked for.
+    let filter = if filter.to_string().contains("opcua_server") {
+        filter
+    } else {
+        filter.add_directive(
+            "opcua_server::address_space=error"
+                .parse()
+                .expect("a valid directive"),
+        )
     };
     let logs = match config.log.format {
         LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use opcua::types::Identifier;
 use serde::{Deserialize, Serialize};
 
-use crate::device::{check_tag_names, ConfigIssue, Identification, TagBasics};
+use crate::device::{check_tag_names, ConfigIssue, Identification, StandardKind, TagBasics};
 use crate::tag::{Access, DataType, EuRange};
 
 /// A `[[devices]]` block with `protocol = "opcua"`.
@@ -22,6 +22,16 @@ pub struct OpcUaDevice {
     pub station: String,
     #[serde(default)]
     pub identification: Identification,
+    /// Where the device appears in the companion specifications (`machine`, `machine_tool`,
+    /// `robot`, `device`); unset: only under `Objects/Fabrique`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<StandardKind>,
+    /// A robot's joint position tags, in axis order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub axes: Vec<String>,
+    /// Production steps (1-9) this machine performs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<u16>,
     /// The partner server's endpoint URL, `opc.tcp://host:port/path`.
     pub endpoint: String,
     /// How often the partner sends the changes of a subscription.
