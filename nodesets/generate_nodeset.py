@@ -243,6 +243,45 @@ for d in DECLS:
               '</uax:ExtensionObject>']
         variable(u_id, nid, "HasProperty", "EngineeringUnits", "EUInformation", M,
                  f"Engineering unit of {bname}: {uname} ({sym}), UNECE code.", "i=68", value=uv)
+# Event types (ns=1;i=5001..5005), subtypes of BaseEventType (i=2041), each with its fields as
+# mandatory properties (5101..). The event emitter (server/src/opcua/events.rs) uses these ids.
+EVENT_TYPES = [
+    (5001, "OrderSubmittedEventType", "An order was submitted (kiosk, OPC UA, HTTP or MQTT).",
+     [(5101, "OrderId", "String", "The order's id.")]),
+    (5002, "OrderDeliveredEventType", "An order left packaging: the visitor's part is ready.",
+     [(5111, "OrderId", "String", "The order's id.")]),
+    (5003, "PartScrappedEventType", "Metrology found a part out of tolerance; it was scrapped.",
+     [(5121, "OrderId", "String", "The order's id."),
+      (5122, "Verdict", "String", "The metrology verdict.")]),
+    (5004, "DeviceConnectionEventType", "The gateway lost or regained a device.",
+     [(5131, "Connected", "Boolean", "True when the connection was restored, false when it was lost."),
+      (5132, "Error", "String", "The last communication error, empty when none."),
+      (5133, "Device", "String", "The device's path, Stations/station/device.")]),
+    (5005, "StopChangedEventType", "The truck's tour stop changed.",
+     [(5141, "Town", "String", "The new stop's town.")]),
+]
+w("")
+w("  <!-- Event types (ns=1;i=5001..5005), subtypes of BaseEventType; their fields 5101.. -->")
+for tid, tname, tdesc, fields in EVENT_TYPES:
+    w(f'  <UAObjectType NodeId="ns=1;i={tid}" BrowseName="1:{tname}">')
+    w(f'    <DisplayName>{tname}</DisplayName>')
+    w(f'    <Description>{escape(tdesc)}</Description>')
+    w('    <References>')
+    w('      <Reference ReferenceType="HasSubtype" IsForward="false">i=2041</Reference>')
+    for fid, *_ in fields:
+        w(f'      <Reference ReferenceType="HasProperty">ns=1;i={fid}</Reference>')
+    w('    </References>')
+    w('  </UAObjectType>')
+    for fid, fname, ftype, fdesc in fields:
+        w(f'  <UAVariable NodeId="ns=1;i={fid}" BrowseName="1:{fname}" ParentNodeId="ns=1;i={tid}" DataType="{ftype}" ValueRank="-1" AccessLevel="1">')
+        w(f'    <DisplayName>{fname}</DisplayName>')
+        w(f'    <Description>{escape(fdesc)}</Description>')
+        w('    <References>')
+        w('      <Reference ReferenceType="HasTypeDefinition">i=68</Reference>')
+        w('      <Reference ReferenceType="HasModellingRule">i=78</Reference>')
+        w(f'      <Reference ReferenceType="HasProperty" IsForward="false">ns=1;i={tid}</Reference>')
+        w('    </References>')
+        w('  </UAVariable>')
 w('</UANodeSet>')
 
 with open(OUT, "w", encoding="utf-8", newline="\n") as f:
