@@ -52,6 +52,9 @@ pub struct GatewayConfig {
     /// Northbound: every point to InfluxDB (off by default).
     #[serde(default)]
     pub influxdb: InfluxConfig,
+    /// The truck as a Sparkplug B Edge Node (off by default).
+    #[serde(default)]
+    pub sparkplug: crate::streams::sparkplug::SparkplugConfig,
     /// Tour stops, check-ins and the post-visit survey.
     #[serde(default)]
     pub visits: VisitsConfig,
@@ -234,8 +237,7 @@ impl GatewayConfig {
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), format!("not a log filter: {error}")));
         }
-        self.mqtt.validate().map_err(own)?;
-        self.influxdb.validate().map_err(own)?;
+        crate::streams::sink::validate(self).map_err(own)?;
         self.indicators.validate().map_err(own)?;
         crate::visits::validate_stop(&self.stop).map_err(own)?;
         if self.bus.capacity == 0 || self.bus.capacity > 1_000_000 {

@@ -6,6 +6,8 @@
 
 pub mod influxdb;
 pub mod mqtt;
+pub mod sink;
+pub mod sparkplug;
 pub mod spool;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

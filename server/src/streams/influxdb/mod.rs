@@ -21,7 +21,6 @@ mod line;
 mod writer;
 
 use std::collections::{HashSet, VecDeque};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 pub use line::LineEncoder;
 use writer::{Outcome, Writer};
 
+use super::sink::{Sink, SinkContext, SinkKind};
 use super::spool::{Spool, SpoolError, Ticket};
 use super::SinkCounters;
 
@@ -325,38 +325,42 @@ struct StopFollower {
     labels: Arc<[crate::streams::TagLabels]>,
 }
 
+/// The registry entry (streams/sink.rs).
+pub const KIND: SinkKind = SinkKind {
+    name: "InfluxDB",
+    buffer: "influxdb",
+    enabled: |config| config.influxdb.enabled,
+    validate: |config| config.influxdb.validate(),
+    build: |config, ctx| Ok(Box::new(InfluxSink::new(&config.influxdb, ctx)?)),
+};
+
+#[async_trait::async_trait]
+impl Sink for InfluxSink {
+    async fn run(self: Box<Self>, ctx: SinkContext) {
+        (*self).run(ctx.shutdown).await
+    }
+}
+
 impl InfluxSink {
     /// Checks what can fail before running: the token file, the HTTP client and the disk
-    /// buffer (`buffer_dir`, i.e. `<data_dir>/buffer/influxdb`). `counters`: shared with the
-    /// diagnostics tags.
-    pub fn new(
-        config: &InfluxConfig,
-        site: &str,
-        stop: &str,
-        bus: PointBus,
-        buffer_dir: PathBuf,
-        counters: Arc<SinkCounters>,
-    ) -> Result<Self, SinkError> {
+    /// buffer (in the context's buffer folder, `<data_dir>/buffer/influxdb`).
+    pub fn new(config: &InfluxConfig, ctx: &SinkContext) -> Result<Self, SinkError> {
+        let (site, stop, bus, counters) = (
+            ctx.site.as_str(),
+            ctx.stop.as_str(),
+            ctx.bus.clone(),
+            ctx.counters.clone(),
+        );
         let writer = Writer::new(config, config.token()?)?;
-        let spool = if config.disk_buffer_mb > 0 {
-            let spool = Spool::open(&buffer_dir, config.disk_buffer_mb << 20)?;
-            if spool.pending() > 0 {
-                tracing::info!(points = spool.pending(), bytes = spool.bytes(), dir = %buffer_dir.display(), "InfluxDB: points buffered before the last stop will be written first");
-            }
-            Some(spool)
-        } else {
-            None
-        };
+        let spool = ctx.open_spool(config.disk_buffer_mb)?;
+        if let Some(spool) = spool.as_ref().filter(|s| s.pending() > 0) {
+            tracing::info!(points = spool.pending(), bytes = spool.bytes(), dir = %ctx.buffer_dir.display(), "InfluxDB: points buffered before the last stop will be written first");
+        }
         let labels = crate::streams::labels(&bus.catalog());
         // Subscribe, then take the latest state: adapters started before the sink have
         // published already, and what they said must reach the database too. Points in both
         // are written twice, with the same timestamp: InfluxDB keeps one.
         let changes = bus.subscribe();
-        if let Some(spool) = &spool {
-            counters
-                .buffered_disk
-                .store(spool.pending(), Ordering::Relaxed);
-        }
         let queue = Arc::new(Queue {
             inner: Mutex::new(QueueInner {
                 points: VecDeque::new(),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use fabrique_adapters::mqtt::config::{check_topic, parse_broker};
-use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use fabrique_adapters::mqtt::Endpoint;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,31 +64,18 @@ impl Default for MqttSinkConfig {
 }
 
 impl MqttSinkConfig {
-    /// The broker login and TLS of this section onto `options`: shared by the publisher and
-    /// the inbound subscriber, which talk to the same broker. Errors name the key.
-    pub fn secure(&self, options: &mut MqttOptions) -> Result<(), String> {
-        if let Some(user) = &self.username {
-            let password = match &self.password_env {
-                Some(var) => std::env::var(var).map_err(|_| {
-                    format!("environment variable `{var}` (mqtt.password_env) is not set")
-                })?,
-                None => String::new(),
-            };
-            options.set_credentials(user.clone(), password);
+    /// How the publisher (and the inbound subscriber, with `-in` after the client id) reach
+    /// the broker, through the shared MQTT connection layer.
+    pub fn endpoint(&self, client_id: String) -> Endpoint<'_> {
+        Endpoint {
+            section: "mqtt",
+            broker: &self.broker,
+            client_id,
+            keep_alive_s: self.keep_alive_s,
+            username: self.username.as_deref(),
+            password_env: self.password_env.as_deref(),
+            ca_file: self.ca_file.as_deref(),
         }
-        if let Some(path) = &self.ca_file {
-            let ca = std::fs::read(path)
-                .map_err(|e| format!("cannot read mqtt.ca_file {}: {e}", path.display()))?;
-            // The ring provider, installed once for the process; an error only means that a
-            // provider is already installed, which is what is needed.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth: None,
-            }));
-        }
-        Ok(())
     }
 
     pub fn client_id(&self, site: &str) -> String {

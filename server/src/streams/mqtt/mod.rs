@@ -12,15 +12,13 @@ pub mod config;
 mod payload;
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fabrique_adapters::backoff::Backoff;
 use fabrique_adapters::bus::BusEvent;
-use fabrique_adapters::mqtt::config::{parse_broker, MAX_PACKET_BYTES};
-use fabrique_adapters::mqtt::poll_after;
+use fabrique_adapters::mqtt::config::MAX_PACKET_BYTES;
+use fabrique_adapters::mqtt::{Connection, Session};
 use fabrique_adapters::{PointBus, PointUpdate, Timestamp};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS,
@@ -31,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 pub use config::MqttSinkConfig;
 use payload::{encode, rfc3339, Throttle};
 
-use super::spool::{Spool, Ticket};
+use super::sink::{Sink, SinkContext, SinkKind};
+use super::spool::{Spool, SpoolError, Ticket};
 use super::{labels, SinkCounters};
 
 /// Messages handed to rumqttc and not yet written; also the capacity of its request channel.
@@ -65,35 +64,34 @@ pub struct MqttSink {
     spool: Option<Spool>,
 }
 
+/// The registry entry (streams/sink.rs).
+pub const KIND: SinkKind = SinkKind {
+    name: "Mqtt",
+    buffer: "mqtt",
+    enabled: |config| config.mqtt.enabled,
+    validate: |config| config.mqtt.validate(),
+    build: |config, ctx| Ok(Box::new(MqttSink::new(config.mqtt.clone(), ctx)?)),
+};
+
+#[async_trait::async_trait]
+impl Sink for MqttSink {
+    async fn run(self: Box<Self>, ctx: SinkContext) {
+        (*self).run(ctx.shutdown).await
+    }
+}
+
 impl MqttSink {
-    /// `buffer_dir`: where the disk buffer lives (`<data_dir>/buffer/mqtt`); `counters`: shared
-    /// with the diagnostics tags.
-    pub fn new(
-        config: MqttSinkConfig,
-        site: &str,
-        bus: PointBus,
-        buffer_dir: PathBuf,
-        counters: Arc<SinkCounters>,
-    ) -> Result<Self, super::spool::SpoolError> {
-        let spool = if config.disk_buffer_mb > 0 {
-            let spool = Spool::open(&buffer_dir, config.disk_buffer_mb << 20)?;
-            if spool.pending() > 0 {
-                tracing::info!(messages = spool.pending(), bytes = spool.bytes(), dir = %buffer_dir.display(), "mqtt publisher: messages buffered before the last stop will be sent first");
-            }
-            Some(spool)
-        } else {
-            None
-        };
-        if let Some(spool) = &spool {
-            counters
-                .buffered_disk
-                .store(spool.pending(), Ordering::Relaxed);
+    /// Opens the disk buffer (`disk_buffer_mb > 0`) in the context's buffer folder.
+    pub fn new(config: MqttSinkConfig, ctx: &SinkContext) -> Result<Self, SpoolError> {
+        let spool = ctx.open_spool(config.disk_buffer_mb)?;
+        if let Some(spool) = spool.as_ref().filter(|s| s.pending() > 0) {
+            tracing::info!(messages = spool.pending(), bytes = spool.bytes(), dir = %ctx.buffer_dir.display(), "mqtt publisher: messages buffered before the last stop will be sent first");
         }
         Ok(MqttSink {
             config,
-            site: site.to_owned(),
-            bus,
-            counters,
+            site: ctx.site.clone(),
+            bus: ctx.bus.clone(),
+            counters: ctx.counters.clone(),
             spool,
         })
     }
@@ -103,22 +101,20 @@ impl MqttSink {
     }
 
     fn options(&self) -> Result<MqttOptions, String> {
-        let (host, port) = parse_broker(&self.config.broker)?;
-        let mut options = MqttOptions::new(self.config.client_id(&self.site), host, port);
-        options
-            .set_keep_alive(Duration::from_secs(self.config.keep_alive_s.max(1)))
-            // Nothing is subscribed, and what was in flight is re-queued by the sink itself.
-            .set_clean_session(true)
-            .set_inflight(INFLIGHT)
-            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
-            .set_last_will(LastWill::new(
-                &*self.status_topic(),
-                r#"{"state":"offline"}"#,
-                QoS::AtLeastOnce,
-                true,
-            ));
-        self.config.secure(&mut options)?;
-        Ok(options)
+        self.config
+            .endpoint(self.config.client_id(&self.site))
+            .options(&Session {
+                // Nothing is subscribed, and what was in flight is re-queued by the sink itself.
+                clean: true,
+                inflight: Some(INFLIGHT),
+                last_will: Some(LastWill::new(
+                    &*self.status_topic(),
+                    r#"{"state":"offline"}"#,
+                    QoS::AtLeastOnce,
+                    true,
+                )),
+                ..Session::default()
+            })
     }
 
     fn birth(&self, client_id: &str) -> Message {
@@ -186,9 +182,8 @@ impl MqttSink {
             released: Vec::new(),
         };
 
-        let (client, events) = AsyncClient::new(options, CLIENT_QUEUE);
-        let mut polling = poll_after(events, Duration::ZERO);
-        let mut backoff = Backoff::default();
+        let mut connection = Connection::new(options, CLIENT_QUEUE);
+        let client = connection.client().clone();
         // Subscribe, then take the latest state: adapters started before the sink have
         // published already, and what they said must reach the broker too.
         let mut changes = self.bus.subscribe();
@@ -219,29 +214,15 @@ impl MqttSink {
                         values.on_bus(&event, &mut link);
                     }
                 }
-                (mut events, result) = &mut polling => {
-                    let delay = match result {
-                        Ok(event) => {
-                            if link.on_event(event) {
-                                backoff.reset();
-                                tracing::info!(broker = %self.config.broker, "mqtt publisher connected");
-                                link.handed_first(&client, self.birth(&client_id));
-                            }
-                            Duration::ZERO
+                result = connection.next() => match result {
+                    Ok(event) => {
+                        if link.on_event(event) {
+                            tracing::info!(broker = %self.config.broker, "mqtt publisher connected");
+                            link.handed_first(&client, self.birth(&client_id));
                         }
-                        Err(error) => {
-                            // rumqttc keeps the events its lost connection had queued and
-                            // returns them after the next CONNACK; an `Outgoing::Publish` of
-                            // the old connection would then be paired with a message handed
-                            // on the new one, and one message would wait forever for its
-                            // PUBACK. Those messages are requeued by `on_lost`: drop them.
-                            events.state.events.clear();
-                            link.on_lost(&self.config.broker, &error);
-                            backoff.next_delay()
-                        }
-                    };
-                    polling = poll_after(events, delay);
-                }
+                    }
+                    Err(error) => link.on_lost(&self.config.broker, &error),
+                },
                 _ = tick.tick() => {
                     values.release(&mut link);
                     stats.maybe_log(&self.counters);
@@ -260,13 +241,10 @@ impl MqttSink {
                 link.pump(&client);
                 tokio::select! {
                     _ = &mut deadline => break,
-                    (events, result) = &mut polling => {
-                        match result {
-                            Ok(event) => { link.on_event(event); }
-                            Err(error) => link.on_lost(&self.config.broker, &error),
-                        }
-                        polling = poll_after(events, Duration::ZERO);
-                    }
+                    result = connection.next() => match result {
+                        Ok(event) => { link.on_event(event); }
+                        Err(error) => link.on_lost(&self.config.broker, &error),
+                    },
                 }
             }
             // Everything out, `offline` included: disconnect cleanly. Otherwise just drop the
@@ -275,10 +253,9 @@ impl MqttSink {
             if link.connected && link.is_empty() && client.try_disconnect().is_ok() {
                 let _ = tokio::time::timeout(Duration::from_millis(500), async {
                     loop {
-                        let (events, result) = (&mut polling).await;
-                        match result {
+                        match connection.next().await {
                             Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                            Ok(_) => polling = poll_after(events, Duration::ZERO),
+                            Ok(_) => {}
                         }
                     }
                 })
