@@ -6,10 +6,28 @@ use fabrique_adapters::mqtt::config::{check_topic, parse_broker};
 use fabrique_adapters::mqtt::Endpoint;
 use serde::{Deserialize, Serialize};
 
+/// What the publisher's messages look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum PayloadFormat {
+    /// One topic per tag, `{"value", "quality", "status", "ts"}`.
+    #[default]
+    #[serde(rename = "fabrique")]
+    Fabrique,
+    /// OPC UA Part 14 PubSub JSON: network and dataset messages (part14.rs).
+    #[serde(rename = "ua-json")]
+    UaJson,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSinkConfig {
     pub enabled: bool,
+    /// `fabrique` (one topic per tag) or `ua-json` (OPC UA Part 14 PubSub JSON).
+    pub payload: PayloadFormat,
+    /// `ua-json`: the WriterGroupName, a topic level.
+    pub ua_writer_group: String,
+    /// `ua-json`: a DataSetWriter with nothing to say for that long sends a keep-alive.
+    pub ua_keep_alive_ms: u64,
     /// `host:port` of the broker (port 1883 when omitted).
     pub broker: String,
     /// First topic level: topics are `<prefix>/<site>/<station>/<device>/<tag>`.
@@ -46,6 +64,9 @@ impl Default for MqttSinkConfig {
     fn default() -> Self {
         MqttSinkConfig {
             enabled: false,
+            payload: PayloadFormat::Fabrique,
+            ua_writer_group: "fabrique".into(),
+            ua_keep_alive_ms: 10_000,
             broker: "127.0.0.1:1883".into(),
             prefix: "fabrique".into(),
             client_id: None,
@@ -101,6 +122,24 @@ impl MqttSinkConfig {
                     "must be between 1 and 128 characters".into(),
                 ));
             }
+        }
+        if self.ua_writer_group.is_empty() || self.ua_writer_group.contains(['/', '+', '#']) {
+            return Err((
+                "mqtt.ua_writer_group",
+                format!(
+                    "`{}` must be a non-empty name without `/`, `+` or `#`",
+                    self.ua_writer_group
+                ),
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.ua_keep_alive_ms) {
+            return Err((
+                "mqtt.ua_keep_alive_ms",
+                format!(
+                    "must be between 100 and 3600000, got {}",
+                    self.ua_keep_alive_ms
+                ),
+            ));
         }
         if self.qos > 1 {
             return Err(("mqtt.qos", format!("must be 0 or 1, got {}", self.qos)));

@@ -9,6 +9,7 @@
 //! The bus is read without waiting on the broker: the sink never slows the bus down.
 
 pub mod config;
+mod part14;
 mod payload;
 
 use std::collections::VecDeque;
@@ -97,7 +98,22 @@ impl MqttSink {
     }
 
     fn status_topic(&self) -> Arc<str> {
-        format!("{}/{}/status", self.config.prefix, self.site).into()
+        match self.config.payload {
+            config::PayloadFormat::Fabrique => {
+                format!("{}/{}/status", self.config.prefix, self.site).into()
+            }
+            config::PayloadFormat::UaJson => {
+                format!("{}/json/status/{}", self.config.prefix, self.site).into()
+            }
+        }
+    }
+
+    /// The retained status when the gateway goes (clean stop, and the last will).
+    fn offline_payload(&self) -> String {
+        match self.config.payload {
+            config::PayloadFormat::Fabrique => r#"{"state":"offline"}"#.to_owned(),
+            config::PayloadFormat::UaJson => part14::status(&self.site, false),
+        }
     }
 
     fn options(&self) -> Result<MqttOptions, String> {
@@ -109,7 +125,7 @@ impl MqttSink {
                 inflight: Some(INFLIGHT),
                 last_will: Some(LastWill::new(
                     &*self.status_topic(),
-                    r#"{"state":"offline"}"#,
+                    self.offline_payload(),
                     QoS::AtLeastOnce,
                     true,
                 )),
@@ -118,6 +134,9 @@ impl MqttSink {
     }
 
     fn birth(&self, client_id: &str) -> Message {
+        if self.config.payload == config::PayloadFormat::UaJson {
+            return self.status_message(part14::status(&self.site, true));
+        }
         let payload = serde_json::json!({
             "state": "online",
             "site": self.site,
@@ -180,6 +199,15 @@ impl MqttSink {
             },
             retain: self.config.retain_values,
             released: Vec::new(),
+            part14: (self.config.payload == config::PayloadFormat::UaJson).then(|| {
+                part14::Part14::new(
+                    &self.config.prefix,
+                    &self.site,
+                    &self.config.ua_writer_group,
+                    &catalog,
+                    Duration::from_millis(self.config.ua_keep_alive_ms),
+                )
+            }),
         };
 
         let mut connection = Connection::new(options, CLIENT_QUEUE);
@@ -219,12 +247,14 @@ impl MqttSink {
                         if link.on_event(event) {
                             tracing::info!(broker = %self.config.broker, "mqtt publisher connected");
                             link.handed_first(&client, self.birth(&client_id));
+                            values.on_connected(&mut link);
                         }
                     }
                     Err(error) => link.on_lost(&self.config.broker, &error),
                 },
                 _ = tick.tick() => {
                     values.release(&mut link);
+                    values.keep_alive(&mut link);
                     stats.maybe_log(&self.counters);
                 }
             }
@@ -234,7 +264,7 @@ impl MqttSink {
         // Clean shutdown: flush what can be flushed within the grace period, say `offline`,
         // then disconnect.
         if link.connected {
-            link.push(self.status_message(r#"{"state":"offline"}"#.to_owned()));
+            link.push(self.status_message(self.offline_payload()));
             let deadline = tokio::time::sleep(SHUTDOWN_GRACE);
             tokio::pin!(deadline);
             while link.connected && !link.is_empty() {
@@ -275,6 +305,19 @@ fn topics(prefix: &str, catalog: &fabrique_adapters::TagCatalog) -> Vec<Option<A
         .collect()
 }
 
+/// A message that is regenerated on every connection (metadata, key frames, keep-alives):
+/// never kept in the disk buffer, never counted as a value.
+fn control(topic: Arc<str>, payload: Vec<u8>, retain: bool) -> Message {
+    Message {
+        topic,
+        payload,
+        qos: QoS::AtLeastOnce,
+        retain,
+        status: true,
+        ticket: None,
+    }
+}
+
 /// Tag values: topics, filters and payloads.
 struct Values {
     /// For the catalogue, when a reload added tags.
@@ -285,6 +328,8 @@ struct Values {
     qos: QoS,
     retain: bool,
     released: Vec<(fabrique_adapters::TagId, fabrique_adapters::Point)>,
+    /// `payload = "ua-json"`: OPC UA Part 14 messages instead of one topic per tag.
+    part14: Option<part14::Part14>,
 }
 
 impl Values {
@@ -298,6 +343,13 @@ impl Values {
             let catalog = self.bus.catalog();
             self.topics = topics(&self.prefix, &catalog);
             self.throttle.grow(catalog.len());
+            if let Some(part14) = &mut self.part14 {
+                part14.remodel(&catalog);
+                // The new fields: their metadata again (retained, replacing the old).
+                for (topic, payload) in part14.metadata(&catalog) {
+                    link.push(control(topic, payload, true));
+                }
+            }
         }
         let now = std::time::Instant::now();
         for PointUpdate { tag, point } in updates {
@@ -306,6 +358,43 @@ impl Values {
             } else if let Some(point) = self.throttle.offer(*tag, point.clone(), now) {
                 self.publish(*tag, &point, link);
             }
+        }
+        self.flush_part14(link);
+    }
+
+    /// A connection opened: Part 14 metadata (retained) and a key frame of every field.
+    fn on_connected(&mut self, link: &mut Link) {
+        let Some(part14) = &mut self.part14 else {
+            return;
+        };
+        let catalog = self.bus.catalog();
+        for (topic, payload) in part14.metadata(&catalog) {
+            link.push(control(topic, payload, true));
+        }
+        let bus = &self.bus;
+        if let Some((topic, payload)) = part14.key_frame(|tag| bus.latest(tag)) {
+            link.push(control(topic, payload, false));
+        }
+    }
+
+    fn keep_alive(&mut self, link: &mut Link) {
+        if let (Some(part14), true) = (&mut self.part14, link.connected) {
+            if let Some((topic, payload)) = part14.keep_alives() {
+                link.push(control(topic, payload, false));
+            }
+        }
+    }
+
+    fn flush_part14(&mut self, link: &mut Link) {
+        if let Some((topic, payload)) = self.part14.as_mut().and_then(|p| p.flush()) {
+            link.push(Message {
+                topic,
+                payload,
+                qos: self.qos,
+                retain: false,
+                status: false,
+                ticket: None,
+            });
         }
     }
 
@@ -320,11 +409,15 @@ impl Values {
     }
 
     fn publish(
-        &self,
+        &mut self,
         tag: fabrique_adapters::TagId,
         point: &fabrique_adapters::Point,
         link: &mut Link,
     ) {
+        if let Some(part14) = &mut self.part14 {
+            part14.add(tag, point);
+            return;
+        }
         let Some(Some(topic)) = self.topics.get(tag.index()) else {
             return;
         };

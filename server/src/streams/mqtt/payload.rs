@@ -18,7 +18,7 @@ pub fn rfc3339(t: Timestamp) -> Option<String> {
 
 /// A tag value as JSON: numbers, booleans and strings as such, times as RFC 3339 strings,
 /// non-finite floats (which JSON cannot carry) as `null`.
-struct JsonValue<'a>(Option<&'a Value>);
+pub struct JsonValue<'a>(pub Option<&'a Value>);
 
 impl Serialize for JsonValue<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
