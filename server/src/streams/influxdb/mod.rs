@@ -18,9 +18,11 @@
 //! drops its oldest points when full, counted.
 
 mod line;
+mod tls;
 mod writer;
 
 use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,8 +64,20 @@ pub enum Api {
 #[serde(deny_unknown_fields, default)]
 pub struct InfluxConfig {
     pub enabled: bool,
-    /// Base URL, `http://` only (this build carries no TLS).
+    /// Base URL, `http://` or `https://`.
     pub url: String,
+    /// https: PEM file of the CA that signed the database's certificate (added to the
+    /// system's roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// https: PEM client certificate (chain) presented to the database, with `client_key_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+    /// https: the name the certificate must carry when `url` gives an IP address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
     pub api: Api,
     /// v2 only.
     pub org: String,
@@ -97,6 +111,10 @@ impl Default for InfluxConfig {
         InfluxConfig {
             enabled: false,
             url: "http://127.0.0.1:8086".into(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            server_name: None,
             api: Api::V2,
             org: "fabrique".into(),
             bucket: "fabrique".into(),
@@ -116,10 +134,23 @@ impl Default for InfluxConfig {
 
 impl InfluxConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if !self.url.starts_with("http://") {
+        let https = self.url.starts_with("https://");
+        if !https && !self.url.starts_with("http://") {
+            return Err(("influxdb.url", "must start with http:// or https://".into()));
+        }
+        for (key, set) in [
+            ("influxdb.ca_file", self.ca_file.is_some()),
+            ("influxdb.client_cert_file", self.client_cert_file.is_some()),
+            ("influxdb.server_name", self.server_name.is_some()),
+        ] {
+            if set && !https {
+                return Err((key, "needs an https:// url".into()));
+            }
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
             return Err((
-                "influxdb.url",
-                "must start with http:// (https is not supported by this build)".into(),
+                "influxdb.client_key_file",
+                "client_cert_file and client_key_file go together".into(),
             ));
         }
         if self.measurement.trim().is_empty() {
@@ -200,6 +231,8 @@ pub enum SinkError {
     },
     #[error("influxdb: cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("influxdb.{key}: {reason}")]
+    Tls { key: &'static str, reason: String },
     #[error("influxdb: disk buffer: {0}")]
     Spool(#[from] SpoolError),
 }
@@ -925,7 +958,18 @@ mod tests {
             f(&mut c);
             c.validate().unwrap_err().0
         };
-        assert_eq!(bad(|c| c.url = "https://x".into()), "influxdb.url");
+        assert_eq!(bad(|c| c.url = "ftp://x".into()), "influxdb.url");
+        assert_eq!(
+            bad(|c| c.ca_file = Some("ca.pem".into())),
+            "influxdb.ca_file"
+        );
+        assert_eq!(
+            bad(|c| {
+                c.url = "https://db:8086".into();
+                c.client_cert_file = Some("c.pem".into())
+            }),
+            "influxdb.client_key_file"
+        );
         assert_eq!(bad(|c| c.batch_size = 0), "influxdb.batch_size");
         assert_eq!(bad(|c| c.queue_points = 10), "influxdb.queue_points");
         assert_eq!(bad(|c| c.max_in_flight = 0), "influxdb.max_in_flight");
