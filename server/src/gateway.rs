@@ -225,6 +225,13 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
         subscriptions: opcua.handle.subscriptions().clone(),
     };
     tasks.spawn(bridge.run(shutdown.clone()));
+    // A fleet shares its broker: refuse an id that another running gateway holds, before any
+    // sink publishes (streams/presence.rs).
+    if config.mqtt.enabled {
+        let presence =
+            crate::streams::presence::Presence::claim(&config.mqtt, &config.site.id).await?;
+        tasks.spawn(presence.run(shutdown.clone()));
+    }
     for (kind, counters) in sinks {
         let ctx = SinkContext {
             bus: bus.clone(),

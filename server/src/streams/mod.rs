@@ -6,6 +6,7 @@
 
 pub mod influxdb;
 pub mod mqtt;
+pub mod presence;
 pub mod sink;
 pub mod sparkplug;
 pub mod spool;
