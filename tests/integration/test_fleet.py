@@ -84,3 +84,20 @@ def test_a_killed_gateway_frees_its_id(gateway_bin, broker, tmp_path):
         time.sleep(0.2)
     again = start_gateway(gateway_bin, tmp_path, env(broker, "truck-3"), "fleet-again")
     stop_gateway(again)
+
+
+def test_the_stop_travels_in_the_mqtt_payload_when_asked(gateway_bin, broker, tmp_path):
+    values = Subscriber(broker, "fabrique/truck-5/Printing/Printer3D/NozzleTemperature")
+    try:
+        values.wait_ready("fabrique/truck-5/Printing/Printer3D/NozzleTemperature")
+        gw = start_gateway(gateway_bin, tmp_path,
+                           {**env(broker, "truck-5"), "FABRIQUE__MQTT__STOP_IN_PAYLOAD": "true"},
+                           "fleet-stop")
+        try:
+            doc = json.loads(values.next(timeout=20)[1])
+            assert doc["stop"] == "Lens", doc
+            assert set(doc) == {"value", "quality", "status", "ts", "stop"}, doc
+        finally:
+            stop_gateway(gw)
+    finally:
+        values.close()

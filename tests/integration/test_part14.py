@@ -83,7 +83,8 @@ def test_messages_follow_part14_carry_every_change_and_metadata_is_retained(
         "FABRIQUE__SIMULATION__SYNTHETIC__TAGS": "3",
         "FABRIQUE__SIMULATION__SYNTHETIC__RATE_HZ": "2",
     }
-    watcher = Watcher(broker, "opcua/#")
+    # Part 14 owns `opcua/json/...`; the presence topic (`opcua/<site>/presence`) is not its.
+    watcher = Watcher(broker, "opcua/json/#")
     gw = start_gateway(gateway_bin, tmp_path, env, "part14")
     counter: list[int] = []
     sequence: dict[int, list[int]] = {}

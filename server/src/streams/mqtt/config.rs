@@ -28,6 +28,8 @@ pub struct MqttSinkConfig {
     pub ua_writer_group: String,
     /// `ua-json`: a DataSetWriter with nothing to say for that long sends a keep-alive.
     pub ua_keep_alive_ms: u64,
+    /// `fabrique` payload: add `"stop": "<town>"` (the current stop) to every value message.
+    pub stop_in_payload: bool,
     /// `host:port` of the broker (port 1883 when omitted).
     pub broker: String,
     /// First topic level: topics are `<prefix>/<site>/<station>/<device>/<tag>`.
@@ -67,6 +69,7 @@ impl Default for MqttSinkConfig {
             payload: PayloadFormat::Fabrique,
             ua_writer_group: "fabrique".into(),
             ua_keep_alive_ms: 10_000,
+            stop_in_payload: false,
             broker: "127.0.0.1:1883".into(),
             prefix: "fabrique".into(),
             client_id: None,

@@ -59,6 +59,8 @@ struct Message {
 pub struct MqttSink {
     config: MqttSinkConfig,
     site: String,
+    /// The configured stop, until `Stop/Town` says where the truck is.
+    stop: String,
     bus: PointBus,
     counters: Arc<SinkCounters>,
     /// The disk buffer, opened by `new` (`disk_buffer_mb > 0`).
@@ -91,6 +93,7 @@ impl MqttSink {
         Ok(MqttSink {
             config,
             site: ctx.site.clone(),
+            stop: ctx.stop.clone(),
             bus: ctx.bus.clone(),
             counters: ctx.counters.clone(),
             spool,
@@ -199,6 +202,10 @@ impl MqttSink {
             },
             retain: self.config.retain_values,
             released: Vec::new(),
+            stop: self
+                .config
+                .stop_in_payload
+                .then(|| (catalog.lookup("Stop/Town"), Arc::from(self.stop.as_str()))),
             part14: (self.config.payload == config::PayloadFormat::UaJson).then(|| {
                 part14::Part14::new(
                     &self.config.prefix,
@@ -330,6 +337,8 @@ struct Values {
     released: Vec<(fabrique_adapters::TagId, fabrique_adapters::Point)>,
     /// `payload = "ua-json"`: OPC UA Part 14 messages instead of one topic per tag.
     part14: Option<part14::Part14>,
+    /// `stop_in_payload`: the `Stop/Town` tag and the current town, put in every message.
+    stop: Option<(Option<fabrique_adapters::TagId>, Arc<str>)>,
 }
 
 impl Values {
@@ -348,6 +357,14 @@ impl Values {
                 // The new fields: their metadata again (retained, replacing the old).
                 for (topic, payload) in part14.metadata(&catalog) {
                     link.push(control(topic, payload, true));
+                }
+            }
+        }
+        if let Some((Some(stop_tag), town)) = &mut self.stop {
+            // Follow the tour first: a batch that moves the truck labels its own values.
+            for u in updates.iter().filter(|u| u.tag == *stop_tag) {
+                if let Some(fabrique_adapters::Value::Text(t)) = &u.point.value {
+                    *town = t.clone();
                 }
             }
         }
@@ -423,7 +440,7 @@ impl Values {
         };
         link.push(Message {
             topic: topic.clone(),
-            payload: encode(point),
+            payload: encode(point, self.stop.as_ref().map(|(_, town)| &**town)),
             qos: self.qos,
             retain: self.retain,
             status: false,
