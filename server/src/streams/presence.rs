@@ -137,7 +137,7 @@ impl Presence {
             }
         }
         // The retained message follows the SUBACK.
-        let _ = tokio::time::timeout(RETAINED_WAIT, async {
+        tokio::time::timeout(RETAINED_WAIT, async {
             loop {
                 match self.connection.next().await {
                     Ok(Event::Incoming(Incoming::Publish(p))) if p.topic == self.topic => {
