@@ -386,11 +386,12 @@ mod tests {
         assert_eq!(doc["MessageType"], "ua-data");
         let messages = doc["Messages"].as_array().unwrap();
         assert_eq!(messages.len(), 3, "{doc}");
+        // The first change of the printer's tag closed its own message; then the batch.
         assert_eq!(messages[0]["DataSetWriterName"], "Printing.Printer3D");
         assert_eq!(messages[0]["Payload"]["NozzleTemperature"]["Value"], 1.0);
-        assert_eq!(messages[1]["Payload"]["NozzleTemperature"]["Value"], 2.0);
-        assert_eq!(messages[1]["SequenceNumber"], 2);
-        assert_eq!(messages[2]["DataSetWriterId"], 1);
+        assert_eq!(messages[1]["DataSetWriterId"], 1);
+        assert_eq!(messages[2]["Payload"]["NozzleTemperature"]["Value"], 2.0);
+        assert_eq!(messages[2]["SequenceNumber"], 2);
         assert_eq!(
             messages[0]["Payload"]["NozzleTemperature"]["SourceTimestamp"],
             "2023-11-14T22:13:20.000000000Z"
