@@ -56,6 +56,9 @@ pub struct GatewayConfig {
     /// What the sinks share (the on-disk buffer's fsync).
     #[serde(default)]
     pub streams: crate::streams::StreamsConfig,
+    /// The truck as a Sparkplug B Edge Node (off by default).
+    #[serde(default)]
+    pub sparkplug: crate::streams::sparkplug::SparkplugConfig,
     /// Tour stops, check-ins and the post-visit survey.
     #[serde(default)]
     pub visits: VisitsConfig,
@@ -244,8 +247,7 @@ impl GatewayConfig {
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), format!("not a log filter: {error}")));
         }
-        self.mqtt.validate().map_err(own)?;
-        self.influxdb.validate().map_err(own)?;
+        crate::streams::sink::validate(self).map_err(own)?;
         self.streams.validate().map_err(own)?;
         self.indicators.validate().map_err(own)?;
         self.journey.validate().map_err(own)?;

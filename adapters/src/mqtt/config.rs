@@ -40,6 +40,9 @@ pub struct MqttDevice {
     /// in a configuration file, nor in a log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate: connect with TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u64,
     /// QoS of the telemetry subscriptions and of the commands published (0 or 1).

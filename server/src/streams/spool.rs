@@ -34,7 +34,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::spool_sync::{fsync_interval, Syncer};
+use super::spool_sync::Syncer;
+#[cfg(test)]
+use super::spool_sync::DEFAULT_FSYNC_INTERVAL;
 
 const HEADER: usize = 12;
 /// A record bigger than this is refused at append and taken for corruption at read.
@@ -163,10 +165,11 @@ fn read_ack(path: &Path) -> Option<(u64, u64)> {
 }
 
 impl Spool {
-    /// Opens (or creates) the spool in `dir`, keeping at most `max_bytes` on disk, synced
-    /// every `streams.spool_fsync_ms`.
+    /// Opens (or creates) the spool in `dir`, keeping at most `max_bytes` on disk, synced at
+    /// most a second after a flush (the default of `streams.spool_fsync_ms`).
+    #[cfg(test)]
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
-        Self::open_with_fsync(dir, max_bytes, fsync_interval())
+        Self::open_with_fsync(dir, max_bytes, DEFAULT_FSYNC_INTERVAL)
     }
 
     /// As [`Spool::open`], with an fsync at most every `fsync` (0: at every flush).
