@@ -52,6 +52,7 @@ from fabrique_testlib import (  # noqa: E402
 from peer_influx import VictoriaMetrics  # noqa: E402
 from peer_mqtt_publisher import PersistentBroker, session_subscriber  # noqa: E402
 from peer_survey import Api, make_responses  # noqa: E402
+from sink_counters import sink_counters  # noqa: E402
 
 COUNTER_TAG = "T000000"
 # The subscribers' filter: `+` for the site, so that a probe on another site proves it is ready.
@@ -506,6 +507,8 @@ def soak(gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: floa
             samples.append((time.monotonic() - t0, rss_mb(gw.proc.pid)))
             time.sleep(10)
         notifications = counter.n
+        # The sinks' own account: what they count as dropped explains a gap (or not).
+        sinks = {name: sink_counters(gw, name) for name in ("Mqtt", "InfluxDB")}
         stop.set()
         client.join(timeout=30)
         alive = gw.proc.poll() is None
@@ -533,6 +536,8 @@ def soak(gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: floa
     report.add("soak", "RSS slope after warm-up (MB/min)", f"{slope_per_minute(warm):+.2f}")
     report.zero("soak", "HTTP 5xx", fivexx)
     report.zero("soak", "HTTP requests failed", http_errors)
+    for name, c in sinks.items():
+        report.add("soak", f"{name} sink: sent, dropped, buffered", f"{c['Sent']}, {c['Dropped']}, {c['Buffered']}")
     report.zero("soak", "points lost at MQTT (counter gaps)", gaps([mqtt_values]))
     report.zero("soak", "points lost at InfluxDB (counter gaps)", gaps([influx_values]))
     report.add("soak", "gateway still running", alive, "True", alive)
