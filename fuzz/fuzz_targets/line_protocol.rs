@@ -63,7 +63,9 @@ fn expected(s: &str) -> Vec<u8> {
 }
 
 fuzz_target!(|input: Input| {
-    if input.tag.is_empty() {
+    // The configuration refuses a blank measurement (`influxdb.measurement`); a tag always
+    // has a name.
+    if input.tag.is_empty() || input.measurement.trim().is_empty() {
         return;
     }
     let labels = [TagLabels {

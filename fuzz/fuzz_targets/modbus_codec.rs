@@ -69,8 +69,11 @@ fuzz_target!(|input: Input<'_>| {
     if let Some(engineering) = scaling.apply(&value) {
         let _ = scaling.invert(engineering, layout.raw);
     }
-    // Strings drop trailing padding, bools read any non-zero word: the others are exact.
-    if matches!(layout.raw, DataType::String | DataType::Bool) {
+    // Strings drop trailing padding, bools read any non-zero word: the others are exact,
+    // except a NaN's payload, which the f32 → f64 → f32 round trip may quiet.
+    if matches!(layout.raw, DataType::String | DataType::Bool)
+        || matches!(value, Value::Float(x) if x.is_nan())
+    {
         return;
     }
     let words = layout

@@ -20,8 +20,8 @@ const TYPES: [DataType; 11] = [
     DataType::DateTime,
 ];
 
-/// Input layout, so that seeds are readable: one byte for the tag's type, then either
-/// `pointer\n` and the payload (a JSON pointer, `/a/0/b`), or `\n` and the bare payload.
+// Input layout, so that seeds are readable: one byte for the tag's type, then either
+// `pointer\n` and the payload (a JSON pointer, `/a/0/b`), or `\n` and the bare payload.
 fuzz_target!(|data: &[u8]| {
     let Some((&type_byte, rest)) = data.split_first() else {
         return;
