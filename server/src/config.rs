@@ -226,6 +226,7 @@ impl GatewayConfig {
                 ConfigError::Merged(format!("configuration{file}: {e}{origin}"))
             })?;
         merged.opcua.apply_profile();
+        merged.fill_partner_pki_dirs();
         merged
             .validate()
             .map_err(|(key, reason)| ConfigError::Invalid {
@@ -337,6 +338,17 @@ impl GatewayConfig {
             .map(DeviceConfig::Simulator)
             .chain(self.devices.iter().cloned())
             .collect()
+    }
+
+    /// Partner OPC UA devices without their own `pki_dir` share the gateway's PKI folder's
+    /// `partners/` sub-folder, which `fabrique-gateway pki` covers too.
+    fn fill_partner_pki_dirs(&mut self) {
+        let partners = crate::opcua::pki::partners_dir(&self.opcua.pki_dir);
+        for device in &mut self.devices {
+            if let DeviceConfig::Opcua(d) = device {
+                d.pki_dir.get_or_insert_with(|| partners.clone());
+            }
+        }
     }
 
     pub fn to_toml(&self) -> String {

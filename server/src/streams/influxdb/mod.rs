@@ -17,7 +17,7 @@
 //! a disk buffer (`disk_buffer_mb = 0`) a failed batch is retried in place and the queue
 //! drops its oldest points when full, counted.
 
-mod line;
+pub mod line;
 mod tls;
 mod writer;
 
