@@ -23,6 +23,21 @@ TYPES = [
     (1010, "OrdersType", "Orders", "Folder-like object holding the recent orders."),
     (1011, "StopType", "Stop", "The current tour stop: town, venue and dates."),
     (1012, "SurveyType", "Survey", "Post-visit survey figures, computed from the stored responses."),
+    (1013, "MachineType", "Machine", "A machine of the line or of a partner that no more specific companion specification describes (Machinery's machine, with DI's component nameplate): found under Objects/Machines."),
+    (1014, "FieldDeviceType", "Field device", "A partner device that is not a machine (a sensor, a drive, a controller), shown in DI's DeviceSet."),
+]
+
+# Supertypes other than BaseObjectType (i=58): the gateway's types extend the companion
+# specifications' where one fits. ns=2 is DI (see NamespaceUris below).
+SUPERTYPES = {
+    1005: "ns=2;i=15063",  # DeviceType: DI ComponentType (a component with a nameplate)
+    1013: "ns=2;i=15063",  # MachineType: DI ComponentType
+    1014: "ns=2;i=1002",   # FieldDeviceType: DI DeviceType
+}
+
+# Reference types (ns=1;i=4001..): (id, browse name, inverse name, description).
+REFERENCE_TYPES = [
+    (4001, "PerformedBy", "Performs", "From a production step to a machine that performs it; the inverse leads from the machine back to its steps."),
 ]
 
 # (id, parent id, ref type, browse name, data type, rule, description, extra)
@@ -111,17 +126,19 @@ w('<UANodeSet xmlns="http://opcfoundation.org/UA/2011/03/UANodeSet.xsd"'
   ' LastModified="2026-11-22T00:00:00Z">')
 w('  <NamespaceUris>')
 w('    <Uri>urn:fabrique-gateway:types</Uri>')
+w('    <Uri>http://opcfoundation.org/UA/DI/</Uri>')
 w('  </NamespaceUris>')
 w('  <Models>')
 w('    <Model ModelUri="urn:fabrique-gateway:types" Version="0.1.0" PublicationDate="2026-11-22T00:00:00Z">')
 w('      <RequiredModel ModelUri="http://opcfoundation.org/UA/" Version="1.05.03" PublicationDate="2023-12-15T00:00:00Z"/>')
+w('      <RequiredModel ModelUri="http://opcfoundation.org/UA/DI/" Version="1.05.0" PublicationDate="2025-11-15T00:00:00Z"/>')
 w('    </Model>')
 w('  </Models>')
 w('  <Aliases>')
 for a, i in [("Boolean", 1), ("UInt16", 5), ("UInt32", 7), ("UInt64", 9), ("Double", 11), ("String", 12), ("DateTime", 13),
              ("Range", 884), ("EUInformation", 887),
              ("Organizes", 35), ("HasModellingRule", 37), ("HasTypeDefinition", 40), ("HasSubtype", 45),
-             ("HasProperty", 46), ("HasComponent", 47)]:
+             ("HasProperty", 46), ("HasComponent", 47), ("NonHierarchicalReferences", 32)]:
     w(f'    <Alias Alias="{a}">i={i}</Alias>')
 w('  </Aliases>')
 
@@ -136,17 +153,27 @@ def head(kind, nid, bname, disp, desc, attrs="", parent=None):
     w(f'    <Description>{escape(desc)}</Description>')
 
 w('')
-w('  <!-- ObjectTypes (ns=1;i=1001..1011), all direct subtypes of BaseObjectType. -->')
+w('  <!-- ObjectTypes (ns=1;i=1001..1014): subtypes of BaseObjectType or of DI\'s (SUPERTYPES). -->')
 for nid, bname, disp, desc in TYPES:
     head("UAObjectType", nid, bname, bname, desc)
     w('    <References>')
-    w('      <Reference ReferenceType="HasSubtype" IsForward="false">i=58</Reference>')
+    w(f'      <Reference ReferenceType="HasSubtype" IsForward="false">{SUPERTYPES.get(nid, "i=58")}</Reference>')
     for d in DECLS:
         if d[1] == nid:
             ref = "HasProperty" if d[2] == "P" else "HasComponent"
             w(f'      <Reference ReferenceType="{ref}">ns=1;i={d[0]}</Reference>')
     w('    </References>')
     w('  </UAObjectType>')
+
+w('')
+w('  <!-- ReferenceTypes (ns=1;i=4001..). -->')
+for nid, bname, inverse, desc in REFERENCE_TYPES:
+    head("UAReferenceType", nid, bname, bname, desc)
+    w('    <References>')
+    w('      <Reference ReferenceType="HasSubtype" IsForward="false">NonHierarchicalReferences</Reference>')
+    w('    </References>')
+    w(f'    <InverseName>{inverse}</InverseName>')
+    w('  </UAReferenceType>')
 
 def variable(nid, parent, ref, bname, dtype, rule, desc, typedef, value=None, array=False, children=()):
     attrs = f' DataType="{dtype}"'
@@ -216,6 +243,45 @@ for d in DECLS:
               '</uax:ExtensionObject>']
         variable(u_id, nid, "HasProperty", "EngineeringUnits", "EUInformation", M,
                  f"Engineering unit of {bname}: {uname} ({sym}), UNECE code.", "i=68", value=uv)
+# Event types (ns=1;i=5001..5005), subtypes of BaseEventType (i=2041), each with its fields as
+# mandatory properties (5101..). The event emitter (server/src/opcua/events.rs) uses these ids.
+EVENT_TYPES = [
+    (5001, "OrderSubmittedEventType", "An order was submitted (kiosk, OPC UA, HTTP or MQTT).",
+     [(5101, "OrderId", "String", "The order's id.")]),
+    (5002, "OrderDeliveredEventType", "An order left packaging: the visitor's part is ready.",
+     [(5111, "OrderId", "String", "The order's id.")]),
+    (5003, "PartScrappedEventType", "Metrology found a part out of tolerance; it was scrapped.",
+     [(5121, "OrderId", "String", "The order's id."),
+      (5122, "Verdict", "String", "The metrology verdict.")]),
+    (5004, "DeviceConnectionEventType", "The gateway lost or regained a device.",
+     [(5131, "Connected", "Boolean", "True when the connection was restored, false when it was lost."),
+      (5132, "Error", "String", "The last communication error, empty when none."),
+      (5133, "Device", "String", "The device's path, Stations/station/device.")]),
+    (5005, "StopChangedEventType", "The truck's tour stop changed.",
+     [(5141, "Town", "String", "The new stop's town.")]),
+]
+w("")
+w("  <!-- Event types (ns=1;i=5001..5005), subtypes of BaseEventType; their fields 5101.. -->")
+for tid, tname, tdesc, fields in EVENT_TYPES:
+    w(f'  <UAObjectType NodeId="ns=1;i={tid}" BrowseName="1:{tname}">')
+    w(f'    <DisplayName>{tname}</DisplayName>')
+    w(f'    <Description>{escape(tdesc)}</Description>')
+    w('    <References>')
+    w('      <Reference ReferenceType="HasSubtype" IsForward="false">i=2041</Reference>')
+    for fid, *_ in fields:
+        w(f'      <Reference ReferenceType="HasProperty">ns=1;i={fid}</Reference>')
+    w('    </References>')
+    w('  </UAObjectType>')
+    for fid, fname, ftype, fdesc in fields:
+        w(f'  <UAVariable NodeId="ns=1;i={fid}" BrowseName="1:{fname}" ParentNodeId="ns=1;i={tid}" DataType="{ftype}" ValueRank="-1" AccessLevel="1">')
+        w(f'    <DisplayName>{fname}</DisplayName>')
+        w(f'    <Description>{escape(fdesc)}</Description>')
+        w('    <References>')
+        w('      <Reference ReferenceType="HasTypeDefinition">i=68</Reference>')
+        w('      <Reference ReferenceType="HasModellingRule">i=78</Reference>')
+        w(f'      <Reference ReferenceType="HasProperty" IsForward="false">ns=1;i={tid}</Reference>')
+        w('    </References>')
+        w('  </UAVariable>')
 w('</UANodeSet>')
 
 with open(OUT, "w", encoding="utf-8", newline="\n") as f:

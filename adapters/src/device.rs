@@ -6,13 +6,124 @@ use serde::{Deserialize, Serialize};
 
 use crate::tag::{Access, DataType, EuRange, TagSpec};
 
-/// Nameplate data shown under the device in the address space.
+/// Nameplate data shown under the device in the address space, and as the machine's
+/// `Identification` (Machinery's `MachineIdentificationType`) under `Objects/Machines`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Identification {
     pub manufacturer: String,
     pub model: String,
     pub serial: String,
+    /// The manufacturer's order code of the model.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub product_code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub year_of_construction: Option<u16>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub software_revision: String,
+    /// Globally unique URI of this very machine; unset: built from manufacturer, model and
+    /// serial (see [`Identification::product_instance_uri`]).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub product_instance_uri: String,
+}
+
+impl Identification {
+    /// The configured URI, or `urn:fabrique:machine:<manufacturer>:<model>:<serial>` (each part
+    /// with anything but letters, digits, `-`, `.` and `_` replaced by `-`).
+    pub fn product_instance_uri(&self) -> String {
+        if !self.product_instance_uri.is_empty() {
+            return self.product_instance_uri.clone();
+        }
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect()
+        };
+        format!(
+            "urn:fabrique:machine:{}:{}:{}",
+            clean(&self.manufacturer),
+            clean(&self.model),
+            clean(&self.serial)
+        )
+    }
+}
+
+/// Where a device appears in the companion specifications' structure (`kind = "..."` in a
+/// `[[devices]]` block): see the README, "Companion specifications".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StandardKind {
+    /// Machinery: a machine under `Objects/Machines` (Fabrique `MachineType`).
+    Machine,
+    /// Machine Tools: a `MachineToolType` under `Objects/Machines`.
+    MachineTool,
+    /// Robotics: a `MotionDeviceSystemType` in DI's `DeviceSet` and under `Objects/Machines`.
+    Robot,
+    /// DI: a device (Fabrique `FieldDeviceType`, a DI `DeviceType`) in `DeviceSet`.
+    Device,
+}
+
+/// How a device takes its place in the standard structure.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StandardShape {
+    /// `None`: the device appears only under `Objects/Fabrique`.
+    pub kind: Option<StandardKind>,
+    /// A robot's axes, in order: names of its tags holding each joint position.
+    pub axes: Vec<String>,
+    /// Production steps (1-9) the machine performs: its `MachineryItemState` is Executing
+    /// while an order is at one of them.
+    pub steps: Vec<u16>,
+}
+
+impl StandardShape {
+    /// Checks a partner's `kind`, `axes` and `steps` against its tag names.
+    pub fn validate<'a>(
+        &self,
+        tag_names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), ConfigIssue> {
+        let names: HashSet<&str> = tag_names.into_iter().collect();
+        if !self.axes.is_empty() && self.kind != Some(StandardKind::Robot) {
+            return Err(ConfigIssue::new(
+                "axes",
+                "only a device with kind = \"robot\" has axes",
+            ));
+        }
+        if self.kind == Some(StandardKind::Robot) && self.axes.is_empty() {
+            return Err(ConfigIssue::new(
+                "axes",
+                "a robot needs the names of its joint position tags, e.g. axes = [\"J1\", \"J2\"]",
+            ));
+        }
+        for (i, axis) in self.axes.iter().enumerate() {
+            if !names.contains(axis.as_str()) {
+                return Err(ConfigIssue::new(
+                    format!("axes[{i}]"),
+                    format!("`{axis}` is not a tag of this device"),
+                ));
+            }
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            if !(1..=9).contains(step) {
+                return Err(ConfigIssue::new(
+                    format!("steps[{i}]"),
+                    format!("{step} is not a production step (1 to 9)"),
+                ));
+            }
+        }
+        if !self.steps.is_empty() && self.kind.is_none() {
+            return Err(ConfigIssue::new(
+                "steps",
+                "only a machine (a device with `kind`) performs steps",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Device and station names become browse names and topic segments: keep them plain.
@@ -127,6 +238,53 @@ mod tests {
         assert!(check_name("").is_err());
         assert!(check_name("a b").unwrap_err().contains("` `"));
         assert!(check_name("a/b").is_err());
+    }
+
+    #[test]
+    fn a_standard_shape_names_the_key_it_gets_wrong() {
+        let robot = |axes: &[&str]| StandardShape {
+            kind: Some(StandardKind::Robot),
+            axes: axes.iter().map(|a| a.to_string()).collect(),
+            steps: vec![7],
+        };
+        let tags = ["J1", "J2"];
+        assert!(robot(&["J1", "J2"]).validate(tags).is_ok());
+        let unknown = robot(&["J1", "J9"]).validate(tags).unwrap_err();
+        assert_eq!(unknown.key, "axes[1]");
+        assert!(unknown.reason.contains("`J9`"));
+        assert_eq!(robot(&[]).validate(tags).unwrap_err().key, "axes");
+        let machine = StandardShape {
+            kind: Some(StandardKind::Machine),
+            axes: vec!["J1".into()],
+            steps: vec![],
+        };
+        assert_eq!(machine.validate(tags).unwrap_err().key, "axes");
+        let step = StandardShape {
+            kind: Some(StandardKind::Machine),
+            axes: vec![],
+            steps: vec![5, 10],
+        };
+        assert_eq!(step.validate(tags).unwrap_err().key, "steps[1]");
+        let kindless = StandardShape {
+            kind: None,
+            axes: vec![],
+            steps: vec![5],
+        };
+        assert_eq!(kindless.validate(tags).unwrap_err().key, "steps");
+    }
+
+    #[test]
+    fn the_product_instance_uri_defaults_to_the_nameplate() {
+        let id = Identification {
+            manufacturer: "ACME Presses".into(),
+            model: "HP/200".into(),
+            serial: "42".into(),
+            ..Identification::default()
+        };
+        assert_eq!(
+            id.product_instance_uri(),
+            "urn:fabrique:machine:ACME-Presses:HP-200:42"
+        );
     }
 
     #[test]

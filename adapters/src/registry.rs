@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::Adapter;
-use crate::device::{ConfigIssue, Identification};
+use crate::device::{ConfigIssue, Identification, StandardShape};
 use crate::modbus::{ModbusAdapter, ModbusDevice};
 use crate::mqtt::{MqttAdapter, MqttDevice};
 use crate::octoprint::{OctoPrintAdapter, OctoPrintDevice};
@@ -67,8 +67,38 @@ impl DeviceConfig {
         }
     }
 
+    /// Where the device appears in the companion specifications: declared by a partner
+    /// (`kind`, `axes`, `steps`), implied by the machine for a simulated one.
+    pub fn standard(&self) -> StandardShape {
+        let declared = |kind, axes: &Vec<String>, steps: &Vec<u16>| StandardShape {
+            kind,
+            axes: axes.clone(),
+            steps: steps.clone(),
+        };
+        match self {
+            DeviceConfig::Simulator(d) => d.kind.standard(),
+            DeviceConfig::Modbus(d) => declared(d.kind, &d.axes, &d.steps),
+            DeviceConfig::Mqtt(d) => declared(d.kind, &d.axes, &d.steps),
+            DeviceConfig::OctoPrint(d) => declared(d.kind, &d.axes, &d.steps),
+            DeviceConfig::Opcua(d) => declared(d.kind, &d.axes, &d.steps),
+        }
+    }
+
+    /// Names of the tags a partner declares (none for OctoPrint, whose tags are fixed).
+    fn tag_names(&self) -> Vec<&str> {
+        match self {
+            DeviceConfig::Simulator(_) | DeviceConfig::OctoPrint(_) => Vec::new(),
+            DeviceConfig::Modbus(d) => d.tags.iter().map(|t| t.name.as_str()).collect(),
+            DeviceConfig::Mqtt(d) => d.tags.iter().map(|t| t.name.as_str()).collect(),
+            DeviceConfig::Opcua(d) => d.tags.iter().map(|t| t.name.as_str()).collect(),
+        }
+    }
+
     /// Checks what serde cannot (addresses, ranges, tag names); the key is relative to the block.
     pub fn validate(&self) -> Result<(), ConfigIssue> {
+        if !matches!(self, DeviceConfig::Simulator(_)) {
+            self.standard().validate(self.tag_names())?;
+        }
         match self {
             DeviceConfig::Simulator(_) => Ok(()),
             DeviceConfig::Modbus(d) => d.compile().map(|_| ()),

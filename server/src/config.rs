@@ -56,6 +56,9 @@ pub struct GatewayConfig {
     /// What the sinks share (the on-disk buffer's fsync).
     #[serde(default)]
     pub streams: crate::streams::StreamsConfig,
+    /// The truck as a Sparkplug B Edge Node (off by default).
+    #[serde(default)]
+    pub sparkplug: crate::streams::sparkplug::SparkplugConfig,
     /// Tour stops, check-ins and the post-visit survey.
     #[serde(default)]
     pub visits: VisitsConfig,
@@ -223,6 +226,7 @@ impl GatewayConfig {
                 ConfigError::Merged(format!("configuration{file}: {e}{origin}"))
             })?;
         merged.opcua.apply_profile();
+        merged.fill_partner_pki_dirs();
         merged
             .validate()
             .map_err(|(key, reason)| ConfigError::Invalid {
@@ -244,8 +248,7 @@ impl GatewayConfig {
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), format!("not a log filter: {error}")));
         }
-        self.mqtt.validate().map_err(own)?;
-        self.influxdb.validate().map_err(own)?;
+        crate::streams::sink::validate(self).map_err(own)?;
         self.streams.validate().map_err(own)?;
         self.indicators.validate().map_err(own)?;
         self.journey.validate().map_err(own)?;
@@ -306,6 +309,19 @@ impl GatewayConfig {
                 ));
             }
         }
+        // Objects/Machines/<name> and DeviceSet/<name>: one namespace for every station.
+        let mut machines = std::collections::HashSet::new();
+        for device in self.effective_devices() {
+            if device.standard().kind.is_some() && !machines.insert(device.name().to_owned()) {
+                return Err((
+                    "devices".into(),
+                    format!(
+                        "two devices with a `kind` are named `{}`: they share Objects/Machines, rename one",
+                        device.name()
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -322,6 +338,17 @@ impl GatewayConfig {
             .map(DeviceConfig::Simulator)
             .chain(self.devices.iter().cloned())
             .collect()
+    }
+
+    /// Partner OPC UA devices without their own `pki_dir` share the gateway's PKI folder's
+    /// `partners/` sub-folder, which `fabrique-gateway pki` covers too.
+    fn fill_partner_pki_dirs(&mut self) {
+        let partners = crate::opcua::pki::partners_dir(&self.opcua.pki_dir);
+        for device in &mut self.devices {
+            if let DeviceConfig::Opcua(d) = device {
+                d.pki_dir.get_or_insert_with(|| partners.clone());
+            }
+        }
     }
 
     pub fn to_toml(&self) -> String {

@@ -28,14 +28,6 @@ use crate::streams::SinkCounters;
 
 const EVERY: Duration = Duration::from_secs(1);
 
-/// The counters of each sink, created before the sinks so that their tags can be declared
-/// with the rest of the catalogue.
-#[derive(Debug, Clone, Default)]
-pub struct SinkCounterSet {
-    pub mqtt: Arc<SinkCounters>,
-    pub influxdb: Arc<SinkCounters>,
-}
-
 struct SinkTags {
     counters: Arc<SinkCounters>,
     sent: TagId,
@@ -54,7 +46,8 @@ pub struct SinkDiagnostics {
 }
 
 impl SinkDiagnostics {
-    /// `sinks`: the enabled sinks, by the name their folder gets (`Mqtt`, `InfluxDB`).
+    /// `sinks`: the enabled sinks, by the name their folder gets (`Mqtt`, `InfluxDB`, the
+    /// `name` of their registry entry in streams/sink.rs).
     pub fn new(sinks: Vec<(&'static str, Arc<SinkCounters>)>) -> Self {
         SinkDiagnostics {
             sinks,

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! adapters ──► point bus ─┬─► OPC UA address space (bridge) ─┐
-//!    ▲                    ├─► MQTT publisher (streams::mqtt), when `[mqtt] enabled`
-//!    │                    └─► InfluxDB writer (streams::influxdb), when `[influxdb] enabled`
-//!    └──── command router ◄────────────────────────────────────┘  writes and method calls
+//!    ▲                    └─► sinks (streams::sink::SINKS): MQTT, InfluxDB, Sparkplug B,
+//!    │                         each when its section says `enabled`   │
+//!    └──── command router ◄────────────────────────────────────┴─ writes and method calls
 //!
 //! Sinks buffer on disk under `<storage.data_dir>/buffer/<sink>/`; their counters come back
 //! onto the bus as `Diagnostics/Sinks/<Sink>/*` tags (diagnostics.rs).
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::CommandRouter;
 use crate::config::GatewayConfig;
-use crate::diagnostics::{SinkCounterSet, SinkDiagnostics};
+use crate::diagnostics::SinkDiagnostics;
 use crate::history::Historian;
 use crate::http::{Guards, HttpServer};
 use crate::indicators::IndicatorsEngine;
@@ -37,12 +37,12 @@ use crate::journey::{Journey, KioskAdapter};
 use crate::monitoring::Monitoring;
 use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
 use crate::reload::Reloader;
-use crate::streams::influxdb::InfluxSink;
-use crate::streams::mqtt::MqttSink;
+use crate::streams::sink::{SinkContext, SinkKind};
+use crate::streams::SinkCounters;
 use crate::visits::{MqttInbound, VisitsAdapter, VisitsHandle};
 
 /// The gateway's own information model, parsed at start.
-const TYPES_NODESET: &str = include_str!("../../nodesets/Fabrique.NodeSet2.xml");
+pub(crate) const TYPES_NODESET: &str = include_str!("../../nodesets/Fabrique.NodeSet2.xml");
 
 /// Commands waiting for one adapter; a full queue makes clients wait, up to the command timeout.
 pub(crate) const COMMAND_QUEUE: usize = 64;
@@ -53,8 +53,9 @@ pub struct Plan {
     pub catalog: Arc<TagCatalog>,
     /// The visits producer's handle; its database is opened by `run`, not by `check`.
     pub visits: VisitsHandle,
-    /// Shared by the sinks and their diagnostics tags.
-    pub sinks: SinkCounterSet,
+    /// The enabled sinks (streams/sink.rs), with the counters they share with their
+    /// diagnostics tags.
+    pub sinks: Vec<(&'static SinkKind, Arc<SinkCounters>)>,
     /// Partner devices' adapters (index in `adapters`, device path): reloadable one by one.
     pub partners: Vec<(usize, String)>,
     /// The visitor's journey (designs, kiosk, follow pages); its database is opened by `run`.
@@ -94,16 +95,10 @@ pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
             config.simulation.speed,
         )));
     }
-    let sinks = SinkCounterSet::default();
-    let mut enabled_sinks = Vec::new();
-    if config.mqtt.enabled {
-        enabled_sinks.push(("Mqtt", sinks.mqtt.clone()));
-    }
-    if config.influxdb.enabled {
-        enabled_sinks.push(("InfluxDB", sinks.influxdb.clone()));
-    }
-    if !enabled_sinks.is_empty() {
-        adapters.push(Box::new(SinkDiagnostics::new(enabled_sinks)));
+    let sinks = crate::streams::sink::enabled(config);
+    if !sinks.is_empty() {
+        let counters = sinks.iter().map(|(k, c)| (k.name, c.clone())).collect();
+        adapters.push(Box::new(SinkDiagnostics::new(counters)));
     }
     let mut catalog = TagCatalogBuilder::new();
     for (i, adapter) in adapters.iter_mut().enumerate() {
@@ -122,7 +117,7 @@ pub fn plan(config: &GatewayConfig) -> anyhow::Result<Plan> {
     })
 }
 
-fn static_model(config: &GatewayConfig, journey: &Journey) -> StaticModel {
+pub(crate) fn static_model(config: &GatewayConfig, journey: &Journey) -> StaticModel {
     StaticModel {
         step_trades: crate::journey::step_trades(&journey.catalogue),
         site_name: config.site.name.clone(),
@@ -135,6 +130,11 @@ fn static_model(config: &GatewayConfig, journey: &Journey) -> StaticModel {
                 protocol: d.protocol().to_owned(),
                 identification: d.identification().clone(),
             })
+            .collect(),
+        machines: config
+            .effective_devices()
+            .iter()
+            .map(crate::opcua::standard::MachineDecl::of)
             .collect(),
     }
 }
@@ -195,7 +195,6 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
         },
     )?;
 
-    crate::streams::set_fsync_interval(Duration::from_millis(config.streams.spool_fsync_ms));
     let data_dir = config.storage.ensure_dir()?;
     tracing::debug!(data_dir = %data_dir.display(), "data directory ready");
     let stop = visits
@@ -279,37 +278,44 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
             let _ = consumer.await;
         });
     }
+    tasks.spawn(crate::opcua::standard::live::run(
+        opcua.nodes.inner().derived(),
+        bus.clone(),
+        opcua.nodes.address_space().clone(),
+        opcua.handle.subscriptions().clone(),
+        shutdown.clone(),
+    ));
+    // A fleet shares its broker: refuse an id that another running gateway holds, before any
+    // sink publishes (streams/presence.rs).
     if config.mqtt.enabled {
-        let sink = MqttSink::new(
+        let presence =
+            crate::streams::presence::Presence::claim(&config.mqtt, &config.site.id).await?;
+        tasks.spawn(presence.run(shutdown.clone()));
+    }
+    for (kind, counters) in sinks {
+        let ctx = SinkContext {
+            bus: bus.clone(),
+            site: config.site.id.clone(),
+            stop: stop.town.clone(),
+            router: router.clone(),
+            counters,
+            buffer_dir: data_dir.join("buffer").join(kind.buffer),
+            spool_fsync: Duration::from_millis(config.streams.spool_fsync_ms),
+            shutdown: shutdown.clone(),
+        };
+        let sink = (kind.build)(&config, &ctx).with_context(|| format!("sink {}", kind.name))?;
+        tasks.spawn(sink.run(ctx));
+    }
+    // Survey responses and orders arrive on the broker of `[mqtt]` (visits/mqtt_inbound.rs).
+    if config.mqtt.enabled && config.visits.mqtt_subscribe {
+        let inbound = MqttInbound::new(
             config.mqtt.clone(),
             &config.site.id,
-            bus.clone(),
-            data_dir.join("buffer").join("mqtt"),
-            sinks.mqtt.clone(),
-        )
-        .context("mqtt publisher")?;
-        tasks.spawn(sink.run(shutdown.clone()));
-        if config.visits.mqtt_subscribe {
-            let inbound = MqttInbound::new(
-                config.mqtt.clone(),
-                &config.site.id,
-                visits.clone(),
-                router.clone(),
-                catalog.lookup("Line/State"),
-            );
-            tasks.spawn(inbound.run(shutdown.clone()));
-        }
-    }
-    if config.influxdb.enabled {
-        let sink = InfluxSink::new(
-            &config.influxdb,
-            &config.site.id,
-            &stop.town,
-            bus.clone(),
-            data_dir.join("buffer").join("influxdb"),
-            sinks.influxdb.clone(),
-        )?;
-        tasks.spawn(sink.run(shutdown.clone()));
+            visits.clone(),
+            router.clone(),
+            catalog.lookup("Line/State"),
+        );
+        tasks.spawn(inbound.run(shutdown.clone()));
     }
 
     if let Some(http) = http {

@@ -1,30 +1,13 @@
 //! `fabrique-gateway`: the command line.
 
-mod alarms;
-mod commands;
-mod config;
-mod diagnostics;
-mod events;
-mod fd_budget;
-mod gateway;
-mod history;
-mod http;
-mod indicators;
-mod journey;
-mod monitoring;
-mod opcua;
-mod reload;
-mod storage;
-mod streams;
-mod visits;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{GatewayConfig, LogFormat};
+use fabrique_gateway::config::{GatewayConfig, LogFormat};
+use fabrique_gateway::{gateway, opcua};
 
 /// Industrial protocol gateway of the Fabrique mobile mini-factory.
 ///
@@ -51,7 +34,8 @@ enum Command {
     /// Read a password on stdin, print its Argon2 hash for `[[opcua.users]] password_hash`:
     /// `echo -n secret | fabrique-gateway hash-password`.
     HashPassword,
-    /// Client certificates in the configured `opcua.pki_dir`.
+    /// Client certificates in the configured `opcua.pki_dir`, and partner servers'
+    /// certificates in its `partners/` sub-folder (the OPC UA client adapter's).
     #[command(subcommand)]
     Pki(PkiCommand),
 }
@@ -91,7 +75,7 @@ fn main() -> ExitCode {
                     config.effective_devices().len(),
                     plan.catalog.len()
                 );
-                ExitCode::SUCCESS
+                opcua::standard::check_config(&config, &plan.catalog)
             }
             Err(error) => {
                 eprintln!("error: {error:#}");
@@ -134,16 +118,39 @@ fn hash_password() -> ExitCode {
 fn pki(config: &GatewayConfig, command: PkiCommand) -> ExitCode {
     use opcua::pki::{self, CertState};
     let dir = &config.opcua.pki_dir;
-    let result = match command {
-        PkiCommand::List => pki::list(dir).map(|entries| {
-            for e in entries {
-                println!("{:<8} {} {}", e.state.as_str(), e.thumbprint, e.subject);
+    // Client certificates of the server, then partner servers' certificates of the OPC UA
+    // client adapter (`<pki_dir>/partners`), marked as such.
+    let partners = pki::partners_dir(dir);
+    let folders = [
+        (dir.as_path(), ""),
+        (partners.as_path(), " (partner server)"),
+    ];
+    let move_to = |thumbprint: &str, target: CertState| {
+        let mut result = pki::move_to(dir, thumbprint, target).map(|e| (e, ""));
+        if matches!(result, Err(pki::PkiError::Unknown { .. })) {
+            if let Ok(found) = pki::move_to(&partners, thumbprint, target) {
+                result = Ok((found, " (partner server)"));
             }
+        }
+        result
+    };
+    let result = match command {
+        PkiCommand::List => folders.iter().try_for_each(|(folder, what)| {
+            pki::list(folder).map(|entries| {
+                for e in entries {
+                    println!(
+                        "{:<8} {} {}{what}",
+                        e.state.as_str(),
+                        e.thumbprint,
+                        e.subject
+                    );
+                }
+            })
         }),
-        PkiCommand::Trust { thumbprint } => pki::move_to(dir, &thumbprint, CertState::Trusted)
-            .map(|e| println!("trusted {} {}", e.thumbprint, e.subject)),
-        PkiCommand::Reject { thumbprint } => pki::move_to(dir, &thumbprint, CertState::Rejected)
-            .map(|e| println!("rejected {} {}", e.thumbprint, e.subject)),
+        PkiCommand::Trust { thumbprint } => move_to(&thumbprint, CertState::Trusted)
+            .map(|(e, what)| println!("trusted {} {}{what}", e.thumbprint, e.subject)),
+        PkiCommand::Reject { thumbprint } => move_to(&thumbprint, CertState::Rejected)
+            .map(|(e, what)| println!("rejected {} {}{what}", e.thumbprint, e.subject)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,6 +172,17 @@ fn run(config: GatewayConfig, config_path: Option<std::path::PathBuf>) -> ExitCo
                 return ExitCode::from(2);
             }
         },
+    };
+    // Loading the companion NodeSets' types, async-opcua warns about every node those NodeSets
+    // reach twice hierarchically (legal in OPC UA): noise at every start, unless asked for.
+    let filter = if filter.to_string().contains("opcua_server") {
+        filter
+    } else {
+        filter.add_directive(
+            "opcua_server::address_space=error"
+                .parse()
+                .expect("a valid directive"),
+        )
     };
     let logs = match config.log.format {
         LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),

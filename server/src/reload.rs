@@ -258,6 +258,9 @@ impl Reloader {
                     .extend(catalog.retire_owner(running.owner));
             }
             changes.removed_devices.push(path);
+            if device.standard().kind.is_some() {
+                changes.removed_machines.push(device.name().to_owned());
+            }
         }
         let first = self.router.adapters();
         let mut starting = Vec::new();
@@ -285,6 +288,9 @@ impl Reloader {
                 protocol: device.protocol().to_owned(),
                 identification: device.identification().clone(),
             });
+            changes
+                .added_machines
+                .push(crate::opcua::standard::MachineDecl::of(device));
             starting.push((path_of(device), owner, adapter));
         }
         let catalog = Arc::new(catalog.build());

@@ -16,6 +16,11 @@ asyncua server on opc.tcp://127.0.0.1:<port>/, security None, anonymous, namespa
 
 `--pad-namespaces N` registers N dummy namespaces first, so that "urn:partner:cell" gets
 another index than on a run without it: the gateway must resolve it again on reconnection.
+
+`--secure DIR` offers only secure endpoints (Basic256Sha256 and Aes256Sha256RsaPss, Sign and
+SignAndEncrypt) with a certificate it makes in DIR (cert.der, key.pem; kept across restarts).
+`--user NAME:PASSWORD` and `--user-cert FILE` then replace anonymous login by a user name or
+an X.509 identity (either or both).
 Prints "ready <port>" once it accepts clients.
 """
 
@@ -24,20 +29,96 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import ipaddress
 import math
+from pathlib import Path
 
 from asyncua import Server, ua
+from asyncua.crypto import uacrypto
+from asyncua.crypto import cert_gen
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from asyncua.crypto.permission_rules import User, UserRole
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 NAMESPACE = "urn:partner:cell"
 SETPOINT_RANGE = (0.0, 100.0)
 
 
-async def serve(port: int, pad_namespaces: int) -> None:
+SECURE_POLICIES = [
+    ua.SecurityPolicyType.Basic256Sha256_Sign,
+    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+]
+APPLICATION_URI = "urn:partner:cell:server"
+
+
+class PartnerUsers:
+    """Logins the partner accepts: one user name and password, one user certificate."""
+
+    def __init__(self, user: tuple[str, str] | None, cert_der: bytes | None):
+        self.user = user
+        self.cert_der = cert_der
+
+    def get_user(self, iserver, username=None, password=None, certificate=None):
+        if username is not None and self.user is not None and (username, password) == self.user:
+            return User(role=UserRole.User, name=username)
+        if certificate is not None and self.cert_der is not None and certificate == self.cert_der:
+            return User(role=UserRole.User, name="certificate")
+        return None
+
+
+def make_certificate(directory: Path, uri: str, name: str) -> None:
+    """A self-signed application certificate for 127.0.0.1: DIR/cert.der and DIR/key.pem."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = cert_gen.generate_private_key()
+    cert = cert_gen.generate_self_signed_app_certificate(
+        key,
+        name,
+        {"countryName": "FR", "organizationName": "Partner"},
+        [
+            x509.UniformResourceIdentifier(uri),
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ],
+        extended=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        days=365,
+    )
+    (directory / "key.pem").write_bytes(cert_gen.dump_private_key_as_pem(key))
+    (directory / "cert.der").write_bytes(cert.public_bytes(encoding=Encoding.DER))
+
+
+async def secure(server: Server, directory: Path, user: str | None, user_cert: Path | None) -> None:
+    key, cert = directory / "key.pem", directory / "cert.der"
+    if not cert.is_file():
+        make_certificate(directory, APPLICATION_URI, "Partner cell")
+    await server.load_certificate(str(cert))
+    await server.load_private_key(str(key))
+    server.set_security_policy(SECURE_POLICIES)
+    tokens = []
+    login = tuple(user.split(":", 1)) if user else None
+    cert_der = None
+    if user_cert is not None:
+        cert_der = uacrypto.der_from_x509(await uacrypto.load_certificate(user_cert))
+        tokens.append(ua.X509IdentityToken)
+    if login is not None:
+        tokens.append(ua.UserNameIdentityToken)
+    if tokens:
+        server.set_identity_tokens(tokens)
+        server.iserver.user_manager = PartnerUsers(login, cert_der)
+
+
+async def serve(port: int, pad_namespaces: int, secure_dir: Path | None, user: str | None, user_cert: Path | None) -> None:
     server = Server()
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/")
     server.set_server_name("Partner cell")
-    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    await server.set_application_uri(APPLICATION_URI)
+    if secure_dir is not None:
+        await secure(server, secure_dir, user, user_cert)
+    else:
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     for i in range(pad_namespaces):
         await server.register_namespace(f"urn:partner:padding:{i}")
     ns = await server.register_namespace(NAMESPACE)
@@ -94,9 +175,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--pad-namespaces", type=int, default=0)
+    parser.add_argument("--secure", type=Path, default=None, metavar="DIR")
+    parser.add_argument("--user", default=None, metavar="NAME:PASSWORD")
+    parser.add_argument("--user-cert", type=Path, default=None, metavar="FILE")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(serve(args.port, args.pad_namespaces))
+    asyncio.run(serve(args.port, args.pad_namespaces, args.secure, args.user, args.user_cert))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def test_a_design_gets_a_code_a_qr_code_and_is_refused_like_an_order(gateway):
     # The order rules of the line, with the line's own reasons.
     for bad, words in [
         ({"model": "Rocket", "text": "x"}, "unknown model"),
-        ({"model": "Wave", "text": "   "}, "empty"),
+        ({"model": "Wave", "text": "   "}, "blank"),
         ({"model": "Wave", "text": "x" * 21}, "at most 20"),
     ]:
         status, body = api.request("POST", "/api/designs", bad)

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{Layout, Order, Register, Scaling};
 use super::plan::Span;
-use crate::device::{check_tag_names, ConfigIssue, Identification, TagBasics};
+use crate::device::{check_tag_names, ConfigIssue, Identification, StandardKind, TagBasics};
 use crate::tag::{Access, DataType, EuRange};
 
 /// A `[[devices]]` block with `protocol = "modbus"`.
@@ -19,6 +19,16 @@ pub struct ModbusDevice {
     pub station: String,
     #[serde(default)]
     pub identification: Identification,
+    /// Where the device appears in the companion specifications (`machine`, `machine_tool`,
+    /// `robot`, `device`); unset: only under `Objects/Fabrique`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<StandardKind>,
+    /// A robot's joint position tags, in axis order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub axes: Vec<String>,
+    /// Production steps (1-9) this machine performs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<u16>,
     /// `host:port` of the Modbus TCP server.
     pub address: String,
     /// Modbus unit identifier (slave id).

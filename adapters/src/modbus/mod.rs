@@ -4,7 +4,7 @@
 //! One adapter per device, one TCP connection per adapter. Polling and writes share that
 //! connection in the adapter's task, so a write waits at most for the read in flight.
 
-mod codec;
+pub mod codec;
 mod config;
 mod plan;
 

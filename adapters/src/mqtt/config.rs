@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::{check_tag_names, ConfigIssue, Identification, TagBasics};
+use crate::device::{check_tag_names, ConfigIssue, Identification, StandardKind, TagBasics};
 use crate::tag::{Access, DataType, EuRange};
 
 /// Largest MQTT packet accepted from the broker: telemetry documents bigger than that are a
@@ -19,6 +19,16 @@ pub struct MqttDevice {
     pub station: String,
     #[serde(default)]
     pub identification: Identification,
+    /// Where the device appears in the companion specifications (`machine`, `machine_tool`,
+    /// `robot`, `device`); unset: only under `Objects/Fabrique`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<StandardKind>,
+    /// A robot's joint position tags, in axis order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub axes: Vec<String>,
+    /// Production steps (1-9) this machine performs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<u16>,
     /// `host:port` of the broker (port 1883 when omitted).
     pub broker: String,
     /// MQTT client id; `fabrique-<device>-<pid>` when omitted.
@@ -30,6 +40,9 @@ pub struct MqttDevice {
     /// in a configuration file, nor in a log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate: connect with TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u64,
     /// QoS of the telemetry subscriptions and of the commands published (0 or 1).

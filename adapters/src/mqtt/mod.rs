@@ -11,17 +11,16 @@
 //! tag keeps showing what the device reports on its telemetry topic, not the value written.
 
 pub mod config;
+pub mod connection;
 mod payload;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS,
-    SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, ConnectionError, Event, Incoming, MqttOptions, Outgoing, QoS, SubscribeFilter,
+    SubscribeReasonCode,
 };
 use tokio::sync::oneshot;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -31,13 +30,13 @@ use crate::adapter::{
     check_write, Adapter, AdapterContext, CallError, Command, DeviceHealth, DeviceStatus,
     TagRegistrar, WriteError, WriteRequest,
 };
-use crate::backoff::Backoff;
 use crate::bus::Publisher;
 use crate::device::device_path;
 use crate::point::{Quality, Timestamp};
 use crate::tag::{Access, CatalogError, TagId};
 
 pub use config::{CommandFormat, MqttDevice, MqttTag};
+pub use connection::{poll_after, Connection, Endpoint, Polled, Session};
 pub use payload::{decode, encode_command, PayloadError};
 
 /// How long a write waits for the broker to take its command. Below the command router's
@@ -125,24 +124,6 @@ impl Routes {
     }
 }
 
-/// An event loop given back by [`poll_after`], with what its poll produced.
-pub type Polled = (EventLoop, Result<Event, ConnectionError>);
-
-/// One poll of the event loop, after `delay`; the future owns the loop and gives it back.
-/// Shared with the gateway's MQTT publisher (`server/src/streams/mqtt`).
-pub fn poll_after(
-    mut events: EventLoop,
-    delay: Duration,
-) -> Pin<Box<dyn Future<Output = Polled> + Send>> {
-    Box::pin(async move {
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        let result = events.poll().await;
-        (events, result)
-    })
-}
-
 /// The running state of one device.
 struct Device {
     config: MqttDevice,
@@ -183,23 +164,18 @@ impl Device {
     }
 
     fn options(&self) -> Result<MqttOptions, String> {
-        let (host, port) = config::parse_broker(&self.config.broker)?;
-        let mut options = MqttOptions::new(self.config.client_id(), host, port);
-        options
-            .set_keep_alive(Duration::from_secs(self.config.keep_alive_s.max(1)))
-            // A new session each time: the subscriptions are made again on every CONNACK.
-            .set_clean_session(true)
-            .set_max_packet_size(config::MAX_PACKET_BYTES, config::MAX_PACKET_BYTES);
-        if let Some(user) = &self.config.username {
-            let password = match &self.config.password_env {
-                Some(var) => std::env::var(var).map_err(|_| {
-                    format!("environment variable `{var}` (password_env) is not set")
-                })?,
-                None => String::new(),
-            };
-            options.set_credentials(user.clone(), password);
+        let section = format!("devices[{}]", self.config.name);
+        Endpoint {
+            section: &section,
+            broker: &self.config.broker,
+            client_id: self.config.client_id(),
+            keep_alive_s: self.config.keep_alive_s,
+            username: self.config.username.as_deref(),
+            password_env: self.config.password_env.as_deref(),
+            ca_file: self.config.ca_file.as_deref(),
         }
-        Ok(options)
+        // A new session each time: the subscriptions are made again on every CONNACK.
+        .options(&Session::default())
     }
 
     async fn run(mut self, mut ctx: AdapterContext) {
@@ -215,9 +191,7 @@ impl Device {
             }
         };
         tracing::info!(broker = %self.config.broker, client_id = %options.client_id(), "mqtt device started");
-        let (client, events) = AsyncClient::new(options, CLIENT_QUEUE);
-        let mut backoff = Backoff::default();
-        let mut polling = poll_after(events, Duration::ZERO);
+        let mut connection = Connection::new(options, CLIENT_QUEUE);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
@@ -226,26 +200,17 @@ impl Device {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
                 Some(command) = ctx.commands.recv() => match command {
-                    Command::Write(request) => self.write(&client, request, out),
+                    Command::Write(request) => self.write(connection.client(), request, out),
                     Command::Call(request) => {
                         let _ = request
                             .reply
                             .send(Err(CallError::UnknownMethod(request.method.clone())));
                     }
                 },
-                (events, result) = &mut polling => {
-                    let delay = match result {
-                        Ok(event) => {
-                            self.on_event(event, &client, &mut backoff, out);
-                            Duration::ZERO
-                        }
-                        Err(error) => {
-                            self.on_lost(&error, out);
-                            backoff.next_delay()
-                        }
-                    };
-                    polling = poll_after(events, delay);
-                }
+                result = connection.next() => match result {
+                    Ok(event) => self.on_event(event, connection.client(), out),
+                    Err(error) => self.on_lost(&error, out),
+                },
                 _ = housekeeping.tick() => {
                     self.expire_writes(out);
                     self.mark_stale(out);
@@ -254,7 +219,7 @@ impl Device {
             ctx.publisher.flush();
         }
         // Best effort: the event loop is no longer polled, the broker sees the socket close.
-        let _ = client.try_disconnect();
+        let _ = connection.client().try_disconnect();
     }
 
     /// No connection can be made (a missing password): answer commands until shutdown.
@@ -276,18 +241,11 @@ impl Device {
         }
     }
 
-    fn on_event(
-        &mut self,
-        event: Event,
-        client: &AsyncClient,
-        backoff: &mut Backoff,
-        out: &mut Publisher,
-    ) {
+    fn on_event(&mut self, event: Event, client: &AsyncClient, out: &mut Publisher) {
         match event {
             Event::Incoming(Incoming::ConnAck(_)) => {
                 // rumqttc turns a refused CONNACK into an error: this one is a success.
                 self.health.connected(out, Timestamp::now());
-                backoff.reset();
                 tracing::info!(
                     reconnects = self.health.reconnects(),
                     "connected to the broker; subscribing to {} topic(s)",

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::{ConfigIssue, Identification};
+use crate::device::{ConfigIssue, Identification, StandardKind};
 
 /// One printer behind an OctoPrint server. Its tags are fixed by the adapter (see
 /// [`super::tags`]), so there is no `tags` list.
@@ -16,6 +16,16 @@ pub struct OctoPrintDevice {
     pub station: String,
     #[serde(default)]
     pub identification: Identification,
+    /// Where the device appears in the companion specifications (`machine`, `machine_tool`,
+    /// `robot`, `device`); unset: only under `Objects/Fabrique`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<StandardKind>,
+    /// A robot's joint position tags, in axis order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub axes: Vec<String>,
+    /// Production steps (1-9) this machine performs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<u16>,
     /// Base URL of the OctoPrint server, `http://host:port` (a path prefix is kept, for an
     /// OctoPrint behind a reverse proxy).
     pub url: String,

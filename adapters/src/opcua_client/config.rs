@@ -6,12 +6,13 @@
 //! partner's server after each (re)connection, because a server may renumber its namespaces
 //! when it restarts.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use opcua::types::Identifier;
 use serde::{Deserialize, Serialize};
 
-use crate::device::{check_tag_names, ConfigIssue, Identification, TagBasics};
+use crate::device::{check_tag_names, ConfigIssue, Identification, StandardKind, TagBasics};
 use crate::tag::{Access, DataType, EuRange};
 
 /// A `[[devices]]` block with `protocol = "opcua"`.
@@ -22,6 +23,16 @@ pub struct OpcUaDevice {
     pub station: String,
     #[serde(default)]
     pub identification: Identification,
+    /// Where the device appears in the companion specifications (`machine`, `machine_tool`,
+    /// `robot`, `device`); unset: only under `Objects/Fabrique`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<StandardKind>,
+    /// A robot's joint position tags, in axis order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub axes: Vec<String>,
+    /// Production steps (1-9) this machine performs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<u16>,
     /// The partner server's endpoint URL, `opc.tcp://host:port/path`.
     pub endpoint: String,
     /// How often the partner sends the changes of a subscription.
@@ -34,8 +45,23 @@ pub struct OpcUaDevice {
     /// Limit for connecting and for every request (read, write, browse path translation).
     #[serde(default = "defaults::timeout_ms")]
     pub timeout_ms: u64,
+    /// Message security mode: `None`, `Sign` or `SignAndEncrypt`.
     #[serde(default)]
     pub security: Security,
+    /// With `Sign` or `SignAndEncrypt`: `Basic256Sha256` (default), `Aes256_Sha256_RsaPss` or
+    /// `Aes128_Sha256_RsaOaep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_policy: Option<Policy>,
+    /// The client's PKI folder (own certificate, trusted and rejected partner certificates).
+    /// The gateway fills it with `<opcua.pki_dir>/partners` when the block leaves it out, so
+    /// that `fabrique-gateway pki` lists and trusts partner certificates too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pki_dir: Option<PathBuf>,
+    /// X.509 identity: the user certificate (DER or PEM) and its private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_certificate: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_private_key: Option<PathBuf>,
     /// User name for a UserName identity; anonymous when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -54,12 +80,37 @@ mod defaults {
     }
 }
 
-/// Message security towards the partner. Only `None` for now: the gateway has no
-/// application certificate of its own yet.
+/// Message security mode towards the partner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Security {
     #[default]
     None,
+    Sign,
+    SignAndEncrypt,
+}
+
+/// Security policy towards the partner (names as in `[[opcua.endpoints]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Policy {
+    Basic256Sha256,
+    #[serde(rename = "Aes256_Sha256_RsaPss")]
+    Aes256Sha256RsaPss,
+    #[serde(rename = "Aes128_Sha256_RsaOaep")]
+    Aes128Sha256RsaOaep,
+}
+
+/// Who the gateway is to the partner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Anonymous,
+    UserName {
+        user: String,
+        password_env: String,
+    },
+    Certificate {
+        certificate: PathBuf,
+        private_key: PathBuf,
+    },
 }
 
 /// One mirrored node.
@@ -126,6 +177,7 @@ impl OpcUaDevice {
         in_range("publishing_ms", self.publishing_ms, 10, 3_600_000)?;
         in_range("sampling_ms", self.sampling_ms, 0, 3_600_000)?;
         in_range("timeout_ms", self.timeout_ms, 100, 600_000)?;
+        self.check_security()?;
         match (&self.username, &self.password_env) {
             (Some(user), Some(var)) => {
                 if user.is_empty() {
@@ -160,6 +212,84 @@ impl OpcUaDevice {
         for (i, tag) in self.tags.iter().enumerate() {
             tag.address().map_err(|e| e.in_tag(i, &tag.name))?;
             check_tag_range(tag).map_err(|e| e.in_tag(i, &tag.name))?;
+        }
+        Ok(())
+    }
+}
+
+impl OpcUaDevice {
+    /// The security policy in force: none without message security.
+    pub fn policy(&self) -> Option<Policy> {
+        match self.security {
+            Security::None => None,
+            Security::Sign | Security::SignAndEncrypt => {
+                Some(self.security_policy.unwrap_or(Policy::Basic256Sha256))
+            }
+        }
+    }
+
+    /// The identity the block asks for (after `validate`).
+    pub fn identity(&self) -> Identity {
+        match (
+            &self.username,
+            &self.password_env,
+            &self.identity_certificate,
+            &self.identity_private_key,
+        ) {
+            (Some(user), Some(var), _, _) => Identity::UserName {
+                user: user.clone(),
+                password_env: var.clone(),
+            },
+            (_, _, Some(certificate), Some(key)) => Identity::Certificate {
+                certificate: certificate.clone(),
+                private_key: key.clone(),
+            },
+            _ => Identity::Anonymous,
+        }
+    }
+
+    fn check_security(&self) -> Result<(), ConfigIssue> {
+        if self.security == Security::None && self.security_policy.is_some() {
+            return Err(ConfigIssue::new(
+                "security_policy",
+                "needs `security = \"Sign\"` or `\"SignAndEncrypt\"` (with `security = \"None\"` nothing is signed)",
+            ));
+        }
+        match (&self.identity_certificate, &self.identity_private_key) {
+            (Some(_), None) => {
+                return Err(ConfigIssue::new(
+                    "identity_private_key",
+                    "`identity_certificate` needs `identity_private_key`, the PEM file of its key",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigIssue::new(
+                    "identity_certificate",
+                    "`identity_private_key` needs `identity_certificate`",
+                ))
+            }
+            (Some(certificate), Some(key)) => {
+                if self.username.is_some() {
+                    return Err(ConfigIssue::new(
+                        "identity_certificate",
+                        "set either `username` or `identity_certificate`, not both",
+                    ));
+                }
+                for (name, path) in [
+                    ("identity_certificate", certificate),
+                    ("identity_private_key", key),
+                ] {
+                    if path.as_os_str().is_empty() {
+                        return Err(ConfigIssue::new(name, "must not be empty"));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+        if let Some(dir) = &self.pki_dir {
+            if dir.as_os_str().is_empty() {
+                return Err(ConfigIssue::new("pki_dir", "must not be empty"));
+            }
         }
         Ok(())
     }
@@ -433,6 +563,37 @@ mod tests {
         assert_eq!(d.sampling_ms, 0);
         assert_eq!(d.security, Security::None);
         assert_eq!(d.validate(), Ok(()));
+    }
+
+    #[test]
+    fn security_keys_are_checked_and_named() {
+        let tag = "[[tags]]\nname = \"T\"\nnode_id = \"ns=2;s=T\"\ntype = \"float64\"\n";
+        let secure = device(&format!("security = \"SignAndEncrypt\"\n{tag}"));
+        assert_eq!(secure.validate(), Ok(()));
+        assert_eq!(secure.policy(), Some(Policy::Basic256Sha256));
+        let pss = device(&format!(
+            "security = \"Sign\"\nsecurity_policy = \"Aes256_Sha256_RsaPss\"\n{tag}"
+        ));
+        assert_eq!(pss.policy(), Some(Policy::Aes256Sha256RsaPss));
+        let useless = device(&format!("security_policy = \"Basic256Sha256\"\n{tag}"));
+        assert_eq!(useless.validate().unwrap_err().key, "security_policy");
+        assert_eq!(useless.policy(), None);
+        let half = device(&format!("identity_certificate = \"user.der\"\n{tag}"));
+        assert_eq!(half.validate().unwrap_err().key, "identity_private_key");
+        let both = device(&format!(
+            "identity_certificate = \"user.der\"\nidentity_private_key = \"user.pem\"\n\
+             username = \"u\"\npassword_env = \"P\"\n{tag}"
+        ));
+        assert_eq!(both.validate().unwrap_err().key, "identity_certificate");
+        let x509 = device(&format!(
+            "identity_certificate = \"user.der\"\nidentity_private_key = \"user.pem\"\n{tag}"
+        ));
+        assert_eq!(x509.validate(), Ok(()));
+        assert!(matches!(x509.identity(), Identity::Certificate { .. }));
+        assert!(toml::from_str::<OpcUaDevice>(&format!(
+            "name = \"c\"\nstation = \"P\"\nendpoint = \"opc.tcp://h:1/\"\nsecurity = \"Encrypt\"\n{tag}"
+        ))
+        .is_err());
     }
 
     #[test]

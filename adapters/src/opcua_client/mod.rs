@@ -12,6 +12,7 @@ mod convert;
 mod quiet;
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,12 +22,12 @@ use opcua::client::{
     Client, ClientBuilder, IdentityToken, MonitoredItem, OnSubscriptionNotification, Session,
     SessionEventLoop, SessionPollResult,
 };
-use opcua::crypto::SecurityPolicy;
+use opcua::crypto::{CertificateStore, SecurityPolicy};
 use opcua::types::{
     AttributeId, BrowsePath, DataValue, MessageSecurityMode, MonitoredItemCreateRequest,
     MonitoringMode, MonitoringParameters, NamespaceMap, NodeId, ObjectId, QualifiedName,
     ReadValueId, ReferenceTypeId, RelativePath, RelativePathElement, StatusChangeNotification,
-    StatusCode, TimestampsToReturn, UserTokenPolicy, WriteValue,
+    StatusCode, TimestampsToReturn, UserTokenPolicy, UserTokenType, WriteValue,
 };
 use tokio::sync::mpsc;
 use tracing::instrument::WithSubscriber;
@@ -43,7 +44,9 @@ use crate::device::device_path;
 use crate::point::{Quality, Timestamp};
 use crate::tag::{Access, CatalogError, TagId};
 
-pub use config::{Address, Namespace, NodeRef, OpcUaDevice, OpcUaTag, PathElement, Security};
+pub use config::{
+    Address, Identity, Namespace, NodeRef, OpcUaDevice, OpcUaTag, PathElement, Policy, Security,
+};
 use convert::{sample, status_name, variant_of, write_refusal, Sample};
 
 /// How long a closing session may take to say goodbye before it is dropped.
@@ -86,6 +89,10 @@ enum SessionError {
     Client(String),
     #[error("environment variable `{0}` (password_env) is not set")]
     MissingPassword(String),
+    #[error("cannot read `{0}`: {1}")]
+    Identity(&'static str, String),
+    #[error("the partner offers no endpoint with security policy {policy} and mode {mode}")]
+    NoEndpoint { policy: String, mode: String },
     #[error("no complete connection to {endpoint} within {ms} ms")]
     Timeout { endpoint: String, ms: u64 },
     #[error("{step} failed: {status}")]
@@ -155,6 +162,38 @@ where
     let _ = notices.send(Notice::Lost(lost));
 }
 
+fn policy_of(policy: Policy) -> SecurityPolicy {
+    match policy {
+        Policy::Basic256Sha256 => SecurityPolicy::Basic256Sha256,
+        Policy::Aes256Sha256RsaPss => SecurityPolicy::Aes256Sha256RsaPss,
+        Policy::Aes128Sha256RsaOaep => SecurityPolicy::Aes128Sha256RsaOaep,
+    }
+}
+
+/// A user token policy of `kind`: the library matches it against the partner's endpoint.
+fn token_policy(kind: UserTokenType) -> UserTokenPolicy {
+    UserTokenPolicy {
+        token_type: kind,
+        ..UserTokenPolicy::anonymous()
+    }
+}
+
+/// Status codes that mean "the certificates do not agree" rather than "the partner is away".
+fn is_certificate_problem(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BadCertificateUntrusted
+            | StatusCode::BadCertificateInvalid
+            | StatusCode::BadSecurityChecksFailed
+            | StatusCode::BadCertificateHostNameInvalid
+            | StatusCode::BadCertificateUriInvalid
+            | StatusCode::BadCertificateTimeInvalid
+            | StatusCode::BadCertificateUseNotAllowed
+            | StatusCode::BadCertificateIssuerRevocationUnknown
+            | StatusCode::BadCertificateRevocationUnknown
+    )
+}
+
 /// Where a tag was found on the partner this time, or why not.
 type Resolved = Result<NodeId, Unresolved>;
 
@@ -210,14 +249,30 @@ impl State {
 impl OpcUaClient {
     fn build_client(&self) -> Result<Client, SessionError> {
         let publishing = Duration::from_millis(self.config.publishing_ms);
-        ClientBuilder::new()
+        let builder = ClientBuilder::new()
             .application_name("Fabrique Gateway")
             .application_uri("urn:fabrique-gateway:client")
             .product_uri("urn:fabrique-gateway")
-            .session_name(format!("Fabrique Gateway {}", self.config.name))
+            .session_name(format!("Fabrique Gateway {}", self.config.name));
+        let builder = match (self.config.policy(), &self.config.pki_dir) {
             // Security None: no certificate is exchanged, so none is created or checked.
-            .create_sample_keypair(false)
-            .trust_server_certs(true)
+            (None, _) => builder
+                .create_sample_keypair(false)
+                .trust_server_certs(true),
+            // The client's own certificate is made on first use; a partner certificate it has
+            // not seen lands in `rejected/` until `fabrique-gateway pki trust` moves it.
+            (Some(_), Some(pki)) => builder
+                .pki_dir(pki)
+                .create_sample_keypair(true)
+                .trust_server_certs(false)
+                .verify_server_certs(true),
+            (Some(_), None) => {
+                return Err(SessionError::Client(
+                    "message security needs a PKI folder (`pki_dir`)".into(),
+                ))
+            }
+        };
+        builder
             .session_retry_limit(0)
             .request_timeout(self.timeout())
             .publish_timeout(self.timeout() + KEEP_ALIVE * 3)
@@ -228,30 +283,81 @@ impl OpcUaClient {
             .map_err(|errors| SessionError::Client(errors.join("; ")))
     }
 
-    fn identity(&self) -> Result<IdentityToken, SessionError> {
-        match (&self.config.username, &self.config.password_env) {
-            (Some(user), Some(var)) => {
-                let password =
-                    std::env::var(var).map_err(|_| SessionError::MissingPassword(var.clone()))?;
-                Ok(IdentityToken::new_user_name(user.clone(), password))
+    fn identity(&self) -> Result<(IdentityToken, UserTokenPolicy), SessionError> {
+        match self.config.identity() {
+            Identity::UserName { user, password_env } => {
+                let password = std::env::var(&password_env)
+                    .map_err(|_| SessionError::MissingPassword(password_env.clone()))?;
+                Ok((
+                    IdentityToken::new_user_name(user, password),
+                    token_policy(UserTokenType::UserName),
+                ))
             }
-            _ => Ok(IdentityToken::Anonymous),
+            Identity::Certificate {
+                certificate,
+                private_key,
+            } => {
+                let cert = CertificateStore::read_cert(&certificate)
+                    .map_err(|reason| SessionError::Identity("identity_certificate", reason))?;
+                let key = CertificateStore::read_pkey(&private_key)
+                    .map_err(|reason| SessionError::Identity("identity_private_key", reason))?;
+                Ok((
+                    IdentityToken::X509(Box::new(cert), Box::new(key)),
+                    token_policy(UserTokenType::Certificate),
+                ))
+            }
+            Identity::Anonymous => Ok((IdentityToken::Anonymous, UserTokenPolicy::anonymous())),
+        }
+    }
+
+    /// Why a session did not open, with what to do about a certificate problem.
+    fn opening_failed(&self, status: StatusCode) -> SessionError {
+        let hint = if self.config.policy().is_some() && is_certificate_problem(status) {
+            let pki = self.config.pki_dir.as_deref().unwrap_or(Path::new("?"));
+            format!(
+                " (the partner's certificate is not trusted yet: it is in {}; \
+                 `fabrique-gateway pki list` shows it, `fabrique-gateway pki trust THUMBPRINT` trusts it)",
+                pki.join("rejected").display()
+            )
+        } else {
+            String::new()
+        };
+        SessionError::Service {
+            step: "opening the session",
+            status: format!("{}{hint}", status_name(status)),
         }
     }
 
     /// Connect, resolve every tag's node and subscribe to them.
     async fn open(&self, client: &mut Client) -> Result<Connection, SessionError> {
-        let identity = self.identity()?;
+        let (identity, token_policy) = self.identity()?;
+        let (policy, mode) = match (self.config.policy(), self.config.security) {
+            (None, _) | (_, Security::None) => (SecurityPolicy::None, MessageSecurityMode::None),
+            (Some(policy), Security::Sign) => (policy_of(policy), MessageSecurityMode::Sign),
+            (Some(policy), Security::SignAndEncrypt) => {
+                (policy_of(policy), MessageSecurityMode::SignAndEncrypt)
+            }
+        };
         let endpoint = (
             self.config.endpoint.as_str(),
-            SecurityPolicy::None.to_str(),
-            MessageSecurityMode::None,
-            UserTokenPolicy::anonymous(),
+            policy.to_str(),
+            mode,
+            token_policy,
         );
         let (session, event_loop) = client
             .connect_to_matching_endpoint(endpoint, identity)
             .await
-            .map_err(|e| SessionError::service("GetEndpoints", &e))?;
+            .map_err(|e| {
+                if e.status() == StatusCode::BadTcpEndpointUrlInvalid {
+                    // No endpoint of the partner matches the configured policy and mode.
+                    SessionError::NoEndpoint {
+                        policy: policy.to_str().to_owned(),
+                        mode: format!("{mode:?}"),
+                    }
+                } else {
+                    SessionError::service("GetEndpoints", &e)
+                }
+            })?;
         let (sender, notices) = mpsc::unbounded_channel();
         let driver = tokio::spawn(
             drive(event_loop, sender.clone())
@@ -266,12 +372,7 @@ impl OpcUaClient {
         };
         match connection.notices.recv().await {
             Some(Notice::Up) => {}
-            Some(Notice::Lost(status)) => {
-                return Err(SessionError::Service {
-                    step: "opening the session",
-                    status: status_name(status),
-                })
-            }
+            Some(Notice::Lost(status)) => return Err(self.opening_failed(status)),
             _ => return Err(SessionError::Lost("the session's event loop ended".into())),
         }
         let session = connection.session.clone();
@@ -808,12 +909,23 @@ mod tests {
     #[test]
     fn a_missing_password_variable_is_named() {
         let mut a = adapter();
-        assert!(matches!(a.identity(), Ok(IdentityToken::Anonymous)));
+        assert!(matches!(a.identity(), Ok((IdentityToken::Anonymous, _))));
         a.config.username = Some("operator".into());
         a.config.password_env = Some("FABRIQUE_TEST_UNSET_PARTNER_PASSWORD".into());
         assert!(matches!(
             a.identity(),
             Err(SessionError::MissingPassword(var)) if var == "FABRIQUE_TEST_UNSET_PARTNER_PASSWORD"
+        ));
+    }
+
+    #[test]
+    fn an_unreadable_identity_certificate_is_named() {
+        let mut a = adapter();
+        a.config.identity_certificate = Some("/nonexistent/user.der".into());
+        a.config.identity_private_key = Some("/nonexistent/user.pem".into());
+        assert!(matches!(
+            a.identity(),
+            Err(SessionError::Identity("identity_certificate", _))
         ));
     }
 }

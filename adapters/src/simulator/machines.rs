@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adapter::{TagRegistrar, WriteError};
 use crate::bus::Publisher;
+use crate::device::{StandardKind, StandardShape};
 use crate::point::{Timestamp, Value};
 use crate::tag::{CatalogError, DataType, TagId, TagSpec};
 
@@ -27,6 +28,29 @@ pub enum MachineKind {
 }
 
 impl MachineKind {
+    /// Where this machine stands in the companion specifications (see the README's table in
+    /// "Companion specifications"). The conveyor is shown at step 3, material supply.
+    pub fn standard(self) -> StandardShape {
+        let (kind, step) = match self {
+            MachineKind::Printer3d => (StandardKind::MachineTool, 4),
+            MachineKind::Cnc => (StandardKind::MachineTool, 5),
+            MachineKind::Laser => (StandardKind::MachineTool, 6),
+            MachineKind::Cobot => (StandardKind::Robot, 7),
+            MachineKind::Metrology => (StandardKind::Machine, 8),
+            MachineKind::Conveyor => (StandardKind::Machine, 3),
+            MachineKind::Packaging => (StandardKind::Machine, 9),
+        };
+        let axes = match self {
+            MachineKind::Cobot => (1..=Cobot::AXES).map(|n| format!("Joint{n}")).collect(),
+            _ => Vec::new(),
+        };
+        StandardShape {
+            kind: Some(kind),
+            axes,
+            steps: vec![step],
+        }
+    }
+
     /// The production step this machine serves; the conveyor serves them all.
     pub fn step(self) -> Option<usize> {
         match self {
@@ -474,6 +498,7 @@ struct Cobot {
 }
 
 impl Cobot {
+    const AXES: usize = 6;
     const HOME: [f64; 6] = [0.0, -90.0, 90.0, -90.0, -90.0, 0.0];
     const SWING: [f64; 6] = [60.0, 25.0, 30.0, 40.0, 15.0, 90.0];
 

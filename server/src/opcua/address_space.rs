@@ -83,6 +83,8 @@ pub struct StaticModel {
     pub devices: Vec<DeviceNameplate>,
     /// Each step's trades (`<step path>`, French names), shown as `<step>/Trades` (journey).
     pub step_trades: Vec<(String, Vec<String>)>,
+    /// Devices placed in the companion specifications' structure too (`standard` module).
+    pub machines: Vec<super::standard::MachineDecl>,
 }
 
 pub struct DeviceNameplate {
@@ -285,8 +287,11 @@ impl Builder<'_> {
         let analog = spec.data_type.is_numeric() && (spec.unit.is_some() || spec.range.is_some());
         let type_definition = if spec.property {
             VariableTypeId::PropertyType
-        } else if analog {
+        } else if analog && spec.range.is_some() {
             VariableTypeId::AnalogItemType
+        } else if analog {
+            // AnalogItemType makes EURange mandatory; a unit without a range is a BaseAnalogType.
+            VariableTypeId::BaseAnalogType
         } else {
             VariableTypeId::BaseDataVariableType
         };

@@ -79,17 +79,20 @@ impl Bridge {
             let Some(node) = tag_nodes.node(update.tag) else {
                 continue;
             };
-            let Some(mut batch) = notifier.notify_for(node, AttributeId::Value) else {
-                continue;
-            };
-            let Some(entry) = catalog.get(update.tag) else {
-                continue;
-            };
-            let source =
-                (!update.point.timestamp.is_null()).then(|| times.get(update.point.timestamp));
-            let value = data_value_at(entry.spec.data_type, &update.point, source, now);
-            for (handle, _) in batch.entries() {
-                batch.data_value_to_item(value.clone(), handle);
+            // The tag's own variable, then the standard variables that show it too.
+            for node in std::iter::once(node).chain(tag_nodes.aliases(update.tag)) {
+                let Some(mut batch) = notifier.notify_for(node, AttributeId::Value) else {
+                    continue;
+                };
+                let Some(entry) = catalog.get(update.tag) else {
+                    continue;
+                };
+                let source =
+                    (!update.point.timestamp.is_null()).then(|| times.get(update.point.timestamp));
+                let value = data_value_at(entry.spec.data_type, &update.point, source, now);
+                for (handle, _) in batch.entries() {
+                    batch.data_value_to_item(value.clone(), handle);
+                }
             }
         }
     }

@@ -8,6 +8,7 @@ mod nodes;
 pub mod peers;
 pub mod pki;
 pub mod security;
+pub mod standard;
 
 use std::path::PathBuf;
 use std::sync::Arc;

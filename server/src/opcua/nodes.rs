@@ -7,7 +7,7 @@
 //! refusal reaches the client as a Bad status code.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use fabrique_adapters::{CallError, PointBus, TagId, TagSpec, Value, WriteError};
@@ -16,7 +16,7 @@ use opcua::nodes::{NodeSetImport, TypeTree};
 use opcua::server::address_space::AddressSpace;
 use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::memory::{
-    InMemoryNodeManagerImpl, InMemoryNodeManagerImplBuilder,
+    CoreNodeManager, InMemoryNodeManagerImpl, InMemoryNodeManagerImplBuilder,
 };
 use opcua::server::node_manager::{
     HistoryNode, MethodCall, MonitoredItemRef, ParsedReadValueId, RequestContext, ServerContext,
@@ -35,6 +35,7 @@ use super::address_space::{
 use super::convert::{data_value, natural_variant};
 use super::events::Audited;
 use super::security::Role;
+use super::standard::{self, live::Derived, MachineDecl};
 use crate::commands::CommandRouter;
 use fabrique_adapters::ua::value_of;
 
@@ -54,6 +55,8 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
     fn build(self, context: ServerContext, space: &mut AddressSpace) -> GatewayNodes {
         let (types_ns, ns) = {
             let mut type_tree = context.type_tree.write();
+            // The companion specifications first: the gateway's types extend them.
+            standard::import_companions(space, type_tree.namespaces_mut());
             space.import_node_set(&*self.types, type_tree.namespaces_mut());
             let namespaces = type_tree.namespaces_mut();
             (
@@ -95,8 +98,11 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
                 Some((method.clone(), anchor))
             })
             .collect();
-        let namespaces = [(TYPES_NAMESPACE, types_ns), (INSTANCES_NAMESPACE, ns)]
-            .into_iter()
+        let companions = fabrique_companion::uri::ALL
+            .iter()
+            .filter_map(|uri| Some((*uri, space.namespace_index(uri)?)));
+        let namespaces = companions
+            .chain([(TYPES_NAMESPACE, types_ns), (INSTANCES_NAMESPACE, ns)])
             .map(|(uri, index)| NamespaceMetadata {
                 namespace_uri: uri.to_owned(),
                 namespace_index: index,
@@ -111,6 +117,7 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             tags: Arc::new(RwLock::new(TagNodes {
                 by_tag: built.tag_nodes,
                 by_node: built.node_tags,
+                aliases: Vec::new(),
             })),
             methods: built.methods,
             method_anchors,
@@ -125,6 +132,9 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             },
             watched,
             alarms: Default::default(),
+            machines: self.model.machines,
+            derived: Arc::default(),
+            standard: OnceLock::new(),
         }
     }
 }
@@ -135,11 +145,27 @@ pub struct TagNodes {
     /// Index: `TagId`; a null NodeId for a retired tag.
     by_tag: Vec<NodeId>,
     by_node: HashMap<NodeId, TagId>,
+    /// Standard variables that show a tag too (a robot axis' ActualPosition). Index: `TagId`,
+    /// like `by_tag`, so the bridge pays an index, not a hash, per change; most are empty.
+    aliases: Vec<Vec<NodeId>>,
 }
 
 impl TagNodes {
     pub fn node(&self, tag: TagId) -> Option<&NodeId> {
         self.by_tag.get(tag.index()).filter(|id| !id.is_null())
+    }
+
+    /// The standard variables that also show `tag`.
+    pub fn aliases(&self, tag: TagId) -> &[NodeId] {
+        self.aliases.get(tag.index()).map_or(&[], Vec::as_slice)
+    }
+
+    fn add_alias(&mut self, node: NodeId, tag: TagId) {
+        self.by_node.insert(node.clone(), tag);
+        if self.aliases.len() <= tag.index() {
+            self.aliases.resize(tag.index() + 1, Vec::new());
+        }
+        self.aliases[tag.index()].push(node);
     }
 
     pub fn tag(&self, node: &NodeId) -> Option<TagId> {
@@ -158,6 +184,10 @@ pub struct NodeChanges {
     pub added_devices: Vec<DeviceNameplate>,
     /// Their tags, with the ids the grown catalogue gave them.
     pub added_tags: Vec<(TagId, TagSpec)>,
+    /// Names of removed and changed devices that have a place in the standard structure.
+    pub removed_machines: Vec<String>,
+    /// Added and changed devices, to place in the standard structure if they have a kind.
+    pub added_machines: Vec<MachineDecl>,
 }
 
 pub struct GatewayNodes {
@@ -177,6 +207,12 @@ pub struct GatewayNodes {
     watched: Arc<super::events::Watched>,
     /// The conditions' state, shared with the event emitter (alarms/).
     alarms: Arc<crate::alarms::Alarms>,
+    /// Machines placed in the standard structure when the server starts (`init`).
+    machines: Vec<MachineDecl>,
+    /// Their computed variables (empty until `init` has run); a reload swaps the list.
+    derived: Arc<RwLock<Arc<Vec<Derived>>>>,
+    /// What a reload needs to place machines: namespace 0's space and the indexes, from `init`.
+    standard: OnceLock<(Arc<RwLock<AddressSpace>>, standard::Namespaces)>,
 }
 
 impl GatewayNodes {
@@ -187,6 +223,11 @@ impl GatewayNodes {
     /// Who watches which notifier, for the event emitter.
     pub fn watched(&self) -> Arc<super::events::Watched> {
         self.watched.clone()
+    }
+
+    /// The standard variables computed from the bus (empty until the server has started).
+    pub fn derived(&self) -> Arc<RwLock<Arc<Vec<Derived>>>> {
+        self.derived.clone()
     }
 
     /// The tag ↔ node maps, kept current across reloads.
@@ -214,6 +255,16 @@ impl GatewayNodes {
                 let node = std::mem::replace(node, NodeId::null());
                 tags.by_node.remove(&node);
             }
+            if let Some(aliases) = tags.aliases.get_mut(tag.index()) {
+                for node in std::mem::take(aliases) {
+                    tags.by_node.remove(&node);
+                }
+            }
+        }
+        if let Some((_, ns)) = self.standard.get() {
+            for name in &changes.removed_machines {
+                removed += standard::remove_machine(&mut space, type_tree, *ns, name);
+            }
         }
         let specs: Vec<(TagId, &TagSpec)> =
             changes.added_tags.iter().map(|(t, s)| (*t, s)).collect();
@@ -240,6 +291,30 @@ impl GatewayNodes {
             }
             tags.by_tag[tag.index()] = node.clone();
             tags.by_node.insert(node, tag);
+        }
+        // Added machines take their place in the standard structure, as at start.
+        if let Some((core, ns)) = self.standard.get() {
+            let core = core.read();
+            let bindings = standard::build(
+                &core,
+                &mut space,
+                *ns,
+                &changes.added_machines,
+                &self.bus.catalog(),
+            );
+            for (node, tag) in bindings.aliases {
+                tags.add_alias(node, tag);
+            }
+            let mut derived: Vec<Derived> = self
+                .derived
+                .read()
+                .iter()
+                .filter(|d| d.nodes().iter().all(|n| space.node_exists(n)))
+                .cloned()
+                .collect();
+            standard::live::write_changed(&bindings.derived, &self.bus, &mut space);
+            derived.extend(bindings.derived);
+            *self.derived.write() = Arc::new(derived);
         }
         removed
     }
@@ -289,7 +364,47 @@ fn call_status(error: &CallError) -> StatusCode {
 
 #[async_trait]
 impl InMemoryNodeManagerImpl for GatewayNodes {
-    async fn init(&self, _space: &mut AddressSpace, _context: ServerContext) {}
+    /// The standard structure needs namespace 0's type definitions, which the core node
+    /// manager holds: built here, once every node manager exists.
+    async fn init(&self, space: &mut AddressSpace, context: ServerContext) {
+        let started = std::time::Instant::now();
+        let Some(core) = context.node_managers.get_of_type::<CoreNodeManager>() else {
+            tracing::error!("no core node manager: the standard address space is not built");
+            return;
+        };
+        let Some(ns) = standard::namespaces(space, self.ns, self.types_ns) else {
+            tracing::error!(
+                "companion namespaces missing: the standard address space is not built"
+            );
+            return;
+        };
+        let core_space = core.address_space().read();
+        let bindings = standard::build(&core_space, space, ns, &self.machines, &self.bus.catalog());
+        let build_ms = started.elapsed().as_millis() as u64;
+        // The server checks itself: a violation is a bug of ours (or of a partner's axes list).
+        let violations = standard::check(&core_space, space, ns);
+        for v in violations.iter().take(20) {
+            tracing::error!(path = %v.path, node = %v.node, problem = %v.problem, "standard address space does not conform");
+        }
+        tracing::info!(
+            machines = self
+                .machines
+                .iter()
+                .filter(|m| m.shape.kind.is_some())
+                .count(),
+            violations = violations.len(),
+            build_ms,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "standard address space built"
+        );
+        let mut tags = self.tags.write();
+        for (node, tag) in bindings.aliases {
+            tags.add_alias(node, tag);
+        }
+        standard::live::write_changed(&bindings.derived, &self.bus, space);
+        *self.derived.write() = Arc::new(bindings.derived);
+        let _ = self.standard.set((core.address_space().clone(), ns));
+    }
 
     fn name(&self) -> &str {
         "fabrique"

@@ -11,6 +11,12 @@ use opcua::crypto::{CertificateStore, X509Data, X509};
 
 use super::OpcUaConfig;
 
+/// The OPC UA client's PKI folder (partner servers' certificates, the client's own), inside
+/// the server's: `<pki_dir>/partners`.
+pub fn partners_dir(pki_dir: &Path) -> PathBuf {
+    pki_dir.join("partners")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("cannot read the PKI folder {path}: {source}")]

@@ -6,10 +6,11 @@
 
 pub mod influxdb;
 pub mod mqtt;
+pub mod presence;
+pub mod sink;
+pub mod sparkplug;
 pub mod spool;
 mod spool_sync;
-
-pub use spool_sync::set_fsync_interval;
 
 /// `[streams]`: what every sink shares.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -23,7 +24,7 @@ pub struct StreamsConfig {
 impl Default for StreamsConfig {
     fn default() -> Self {
         StreamsConfig {
-            spool_fsync_ms: 1000,
+            spool_fsync_ms: spool_sync::DEFAULT_FSYNC_INTERVAL.as_millis() as u64,
         }
     }
 }

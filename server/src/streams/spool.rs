@@ -34,7 +34,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::spool_sync::{fsync_interval, Syncer};
+use super::spool_sync::Syncer;
+#[cfg(test)]
+use super::spool_sync::DEFAULT_FSYNC_INTERVAL;
 
 const HEADER: usize = 12;
 /// A record bigger than this is refused at append and taken for corruption at read.
@@ -151,6 +153,35 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Every record of a segment's bytes, as (weight, payload), up to the first torn or corrupt
+/// one, with the length of the valid part: what `open` keeps of a segment. For the fuzz
+/// target (`fuzz/`) and tests.
+pub fn decode_segment(mut bytes: &[u8]) -> (u64, Vec<(u32, Vec<u8>)>) {
+    let mut valid = 0u64;
+    let mut records = Vec::new();
+    let mut payload = Vec::new();
+    // Reading from a slice cannot fail.
+    while let Ok(Some(weight)) = read_record(&mut bytes, &mut payload) {
+        valid += (HEADER + payload.len()) as u64;
+        records.push((weight, std::mem::take(&mut payload)));
+    }
+    (valid, records)
+}
+
+/// One record framed as a segment stores it (the inverse of [`decode_segment`]).
+pub fn encode_record(payload: &[u8], weight: u32) -> Vec<u8> {
+    let weight_bytes = weight.to_le_bytes();
+    let mut digest = CRC.digest();
+    digest.update(&weight_bytes);
+    digest.update(payload);
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&weight_bytes);
+    out.extend_from_slice(&digest.finalize().to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
 fn read_ack(path: &Path) -> Option<(u64, u64)> {
     let bytes = fs::read(path).ok()?;
     if bytes.len() < 20 {
@@ -163,10 +194,11 @@ fn read_ack(path: &Path) -> Option<(u64, u64)> {
 }
 
 impl Spool {
-    /// Opens (or creates) the spool in `dir`, keeping at most `max_bytes` on disk, synced
-    /// every `streams.spool_fsync_ms`.
+    /// Opens (or creates) the spool in `dir`, keeping at most `max_bytes` on disk, synced at
+    /// most a second after a flush (the default of `streams.spool_fsync_ms`).
+    #[cfg(test)]
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
-        Self::open_with_fsync(dir, max_bytes, fsync_interval())
+        Self::open_with_fsync(dir, max_bytes, DEFAULT_FSYNC_INTERVAL)
     }
 
     /// As [`Spool::open`], with an fsync at most every `fsync` (0: at every flush).

@@ -15,17 +15,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-/// `streams.spool_fsync_ms` of the running gateway, set once at start (default 1 s).
-static FSYNC_INTERVAL_MS: AtomicU64 = AtomicU64::new(1000);
-
-pub fn set_fsync_interval(interval: Duration) {
-    let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-    FSYNC_INTERVAL_MS.store(ms, Ordering::Relaxed);
-}
-
-pub fn fsync_interval() -> Duration {
-    Duration::from_millis(FSYNC_INTERVAL_MS.load(Ordering::Relaxed))
-}
+/// The default of `streams.spool_fsync_ms`: what a power cut can lose at most.
+pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 struct State {
     /// The active segment.

@@ -12,7 +12,7 @@
 mod adapter;
 mod http;
 mod mqtt_inbound;
-mod records;
+pub mod records;
 mod store;
 pub mod tour;
 

@@ -12,11 +12,8 @@
 //! the broker because its acknowledgement never arrived) is stored twice.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
-use fabrique_adapters::backoff::Backoff;
-use fabrique_adapters::mqtt::config::parse_broker;
-use fabrique_adapters::mqtt::poll_after;
+use fabrique_adapters::mqtt::{Connection, Session};
 use fabrique_adapters::{TagId, Value};
 use rumqttc::{AsyncClient, ConnectionError, Event, Incoming, MqttOptions, Publish, QoS};
 use serde::Deserialize;
@@ -75,16 +72,13 @@ impl MqttInbound {
     }
 
     fn options(&self) -> Result<MqttOptions, String> {
-        let (host, port) = parse_broker(&self.config.broker)?;
         let client_id = format!("{}-in", self.config.client_id(&self.site));
-        let mut options = MqttOptions::new(client_id, host, port);
-        options
-            .set_keep_alive(Duration::from_secs(self.config.keep_alive_s.max(1)))
-            .set_clean_session(false)
-            .set_manual_acks(true)
-            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
-        self.config.secure(&mut options)?;
-        Ok(options)
+        self.config.endpoint(client_id).options(&Session {
+            clean: false,
+            manual_acks: true,
+            max_packet_bytes: MAX_PACKET_BYTES,
+            ..Session::default()
+        })
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -98,29 +92,26 @@ impl MqttInbound {
         let survey_topic = self.survey_topic();
         let orders_topic = self.orders_topic();
         tracing::info!(broker = %self.config.broker, survey = %survey_topic, orders = %orders_topic, "mqtt subscriber started");
-        let (client, events) = AsyncClient::new(options, 1024);
+        let mut connection = Connection::new(options, 1024);
+        let client = connection.client().clone();
         let (acks, pending_acks) = mpsc::unbounded_channel();
         let acker = tokio::spawn(acknowledge_in_order(client.clone(), pending_acks));
-        let mut polling = poll_after(events, Duration::ZERO);
-        let mut backoff = Backoff::default();
         let mut connected = false;
         let mut orders_logged = HashSet::new();
         loop {
-            let (events, result) = tokio::select! {
+            let result = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                polled = &mut polling => polled,
+                result = connection.next() => result,
             };
-            let delay = match result {
+            match result {
                 Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                     connected = true;
-                    backoff.reset();
                     tracing::info!(broker = %self.config.broker, "mqtt subscriber connected");
                     for topic in [&survey_topic, &orders_topic] {
                         if let Err(error) = client.try_subscribe(topic.as_str(), QoS::AtLeastOnce) {
                             tracing::warn!(%topic, %error, "cannot subscribe");
                         }
                     }
-                    Duration::ZERO
                 }
                 Ok(Event::Incoming(Incoming::Publish(publish))) => {
                     let done = if publish.topic == survey_topic {
@@ -131,15 +122,10 @@ impl MqttInbound {
                         None
                     };
                     let _ = acks.send((publish, done));
-                    Duration::ZERO
                 }
-                Ok(_) => Duration::ZERO,
-                Err(error) => {
-                    self.lost(&mut connected, &error);
-                    backoff.next_delay()
-                }
-            };
-            polling = poll_after(events, delay);
+                Ok(_) => {}
+                Err(error) => self.lost(&mut connected, &error),
+            }
         }
         drop(acks);
         acker.abort();

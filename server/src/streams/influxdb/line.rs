@@ -118,22 +118,27 @@ fn escape_string_field(buf: &mut Vec<u8>, s: &str) {
 
 /// Backslash before each byte `special` names; line breaks (which end a line whatever the
 /// quoting in some parsers) become the two characters `\n` / `\r`.
+///
+/// InfluxDB's scanner takes the byte after any backslash with it, so a backslash of the text
+/// that ends it, or comes before one of those escapes, would swallow the separator or the
+/// escape after it (found by the `line_protocol` fuzz target): such a backslash is doubled.
 fn escape(buf: &mut Vec<u8>, s: &str, special: impl Fn(u8) -> bool) {
     let bytes = s.as_bytes();
-    if !bytes
-        .iter()
-        .any(|&c| special(c) || c == b'\n' || c == b'\r')
-    {
+    let escaped = |c: u8| special(c) || c == b'\n' || c == b'\r' || c == b'\\';
+    if !bytes.iter().any(|&c| escaped(c)) {
         buf.extend_from_slice(bytes);
         return;
     }
-    for &c in bytes {
+    for (i, &c) in bytes.iter().enumerate() {
         match c {
             b'\n' => buf.extend_from_slice(b"\\n"),
             b'\r' => buf.extend_from_slice(b"\\r"),
             c if special(c) => {
                 buf.push(b'\\');
                 buf.push(c);
+            }
+            b'\\' if bytes.get(i + 1).is_none_or(|&next| escaped(next)) => {
+                buf.extend_from_slice(b"\\\\")
             }
             c => buf.push(c),
         }
@@ -215,6 +220,30 @@ mod tests {
         let mut buf = Vec::new();
         escape_measurement(&mut buf, "my m,x=1");
         assert_eq!(buf, b"my\\ m\\,x=1");
+    }
+
+    #[test]
+    fn a_backslash_never_swallows_a_separator_or_an_escape() {
+        // Found by the `line_protocol` fuzz target: `tag=^\ value=…` lost its field set.
+        let tail = LineEncoder::new("m\\", "s", "", &[TagLabels::of("Line/A\\")]);
+        let mut buf = Vec::new();
+        let update = PointUpdate {
+            tag: TagId(0),
+            point: Point {
+                value: Some(Value::Float(1.0)),
+                quality: Quality::GOOD,
+                timestamp: Timestamp::from_nanos(3),
+            },
+        };
+        assert!(tail.encode(&mut buf, &update, Timestamp::NULL));
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "m\\\\,site=s,tag=Line/A\\\\ value=1.0,quality=0i 3\n"
+        );
+        let mut buf = Vec::new();
+        escape_tag_value(&mut buf, "a\\,b\\c\\\\ d\\\n");
+        // `\,` → `\\\,`; `\c` stays; `\\ ` → `\\\\\\ `; `\` + line break → `\\\n`.
+        assert_eq!(buf, b"a\\\\\\,b\\c\\\\\\\\\\ d\\\\\\n");
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! a disk buffer (`disk_buffer_mb = 0`) a failed batch is retried in place and the queue
 //! drops its oldest points when full, counted.
 
-mod line;
+pub mod line;
+mod tls;
 mod writer;
 
 use std::collections::{HashSet, VecDeque};
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 pub use line::LineEncoder;
 use writer::{Outcome, Writer};
 
+use super::sink::{Sink, SinkContext, SinkKind};
 use super::spool::{Spool, SpoolError, Ticket};
 use super::SinkCounters;
 
@@ -62,8 +64,20 @@ pub enum Api {
 #[serde(deny_unknown_fields, default)]
 pub struct InfluxConfig {
     pub enabled: bool,
-    /// Base URL, `http://` only (this build carries no TLS).
+    /// Base URL, `http://` or `https://`.
     pub url: String,
+    /// https: PEM file of the CA that signed the database's certificate (added to the
+    /// system's roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// https: PEM client certificate (chain) presented to the database, with `client_key_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+    /// https: the name the certificate must carry when `url` gives an IP address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
     pub api: Api,
     /// v2 only.
     pub org: String,
@@ -97,6 +111,10 @@ impl Default for InfluxConfig {
         InfluxConfig {
             enabled: false,
             url: "http://127.0.0.1:8086".into(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            server_name: None,
             api: Api::V2,
             org: "fabrique".into(),
             bucket: "fabrique".into(),
@@ -116,10 +134,23 @@ impl Default for InfluxConfig {
 
 impl InfluxConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if !self.url.starts_with("http://") {
+        let https = self.url.starts_with("https://");
+        if !https && !self.url.starts_with("http://") {
+            return Err(("influxdb.url", "must start with http:// or https://".into()));
+        }
+        for (key, set) in [
+            ("influxdb.ca_file", self.ca_file.is_some()),
+            ("influxdb.client_cert_file", self.client_cert_file.is_some()),
+            ("influxdb.server_name", self.server_name.is_some()),
+        ] {
+            if set && !https {
+                return Err((key, "needs an https:// url".into()));
+            }
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
             return Err((
-                "influxdb.url",
-                "must start with http:// (https is not supported by this build)".into(),
+                "influxdb.client_key_file",
+                "client_cert_file and client_key_file go together".into(),
             ));
         }
         match reqwest::Url::parse(&self.url) {
@@ -209,6 +240,8 @@ pub enum SinkError {
     },
     #[error("influxdb: cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("influxdb.{key}: {reason}")]
+    Tls { key: &'static str, reason: String },
     #[error("influxdb: disk buffer: {0}")]
     Spool(#[from] SpoolError),
 }
@@ -334,38 +367,42 @@ struct StopFollower {
     labels: Arc<[crate::streams::TagLabels]>,
 }
 
+/// The registry entry (streams/sink.rs).
+pub const KIND: SinkKind = SinkKind {
+    name: "InfluxDB",
+    buffer: "influxdb",
+    enabled: |config| config.influxdb.enabled,
+    validate: |config| config.influxdb.validate(),
+    build: |config, ctx| Ok(Box::new(InfluxSink::new(&config.influxdb, ctx)?)),
+};
+
+#[async_trait::async_trait]
+impl Sink for InfluxSink {
+    async fn run(self: Box<Self>, ctx: SinkContext) {
+        (*self).run(ctx.shutdown).await
+    }
+}
+
 impl InfluxSink {
     /// Checks what can fail before running: the token file, the HTTP client and the disk
-    /// buffer (`buffer_dir`, i.e. `<data_dir>/buffer/influxdb`). `counters`: shared with the
-    /// diagnostics tags.
-    pub fn new(
-        config: &InfluxConfig,
-        site: &str,
-        stop: &str,
-        bus: PointBus,
-        buffer_dir: PathBuf,
-        counters: Arc<SinkCounters>,
-    ) -> Result<Self, SinkError> {
+    /// buffer (in the context's buffer folder, `<data_dir>/buffer/influxdb`).
+    pub fn new(config: &InfluxConfig, ctx: &SinkContext) -> Result<Self, SinkError> {
+        let (site, stop, bus, counters) = (
+            ctx.site.as_str(),
+            ctx.stop.as_str(),
+            ctx.bus.clone(),
+            ctx.counters.clone(),
+        );
         let writer = Writer::new(config, config.token()?)?;
-        let spool = if config.disk_buffer_mb > 0 {
-            let spool = Spool::open(&buffer_dir, config.disk_buffer_mb << 20)?;
-            if spool.pending() > 0 {
-                tracing::info!(points = spool.pending(), bytes = spool.bytes(), dir = %buffer_dir.display(), "InfluxDB: points buffered before the last stop will be written first");
-            }
-            Some(spool)
-        } else {
-            None
-        };
+        let spool = ctx.open_spool(config.disk_buffer_mb)?;
+        if let Some(spool) = spool.as_ref().filter(|s| s.pending() > 0) {
+            tracing::info!(points = spool.pending(), bytes = spool.bytes(), dir = %ctx.buffer_dir.display(), "InfluxDB: points buffered before the last stop will be written first");
+        }
         let labels = crate::streams::labels(&bus.catalog());
         // Subscribe, then take the latest state: adapters started before the sink have
         // published already, and what they said must reach the database too. Points in both
         // are written twice, with the same timestamp: InfluxDB keeps one.
         let changes = bus.subscribe();
-        if let Some(spool) = &spool {
-            counters
-                .buffered_disk
-                .store(spool.pending(), Ordering::Relaxed);
-        }
         let queue = Arc::new(Queue {
             inner: Mutex::new(QueueInner {
                 points: VecDeque::new(),
@@ -930,7 +967,18 @@ mod tests {
             f(&mut c);
             c.validate().unwrap_err().0
         };
-        assert_eq!(bad(|c| c.url = "https://x".into()), "influxdb.url");
+        assert_eq!(bad(|c| c.url = "ftp://x".into()), "influxdb.url");
+        assert_eq!(
+            bad(|c| c.ca_file = Some("ca.pem".into())),
+            "influxdb.ca_file"
+        );
+        assert_eq!(
+            bad(|c| {
+                c.url = "https://db:8086".into();
+                c.client_cert_file = Some("c.pem".into())
+            }),
+            "influxdb.client_key_file"
+        );
         assert_eq!(bad(|c| c.batch_size = 0), "influxdb.batch_size");
         assert_eq!(bad(|c| c.queue_points = 10), "influxdb.queue_points");
         assert_eq!(bad(|c| c.max_in_flight = 0), "influxdb.max_in_flight");

@@ -7,13 +7,12 @@
 //! `Content-Encoding: gzip`, which InfluxDB 1.x/2.x/3.x and VictoriaMetrics all accept.
 
 use std::io::Write;
-use std::time::Duration;
 
 use bytes::Bytes;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use super::{Api, InfluxConfig};
+use super::{tls, Api, InfluxConfig, SinkError};
 
 /// What InfluxDB said about a body.
 #[derive(Debug)]
@@ -35,8 +34,9 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(config: &InfluxConfig, token: Option<String>) -> Result<Self, reqwest::Error> {
-        let base = config.url.trim_end_matches('/');
+    pub fn new(config: &InfluxConfig, token: Option<String>) -> Result<Self, SinkError> {
+        let (base, client) = tls::client(config)?;
+        let base = base.trim_end_matches('/');
         let url = match config.api {
             Api::V2 => format!(
                 "{base}/api/v2/write?org={}&bucket={}&precision=ns",
@@ -52,10 +52,6 @@ impl Writer {
             }
             _ => format!("Token {t}"),
         });
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
         Ok(Writer {
             client,
             url,

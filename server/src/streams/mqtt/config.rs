@@ -3,13 +3,33 @@
 use std::path::PathBuf;
 
 use fabrique_adapters::mqtt::config::{check_topic, parse_broker};
-use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use fabrique_adapters::mqtt::Endpoint;
 use serde::{Deserialize, Serialize};
+
+/// What the publisher's messages look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum PayloadFormat {
+    /// One topic per tag, `{"value", "quality", "status", "ts"}`.
+    #[default]
+    #[serde(rename = "fabrique")]
+    Fabrique,
+    /// OPC UA Part 14 PubSub JSON: network and dataset messages (part14.rs).
+    #[serde(rename = "ua-json")]
+    UaJson,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSinkConfig {
     pub enabled: bool,
+    /// `fabrique` (one topic per tag) or `ua-json` (OPC UA Part 14 PubSub JSON).
+    pub payload: PayloadFormat,
+    /// `ua-json`: the WriterGroupName, a topic level.
+    pub ua_writer_group: String,
+    /// `ua-json`: a DataSetWriter with nothing to say for that long sends a keep-alive.
+    pub ua_keep_alive_ms: u64,
+    /// `fabrique` payload: add `"stop": "<town>"` (the current stop) to every value message.
+    pub stop_in_payload: bool,
     /// `host:port` of the broker (port 1883 when omitted).
     pub broker: String,
     /// First topic level: topics are `<prefix>/<site>/<station>/<device>/<tag>`.
@@ -46,6 +66,10 @@ impl Default for MqttSinkConfig {
     fn default() -> Self {
         MqttSinkConfig {
             enabled: false,
+            payload: PayloadFormat::Fabrique,
+            ua_writer_group: "fabrique".into(),
+            ua_keep_alive_ms: 10_000,
+            stop_in_payload: false,
             broker: "127.0.0.1:1883".into(),
             prefix: "fabrique".into(),
             client_id: None,
@@ -64,31 +88,18 @@ impl Default for MqttSinkConfig {
 }
 
 impl MqttSinkConfig {
-    /// The broker login and TLS of this section onto `options`: shared by the publisher and
-    /// the inbound subscriber, which talk to the same broker. Errors name the key.
-    pub fn secure(&self, options: &mut MqttOptions) -> Result<(), String> {
-        if let Some(user) = &self.username {
-            let password = match &self.password_env {
-                Some(var) => std::env::var(var).map_err(|_| {
-                    format!("environment variable `{var}` (mqtt.password_env) is not set")
-                })?,
-                None => String::new(),
-            };
-            options.set_credentials(user.clone(), password);
+    /// How the publisher (and the inbound subscriber, with `-in` after the client id) reach
+    /// the broker, through the shared MQTT connection layer.
+    pub fn endpoint(&self, client_id: String) -> Endpoint<'_> {
+        Endpoint {
+            section: "mqtt",
+            broker: &self.broker,
+            client_id,
+            keep_alive_s: self.keep_alive_s,
+            username: self.username.as_deref(),
+            password_env: self.password_env.as_deref(),
+            ca_file: self.ca_file.as_deref(),
         }
-        if let Some(path) = &self.ca_file {
-            let ca = std::fs::read(path)
-                .map_err(|e| format!("cannot read mqtt.ca_file {}: {e}", path.display()))?;
-            // The ring provider, installed once for the process; an error only means that a
-            // provider is already installed, which is what is needed.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth: None,
-            }));
-        }
-        Ok(())
     }
 
     pub fn client_id(&self, site: &str) -> String {
@@ -114,6 +125,24 @@ impl MqttSinkConfig {
                     "must be between 1 and 128 characters".into(),
                 ));
             }
+        }
+        if self.ua_writer_group.is_empty() || self.ua_writer_group.contains(['/', '+', '#']) {
+            return Err((
+                "mqtt.ua_writer_group",
+                format!(
+                    "`{}` must be a non-empty name without `/`, `+` or `#`",
+                    self.ua_writer_group
+                ),
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.ua_keep_alive_ms) {
+            return Err((
+                "mqtt.ua_keep_alive_ms",
+                format!(
+                    "must be between 100 and 3600000, got {}",
+                    self.ua_keep_alive_ms
+                ),
+            ));
         }
         if self.qos > 1 {
             return Err(("mqtt.qos", format!("must be 0 or 1, got {}", self.qos)));

@@ -9,18 +9,17 @@
 //! The bus is read without waiting on the broker: the sink never slows the bus down.
 
 pub mod config;
+mod part14;
 mod payload;
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fabrique_adapters::backoff::Backoff;
 use fabrique_adapters::bus::BusEvent;
-use fabrique_adapters::mqtt::config::{parse_broker, MAX_PACKET_BYTES};
-use fabrique_adapters::mqtt::poll_after;
+use fabrique_adapters::mqtt::config::MAX_PACKET_BYTES;
+use fabrique_adapters::mqtt::{Connection, Session};
 use fabrique_adapters::{PointBus, PointUpdate, Timestamp};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS,
@@ -31,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 pub use config::MqttSinkConfig;
 use payload::{encode, rfc3339, Throttle};
 
-use super::spool::{Spool, Ticket};
+use super::sink::{Sink, SinkContext, SinkKind};
+use super::spool::{Spool, SpoolError, Ticket};
 use super::{labels, SinkCounters};
 
 /// Messages handed to rumqttc and not yet written; also the capacity of its request channel.
@@ -59,69 +59,87 @@ struct Message {
 pub struct MqttSink {
     config: MqttSinkConfig,
     site: String,
+    /// The configured stop, until `Stop/Town` says where the truck is.
+    stop: String,
     bus: PointBus,
     counters: Arc<SinkCounters>,
     /// The disk buffer, opened by `new` (`disk_buffer_mb > 0`).
     spool: Option<Spool>,
 }
 
+/// The registry entry (streams/sink.rs).
+pub const KIND: SinkKind = SinkKind {
+    name: "Mqtt",
+    buffer: "mqtt",
+    enabled: |config| config.mqtt.enabled,
+    validate: |config| config.mqtt.validate(),
+    build: |config, ctx| Ok(Box::new(MqttSink::new(config.mqtt.clone(), ctx)?)),
+};
+
+#[async_trait::async_trait]
+impl Sink for MqttSink {
+    async fn run(self: Box<Self>, ctx: SinkContext) {
+        (*self).run(ctx.shutdown).await
+    }
+}
+
 impl MqttSink {
-    /// `buffer_dir`: where the disk buffer lives (`<data_dir>/buffer/mqtt`); `counters`: shared
-    /// with the diagnostics tags.
-    pub fn new(
-        config: MqttSinkConfig,
-        site: &str,
-        bus: PointBus,
-        buffer_dir: PathBuf,
-        counters: Arc<SinkCounters>,
-    ) -> Result<Self, super::spool::SpoolError> {
-        let spool = if config.disk_buffer_mb > 0 {
-            let spool = Spool::open(&buffer_dir, config.disk_buffer_mb << 20)?;
-            if spool.pending() > 0 {
-                tracing::info!(messages = spool.pending(), bytes = spool.bytes(), dir = %buffer_dir.display(), "mqtt publisher: messages buffered before the last stop will be sent first");
-            }
-            Some(spool)
-        } else {
-            None
-        };
-        if let Some(spool) = &spool {
-            counters
-                .buffered_disk
-                .store(spool.pending(), Ordering::Relaxed);
+    /// Opens the disk buffer (`disk_buffer_mb > 0`) in the context's buffer folder.
+    pub fn new(config: MqttSinkConfig, ctx: &SinkContext) -> Result<Self, SpoolError> {
+        let spool = ctx.open_spool(config.disk_buffer_mb)?;
+        if let Some(spool) = spool.as_ref().filter(|s| s.pending() > 0) {
+            tracing::info!(messages = spool.pending(), bytes = spool.bytes(), dir = %ctx.buffer_dir.display(), "mqtt publisher: messages buffered before the last stop will be sent first");
         }
         Ok(MqttSink {
             config,
-            site: site.to_owned(),
-            bus,
-            counters,
+            site: ctx.site.clone(),
+            stop: ctx.stop.clone(),
+            bus: ctx.bus.clone(),
+            counters: ctx.counters.clone(),
             spool,
         })
     }
 
     fn status_topic(&self) -> Arc<str> {
-        format!("{}/{}/status", self.config.prefix, self.site).into()
+        match self.config.payload {
+            config::PayloadFormat::Fabrique => {
+                format!("{}/{}/status", self.config.prefix, self.site).into()
+            }
+            config::PayloadFormat::UaJson => {
+                format!("{}/json/status/{}", self.config.prefix, self.site).into()
+            }
+        }
+    }
+
+    /// The retained status when the gateway goes (clean stop, and the last will).
+    fn offline_payload(&self) -> String {
+        match self.config.payload {
+            config::PayloadFormat::Fabrique => r#"{"state":"offline"}"#.to_owned(),
+            config::PayloadFormat::UaJson => part14::status(&self.site, false),
+        }
     }
 
     fn options(&self) -> Result<MqttOptions, String> {
-        let (host, port) = parse_broker(&self.config.broker)?;
-        let mut options = MqttOptions::new(self.config.client_id(&self.site), host, port);
-        options
-            .set_keep_alive(Duration::from_secs(self.config.keep_alive_s.max(1)))
-            // Nothing is subscribed, and what was in flight is re-queued by the sink itself.
-            .set_clean_session(true)
-            .set_inflight(INFLIGHT)
-            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
-            .set_last_will(LastWill::new(
-                &*self.status_topic(),
-                r#"{"state":"offline"}"#,
-                QoS::AtLeastOnce,
-                true,
-            ));
-        self.config.secure(&mut options)?;
-        Ok(options)
+        self.config
+            .endpoint(self.config.client_id(&self.site))
+            .options(&Session {
+                // Nothing is subscribed, and what was in flight is re-queued by the sink itself.
+                clean: true,
+                inflight: Some(INFLIGHT),
+                last_will: Some(LastWill::new(
+                    &*self.status_topic(),
+                    self.offline_payload(),
+                    QoS::AtLeastOnce,
+                    true,
+                )),
+                ..Session::default()
+            })
     }
 
     fn birth(&self, client_id: &str) -> Message {
+        if self.config.payload == config::PayloadFormat::UaJson {
+            return self.status_message(part14::status(&self.site, true));
+        }
         let payload = serde_json::json!({
             "state": "online",
             "site": self.site,
@@ -184,11 +202,23 @@ impl MqttSink {
             },
             retain: self.config.retain_values,
             released: Vec::new(),
+            stop: self
+                .config
+                .stop_in_payload
+                .then(|| (catalog.lookup("Stop/Town"), Arc::from(self.stop.as_str()))),
+            part14: (self.config.payload == config::PayloadFormat::UaJson).then(|| {
+                part14::Part14::new(
+                    &self.config.prefix,
+                    &self.site,
+                    &self.config.ua_writer_group,
+                    &catalog,
+                    Duration::from_millis(self.config.ua_keep_alive_ms),
+                )
+            }),
         };
 
-        let (client, events) = AsyncClient::new(options, CLIENT_QUEUE);
-        let mut polling = poll_after(events, Duration::ZERO);
-        let mut backoff = Backoff::default();
+        let mut connection = Connection::new(options, CLIENT_QUEUE);
+        let client = connection.client().clone();
         // Subscribe, then take the latest state: adapters started before the sink have
         // published already, and what they said must reach the broker too.
         let mut changes = self.bus.subscribe();
@@ -219,31 +249,19 @@ impl MqttSink {
                         values.on_bus(&event, &mut link);
                     }
                 }
-                (mut events, result) = &mut polling => {
-                    let delay = match result {
-                        Ok(event) => {
-                            if link.on_event(event) {
-                                backoff.reset();
-                                tracing::info!(broker = %self.config.broker, "mqtt publisher connected");
-                                link.handed_first(&client, self.birth(&client_id));
-                            }
-                            Duration::ZERO
+                result = connection.next() => match result {
+                    Ok(event) => {
+                        if link.on_event(event) {
+                            tracing::info!(broker = %self.config.broker, "mqtt publisher connected");
+                            link.handed_first(&client, self.birth(&client_id));
+                            values.on_connected(&mut link);
                         }
-                        Err(error) => {
-                            // rumqttc keeps the events its lost connection had queued and
-                            // returns them after the next CONNACK; an `Outgoing::Publish` of
-                            // the old connection would then be paired with a message handed
-                            // on the new one, and one message would wait forever for its
-                            // PUBACK. Those messages are requeued by `on_lost`: drop them.
-                            events.state.events.clear();
-                            link.on_lost(&self.config.broker, &error);
-                            backoff.next_delay()
-                        }
-                    };
-                    polling = poll_after(events, delay);
-                }
+                    }
+                    Err(error) => link.on_lost(&self.config.broker, &error),
+                },
                 _ = tick.tick() => {
                     values.release(&mut link);
+                    values.keep_alive(&mut link);
                     stats.maybe_log(&self.counters);
                 }
             }
@@ -253,20 +271,17 @@ impl MqttSink {
         // Clean shutdown: flush what can be flushed within the grace period, say `offline`,
         // then disconnect.
         if link.connected {
-            link.push(self.status_message(r#"{"state":"offline"}"#.to_owned()));
+            link.push(self.status_message(self.offline_payload()));
             let deadline = tokio::time::sleep(SHUTDOWN_GRACE);
             tokio::pin!(deadline);
             while link.connected && !link.is_empty() {
                 link.pump(&client);
                 tokio::select! {
                     _ = &mut deadline => break,
-                    (events, result) = &mut polling => {
-                        match result {
-                            Ok(event) => { link.on_event(event); }
-                            Err(error) => link.on_lost(&self.config.broker, &error),
-                        }
-                        polling = poll_after(events, Duration::ZERO);
-                    }
+                    result = connection.next() => match result {
+                        Ok(event) => { link.on_event(event); }
+                        Err(error) => link.on_lost(&self.config.broker, &error),
+                    },
                 }
             }
             // Everything out, `offline` included: disconnect cleanly. Otherwise just drop the
@@ -275,10 +290,9 @@ impl MqttSink {
             if link.connected && link.is_empty() && client.try_disconnect().is_ok() {
                 let _ = tokio::time::timeout(Duration::from_millis(500), async {
                     loop {
-                        let (events, result) = (&mut polling).await;
-                        match result {
+                        match connection.next().await {
                             Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                            Ok(_) => polling = poll_after(events, Duration::ZERO),
+                            Ok(_) => {}
                         }
                     }
                 })
@@ -298,6 +312,19 @@ fn topics(prefix: &str, catalog: &fabrique_adapters::TagCatalog) -> Vec<Option<A
         .collect()
 }
 
+/// A message that is regenerated on every connection (metadata, key frames, keep-alives):
+/// never kept in the disk buffer, never counted as a value.
+fn control(topic: Arc<str>, payload: Vec<u8>, retain: bool) -> Message {
+    Message {
+        topic,
+        payload,
+        qos: QoS::AtLeastOnce,
+        retain,
+        status: true,
+        ticket: None,
+    }
+}
+
 /// Tag values: topics, filters and payloads.
 struct Values {
     /// For the catalogue, when a reload added tags.
@@ -308,6 +335,10 @@ struct Values {
     qos: QoS,
     retain: bool,
     released: Vec<(fabrique_adapters::TagId, fabrique_adapters::Point)>,
+    /// `payload = "ua-json"`: OPC UA Part 14 messages instead of one topic per tag.
+    part14: Option<part14::Part14>,
+    /// `stop_in_payload`: the `Stop/Town` tag and the current town, put in every message.
+    stop: Option<(Option<fabrique_adapters::TagId>, Arc<str>)>,
 }
 
 impl Values {
@@ -321,6 +352,21 @@ impl Values {
             let catalog = self.bus.catalog();
             self.topics = topics(&self.prefix, &catalog);
             self.throttle.grow(catalog.len());
+            if let Some(part14) = &mut self.part14 {
+                part14.remodel(&catalog);
+                // The new fields: their metadata again (retained, replacing the old).
+                for (topic, payload) in part14.metadata(&catalog) {
+                    link.push(control(topic, payload, true));
+                }
+            }
+        }
+        if let Some((Some(stop_tag), town)) = &mut self.stop {
+            // Follow the tour first: a batch that moves the truck labels its own values.
+            for u in updates.iter().filter(|u| u.tag == *stop_tag) {
+                if let Some(fabrique_adapters::Value::Text(t)) = &u.point.value {
+                    *town = t.clone();
+                }
+            }
         }
         let now = std::time::Instant::now();
         for PointUpdate { tag, point } in updates {
@@ -329,6 +375,43 @@ impl Values {
             } else if let Some(point) = self.throttle.offer(*tag, point.clone(), now) {
                 self.publish(*tag, &point, link);
             }
+        }
+        self.flush_part14(link);
+    }
+
+    /// A connection opened: Part 14 metadata (retained) and a key frame of every field.
+    fn on_connected(&mut self, link: &mut Link) {
+        let Some(part14) = &mut self.part14 else {
+            return;
+        };
+        let catalog = self.bus.catalog();
+        for (topic, payload) in part14.metadata(&catalog) {
+            link.push(control(topic, payload, true));
+        }
+        let bus = &self.bus;
+        if let Some((topic, payload)) = part14.key_frame(|tag| bus.latest(tag)) {
+            link.push(control(topic, payload, false));
+        }
+    }
+
+    fn keep_alive(&mut self, link: &mut Link) {
+        if let (Some(part14), true) = (&mut self.part14, link.connected) {
+            if let Some((topic, payload)) = part14.keep_alives() {
+                link.push(control(topic, payload, false));
+            }
+        }
+    }
+
+    fn flush_part14(&mut self, link: &mut Link) {
+        if let Some((topic, payload)) = self.part14.as_mut().and_then(|p| p.flush()) {
+            link.push(Message {
+                topic,
+                payload,
+                qos: self.qos,
+                retain: false,
+                status: false,
+                ticket: None,
+            });
         }
     }
 
@@ -343,17 +426,21 @@ impl Values {
     }
 
     fn publish(
-        &self,
+        &mut self,
         tag: fabrique_adapters::TagId,
         point: &fabrique_adapters::Point,
         link: &mut Link,
     ) {
+        if let Some(part14) = &mut self.part14 {
+            part14.add(tag, point);
+            return;
+        }
         let Some(Some(topic)) = self.topics.get(tag.index()) else {
             return;
         };
         link.push(Message {
             topic: topic.clone(),
-            payload: encode(point),
+            payload: encode(point, self.stop.as_ref().map(|(_, town)| &**town)),
             qos: self.qos,
             retain: self.retain,
             status: false,

@@ -18,7 +18,7 @@ pub fn rfc3339(t: Timestamp) -> Option<String> {
 
 /// A tag value as JSON: numbers, booleans and strings as such, times as RFC 3339 strings,
 /// non-finite floats (which JSON cannot carry) as `null`.
-struct JsonValue<'a>(Option<&'a Value>);
+pub struct JsonValue<'a>(pub Option<&'a Value>);
 
 impl Serialize for JsonValue<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -44,15 +44,20 @@ struct Payload<'a> {
     quality: &'static str,
     status: u32,
     ts: Option<String>,
+    /// `stop_in_payload`: the stop the truck is at when the value is published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a str>,
 }
 
-/// `{"value": …, "quality": "Good", "status": 0, "ts": "…"}`, see the README, section "MQTT publisher".
-pub fn encode(point: &Point) -> Vec<u8> {
+/// `{"value": …, "quality": "Good", "status": 0, "ts": "…"}` (and `"stop": "…"` when given),
+/// see the README, section "MQTT publisher".
+pub fn encode(point: &Point, stop: Option<&str>) -> Vec<u8> {
     let payload = Payload {
         value: JsonValue(point.value.as_ref()),
         quality: point.quality.severity(),
         status: point.quality.0,
         ts: rfc3339(point.timestamp),
+        stop,
     };
     // Serialising plain data into a Vec cannot fail; keep a valid document regardless.
     serde_json::to_vec(&payload).unwrap_or_else(|_| b"{\"value\":null}".to_vec())
@@ -186,14 +191,17 @@ mod tests {
 
     #[test]
     fn payloads_follow_the_documented_schema() {
-        let json: serde_json::Value = serde_json::from_slice(&encode(&good(21.5))).unwrap();
+        let with_stop: serde_json::Value =
+            serde_json::from_slice(&encode(&good(21.5), Some("Lens"))).unwrap();
+        assert_eq!(with_stop["stop"], "Lens");
+        let json: serde_json::Value = serde_json::from_slice(&encode(&good(21.5), None)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"value": 21.5, "quality": "Good", "status": 0,
                                "ts": "2023-11-14T22:13:20.123456789Z"})
         );
         let bad = Point::initial();
-        let json: serde_json::Value = serde_json::from_slice(&encode(&bad)).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&encode(&bad, None)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"value": null, "quality": "Bad", "status": 0x8032_0000u32,
@@ -201,10 +209,10 @@ mod tests {
         );
         let mut p = good(f64::NAN);
         p.value = Some(Value::Time(Timestamp::from_nanos(1_000)));
-        let json: serde_json::Value = serde_json::from_slice(&encode(&p)).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&encode(&p, None)).unwrap();
         assert_eq!(json["value"], "1970-01-01T00:00:00.000001000Z");
         p.value = Some(Value::Float(f64::INFINITY));
-        let json: serde_json::Value = serde_json::from_slice(&encode(&p)).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&encode(&p, None)).unwrap();
         assert_eq!(json["value"], serde_json::Value::Null);
     }
 

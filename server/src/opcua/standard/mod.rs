@@ -1,0 +1,306 @@
+//! The standard address space: the companion specifications (DI, IA, Machinery, Machine Tools,
+//! Robotics, generated into the `fabrique-companion` crate) served as published, and every
+//! machine placed where they say, next to the gateway's own `Objects/Fabrique` model.
+//!
+//! - [`types`] reads type definitions across the core and the gateway's address spaces;
+//! - [`instances`] makes conformant instances of them;
+//! - [`machines`] places each machine (`Objects/Machines`, DI `DeviceSet`);
+//! - [`live`] drives the state machines and flags from the bus;
+//! - [`conformance`] checks every instance against its TypeDefinition.
+
+pub mod conformance;
+pub mod instances;
+pub mod live;
+pub mod machines;
+pub mod types;
+
+use fabrique_adapters::TagCatalog;
+use fabrique_companion::uri;
+use opcua::server::address_space::AddressSpace;
+
+pub use machines::{Bindings, MachineDecl, Namespaces};
+
+/// Import the companion NodeSets into `space` (before the gateway's types, which extend them).
+pub fn import_companions(space: &mut AddressSpace, namespaces: &mut opcua::nodes::NamespaceMap) {
+    for import in fabrique_companion::imports() {
+        space.import_node_set(&*import, namespaces);
+    }
+}
+
+/// The namespace indexes of the structure, from `space`'s namespaces.
+pub fn namespaces(space: &AddressSpace, instances: u16, types: u16) -> Option<Namespaces> {
+    Some(Namespaces {
+        instances,
+        types,
+        di: space.namespace_index(uri::DI)?,
+        machinery: space.namespace_index(uri::MACHINERY)?,
+        robotics: space.namespace_index(uri::ROBOTICS)?,
+        machine_tool: space.namespace_index(uri::MACHINE_TOOL)?,
+    })
+}
+
+/// Build the machines into `space`. `core` holds namespace 0 (the core node manager's space).
+pub fn build(
+    core: &AddressSpace,
+    space: &mut AddressSpace,
+    ns: Namespaces,
+    machines: &[MachineDecl],
+    catalog: &TagCatalog,
+) -> Bindings {
+    let mut out = instances::Instances::new(ns.instances);
+    let bindings = {
+        let types = types::Types::new(vec![core, &*space]);
+        machines::plan(&types, ns, machines, catalog, &mut out)
+    };
+    let count = out.apply(space);
+    tracing::debug!(
+        nodes = count,
+        machines = machines.len(),
+        "standard address space built"
+    );
+    bindings
+}
+
+/// Remove the machine `name` from the standard structure (a reload removed or changed its
+/// device): every node whose NodeId is `Machines/<name>` or below, with the references to them
+/// (from `Machines`, `DeviceSet` and the steps). The device's tags are the gateway's, not
+/// removed here. Returns how many nodes went.
+pub fn remove_machine(
+    space: &mut AddressSpace,
+    type_tree: &dyn opcua::nodes::TypeTree,
+    ns: Namespaces,
+    name: &str,
+) -> usize {
+    use opcua::types::{BrowseDirection, Identifier, NodeId, ReferenceTypeId};
+    let root = format!("Machines/{name}");
+    let prefix = format!("{root}/");
+    let below = |id: &NodeId| {
+        id.namespace == ns.instances
+            && matches!(&id.identifier, Identifier::String(s)
+                if s.as_ref() == root || s.as_ref().starts_with(&prefix))
+    };
+    let mut doomed = Vec::new();
+    let mut stack = vec![NodeId::new(ns.instances, root.as_str())];
+    while let Some(node) = stack.pop() {
+        if !space.node_exists(&node) || doomed.contains(&node) {
+            continue;
+        }
+        stack.extend(
+            space
+                .find_references(
+                    &node,
+                    Some((ReferenceTypeId::HierarchicalReferences, true)),
+                    type_tree,
+                    BrowseDirection::Forward,
+                )
+                .map(|r| r.target_node.clone())
+                .filter(|child| below(child)),
+        );
+        doomed.push(node);
+    }
+    for node in &doomed {
+        space.delete(node, true);
+    }
+    doomed.len()
+}
+
+/// Check every instance under `Objects/Machines` and DI's `DeviceSet` against its
+/// TypeDefinition (see [`conformance`]). `core` holds namespace 0.
+pub fn check(
+    core: &AddressSpace,
+    space: &AddressSpace,
+    ns: Namespaces,
+) -> Vec<conformance::Violation> {
+    let served: std::collections::HashSet<u16> = core
+        .namespaces()
+        .keys()
+        .chain(space.namespaces().keys())
+        .copied()
+        .collect();
+    let roots = [
+        (
+            "Machines".to_owned(),
+            opcua::types::NodeId::new(ns.machinery, fabrique_companion::ids::machinery::MACHINES),
+        ),
+        (
+            "DeviceSet".to_owned(),
+            opcua::types::NodeId::new(ns.di, fabrique_companion::ids::di::DEVICE_SET),
+        ),
+    ];
+    conformance::check(&types::Types::new(vec![core, space]), &roots, &served)
+}
+
+/// The address spaces a server started with `config` would build (the core namespace, and the
+/// gateway's with the companions, its types and every instance), without starting one: for
+/// `fabrique-gateway check` and the tests.
+pub struct DryRun {
+    pub core: AddressSpace,
+    pub space: AddressSpace,
+    pub ns: Namespaces,
+    /// Devices placed in the standard structure.
+    pub machines: usize,
+}
+
+impl DryRun {
+    pub fn new(
+        config: &crate::config::GatewayConfig,
+        catalog: &TagCatalog,
+    ) -> Result<Self, String> {
+        use super::address_space::{INSTANCES_NAMESPACE, TYPES_NAMESPACE};
+        // The step trades are part of the model: load the catalogue as the server would.
+        let journey = crate::journey::Journey::new(&config.journey, &config.line, &config.storage)
+            .map_err(|e| e.to_string())?;
+        let model = crate::gateway::static_model(config, &journey);
+        let mut map = opcua::nodes::NamespaceMap::new();
+        let mut core = AddressSpace::new();
+        core.import_node_set(&opcua::server::address_space::CoreNamespace, &mut map);
+        let mut space = AddressSpace::new();
+        import_companions(&mut space, &mut map);
+        let types =
+            opcua::nodes::NodeSet2Import::new_str("en", crate::gateway::TYPES_NODESET, Vec::new())
+                .map_err(|e| format!("nodesets/Fabrique.NodeSet2.xml: {e}"))?;
+        space.import_node_set(&types, &mut map);
+        let types_ns = map.add_namespace(TYPES_NAMESPACE);
+        let ns = map.add_namespace(INSTANCES_NAMESPACE);
+        space.add_namespace(TYPES_NAMESPACE, types_ns);
+        space.add_namespace(INSTANCES_NAMESPACE, ns);
+        super::address_space::build(&mut space, ns, types_ns, &model, catalog);
+        let namespaces =
+            namespaces(&space, ns, types_ns).ok_or("the companion namespaces are missing")?;
+        build(&core, &mut space, namespaces, &model.machines, catalog);
+        Ok(DryRun {
+            core,
+            space,
+            ns: namespaces,
+            machines: model
+                .machines
+                .iter()
+                .filter(|m| m.shape.kind.is_some())
+                .count(),
+        })
+    }
+
+    pub fn check(&self) -> Vec<conformance::Violation> {
+        check(&self.core, &self.space, self.ns)
+    }
+}
+
+/// `fabrique-gateway check`: build the standard structure of `config` and check it.
+pub fn check_config(
+    config: &crate::config::GatewayConfig,
+    catalog: &TagCatalog,
+) -> std::process::ExitCode {
+    match DryRun::new(config, catalog) {
+        Ok(dry) => {
+            let violations = dry.check();
+            for v in &violations {
+                eprintln!("error: standard address space: {v}");
+            }
+            if violations.is_empty() {
+                println!(
+                    "standard address space OK: {} machines and devices conform to their companion types",
+                    dry.machines
+                );
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            }
+        }
+        Err(error) => {
+            eprintln!("error: standard address space: {error}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use opcua::types::{BrowseDirection, NodeId, ReferenceTypeId};
+
+    use super::conformance::Violation;
+    use super::*;
+    use crate::config::GatewayConfig;
+
+    fn build_for(config_file: Option<&str>) -> DryRun {
+        let file = config_file.map(|f| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(f));
+        let config = GatewayConfig::load_with_env(file.as_deref(), Vec::new()).unwrap();
+        let plan = crate::gateway::plan(&config).unwrap();
+        DryRun::new(&config, &plan.catalog).unwrap()
+    }
+
+    fn violations(b: &DryRun) -> Vec<Violation> {
+        b.check()
+    }
+
+    fn children(b: &DryRun, node: &NodeId, reference_type: ReferenceTypeId) -> Vec<String> {
+        let types = types::Types::new(vec![&b.core, &b.space]);
+        let mut names: Vec<String> = types
+            .targets(node, reference_type, BrowseDirection::Forward)
+            .iter()
+            .filter_map(|n| types.find(n))
+            .map(|n| n.as_node().browse_name().name.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn show(v: &[Violation]) -> String {
+        v.iter().map(|v| format!("\n  {v}")).collect()
+    }
+
+    #[test]
+    fn the_truck_conforms_to_its_types() {
+        let b = build_for(None);
+        let v = violations(&b);
+        assert!(v.is_empty(), "{} violations:{}", v.len(), show(&v));
+        let machines = NodeId::new(b.ns.machinery, fabrique_companion::ids::machinery::MACHINES);
+        assert_eq!(
+            children(&b, &machines, ReferenceTypeId::Organizes),
+            [
+                "Cmm",
+                "CncMill",
+                "Cobot",
+                "ConveyorPlc",
+                "LaserEngraver",
+                "PackagingUnit",
+                "Printer3D"
+            ]
+        );
+        let axes = NodeId::new(b.ns.instances, "Machines/Cobot/MotionDevices/Arm/Axes");
+        assert_eq!(
+            children(&b, &axes, ReferenceTypeId::HasComponent),
+            ["Axis1", "Axis2", "Axis3", "Axis4", "Axis5", "Axis6"]
+        );
+    }
+
+    #[test]
+    fn partner_machines_conform_to_their_types() {
+        let b = build_for(Some("config/examples/partner-machines.toml"));
+        let v = violations(&b);
+        assert!(v.is_empty(), "{} violations:{}", v.len(), show(&v));
+        let machines = NodeId::new(b.ns.machinery, fabrique_companion::ids::machinery::MACHINES);
+        let found = children(&b, &machines, ReferenceTypeId::Organizes);
+        assert!(found.contains(&"press".to_owned()) && found.contains(&"arm".to_owned()));
+        let device_set = NodeId::new(b.ns.di, fabrique_companion::ids::di::DEVICE_SET);
+        let found = children(&b, &device_set, ReferenceTypeId::HasComponent);
+        assert!(found.contains(&"sensor".to_owned()), "{found:?}");
+        assert!(found.contains(&"arm".to_owned()), "{found:?}");
+    }
+
+    #[test]
+    fn a_missing_mandatory_child_is_a_violation() {
+        let mut b = build_for(None);
+        let serial = NodeId::new(
+            b.ns.instances,
+            "Machines/CncMill/Identification/SerialNumber",
+        );
+        assert!(b.space.delete(&serial, true).is_some());
+        let v = violations(&b);
+        assert_eq!(v.len(), 1, "{}", show(&v));
+        assert_eq!(v[0].path, "Machines/CncMill/Identification");
+        assert!(v[0].problem.contains("mandatory Variable"), "{}", v[0]);
+        assert!(v[0].problem.contains("SerialNumber"), "{}", v[0]);
+    }
+}
