@@ -147,8 +147,18 @@ async fn main() {
     let o = options();
     let port = free_port();
     let url = format!("opc.tcp://127.0.0.1:{port}/");
+    // A fresh working directory: the gateway's data (history, SQLite stores) and PKI stay out
+    // of the source tree, and no run starts with what an earlier one stored.
+    let workdir = std::env::temp_dir().join(format!("fabrique-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&workdir).expect("cannot create the bench's working directory");
     let spawned = Instant::now();
     let child = Command::new(GATEWAY)
+        .current_dir(&workdir)
+        // The PKI is kept from run to run, so that startup does not include making a key pair.
+        .env(
+            "FABRIQUE__OPCUA__PKI_DIR",
+            std::env::temp_dir().join("fabrique-bench-pki"),
+        )
         .env("FABRIQUE__OPCUA__PORT", port.to_string())
         .env("FABRIQUE__SIMULATION__SYNTHETIC__TAGS", o.tags.to_string())
         .env(
@@ -271,4 +281,6 @@ async fn main() {
         startup.as_millis()
     );
     let _ = session.disconnect().await;
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(&workdir);
 }
