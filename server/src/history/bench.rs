@@ -82,7 +82,7 @@ fn write_load(name: &str, value: impl Fn(u32, i64) -> f64) {
 }
 
 #[test]
-#[ignore]
+#[ignore = "benchmark; run with --release"]
 fn historian_write_cost_and_size() {
     // The synthetic load of the OPC UA benchmark: every tag +1 per round.
     write_load("synthetic counters", |i, round| {
@@ -103,7 +103,7 @@ fn historian_write_cost_and_size() {
 }
 
 #[test]
-#[ignore]
+#[ignore = "benchmark; run with --release"]
 fn historian_reads() {
     let dir = std::env::temp_dir().join(format!("fgh-bench-read-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

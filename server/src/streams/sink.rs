@@ -72,6 +72,27 @@ impl SinkContext {
     }
 }
 
+/// The bounds every MQTT-like sink puts on its memory queue (messages) and its disk buffer
+/// (MiB), each reported under the sink's own key.
+pub fn check_buffers(
+    (queue_key, queue_messages): (&'static str, usize),
+    (disk_key, disk_buffer_mb): (&'static str, u64),
+) -> Result<(), (&'static str, String)> {
+    if !(1..=10_000_000).contains(&queue_messages) {
+        return Err((
+            queue_key,
+            format!("must be between 1 and 10000000, got {queue_messages}"),
+        ));
+    }
+    if disk_buffer_mb > 1 << 20 {
+        return Err((
+            disk_key,
+            format!("must be at most 1048576 (1 TiB), got {disk_buffer_mb}"),
+        ));
+    }
+    Ok(())
+}
+
 /// One kind of sink, as the registry knows it.
 pub struct SinkKind {
     /// Its folder under `Diagnostics/Sinks/`, its `sink` label in `/health` and `/metrics`.

@@ -165,24 +165,10 @@ impl MqttSinkConfig {
                 format!("must be a finite number >= 0, got {}", self.deadband),
             ));
         }
-        if !(1..=10_000_000).contains(&self.queue_messages) {
-            return Err((
-                "mqtt.queue_messages",
-                format!(
-                    "must be between 1 and 10000000, got {}",
-                    self.queue_messages
-                ),
-            ));
-        }
-        if self.disk_buffer_mb > 1 << 20 {
-            return Err((
-                "mqtt.disk_buffer_mb",
-                format!(
-                    "must be at most 1048576 (1 TiB), got {}",
-                    self.disk_buffer_mb
-                ),
-            ));
-        }
+        crate::streams::sink::check_buffers(
+            ("mqtt.queue_messages", self.queue_messages),
+            ("mqtt.disk_buffer_mb", self.disk_buffer_mb),
+        )?;
         if let Some(var) = &self.password_env {
             if var.is_empty() || var.contains('=') || var.contains('\0') {
                 return Err((

@@ -122,24 +122,10 @@ impl SparkplugConfig {
                 format!("must be between 1 and 65535, got {}", self.keep_alive_s),
             ));
         }
-        if !(1..=10_000_000).contains(&self.queue_messages) {
-            return Err((
-                "sparkplug.queue_messages",
-                format!(
-                    "must be between 1 and 10000000, got {}",
-                    self.queue_messages
-                ),
-            ));
-        }
-        if self.disk_buffer_mb > 1 << 20 {
-            return Err((
-                "sparkplug.disk_buffer_mb",
-                format!(
-                    "must be at most 1048576 (1 TiB), got {}",
-                    self.disk_buffer_mb
-                ),
-            ));
-        }
+        crate::streams::sink::check_buffers(
+            ("sparkplug.queue_messages", self.queue_messages),
+            ("sparkplug.disk_buffer_mb", self.disk_buffer_mb),
+        )?;
         if self.password_env.is_some() && self.username.is_none() {
             return Err((
                 "sparkplug.password_env",
