@@ -1,7 +1,9 @@
 //! What survives a restart: the data directory and the embedded databases inside it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use parking_lot::{Mutex, MutexGuard};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +65,54 @@ impl StorageConfig {
     }
 }
 
+/// A blocking resource (a SQLite connection, a store over one) shared by async code.
+///
+/// The gateway's one policy for blocking I/O: async code reaches such a resource only through
+/// [`OffThread::run`], which runs the work on tokio's blocking pool, so a slow disk (an SD
+/// card in a truck, a `synchronous = FULL` commit) never stalls an async worker thread and,
+/// with it, OPC UA, HTTP and the sinks. Code that already runs off the async threads (start-up,
+/// a dedicated thread) may use [`OffThread::lock`].
+pub struct OffThread<T>(Arc<Mutex<T>>);
+
+impl<T> Clone for OffThread<T> {
+    fn clone(&self) -> Self {
+        OffThread(self.0.clone())
+    }
+}
+
+impl<T: Default + Send + 'static> Default for OffThread<T> {
+    fn default() -> Self {
+        OffThread::new(T::default())
+    }
+}
+
+/// The blocking task did not complete: it panicked, or the runtime is shutting down.
+#[derive(Debug, thiserror::Error)]
+#[error("storage task failed: {0}")]
+pub struct TaskFailed(String);
+
+impl<T: Send + 'static> OffThread<T> {
+    pub fn new(value: T) -> Self {
+        OffThread(Arc::new(Mutex::new(value)))
+    }
+
+    /// Run `f` on the resource on the blocking pool; calls are serialised by the lock.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut T) -> R + Send + 'static,
+    ) -> Result<R, TaskFailed> {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || f(&mut inner.lock()))
+            .await
+            .map_err(|e| TaskFailed(e.to_string()))
+    }
+
+    /// The resource itself, for code that is already off the async threads.
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        self.0.lock()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +136,29 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn off_thread_work_runs_on_the_blocking_pool_in_call_order() {
+        let shared = OffThread::new(Vec::new());
+        let async_thread = std::thread::current().id();
+        for n in 0..3 {
+            let ran_on = shared
+                .run(move |v: &mut Vec<i32>| {
+                    v.push(n);
+                    std::thread::current().id()
+                })
+                .await
+                .unwrap();
+            assert_ne!(ran_on, async_thread, "the work ran on the async thread");
+        }
+        assert_eq!(*shared.lock(), vec![0, 1, 2]);
+        let failed = shared.run(|_| -> () { panic!("boom") }).await;
+        assert!(failed
+            .unwrap_err()
+            .to_string()
+            .contains("storage task failed"));
+        // A panic in one task leaves the resource usable (parking_lot has no poisoning).
+        assert_eq!(shared.run(|v| v.len()).await.unwrap(), 3);
     }
 }

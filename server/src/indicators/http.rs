@@ -4,7 +4,7 @@
 //! - `GET /api/orders/{id}` → the recorded order with its step times;
 //! - `GET /api/indicators` → every `Indicators/...` tag, nested as JSON.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -22,7 +22,7 @@ use serde_json::{json, Map};
 use super::store;
 use crate::commands::CommandRouter;
 use crate::http::Guards;
-use crate::storage::StorageConfig;
+use crate::storage::{OffThread, StorageConfig};
 
 /// What the routes share.
 pub struct OrdersApi {
@@ -32,7 +32,7 @@ pub struct OrdersApi {
     line_anchor: Option<TagId>,
     storage: StorageConfig,
     /// Opened on first use; SQLite in WAL mode lets it read beside the engine's writer.
-    db: Mutex<Option<Connection>>,
+    db: OffThread<Option<Connection>>,
 }
 
 pub fn routes(
@@ -46,7 +46,7 @@ pub fn routes(
         bus,
         router,
         storage,
-        db: Mutex::new(None),
+        db: OffThread::default(),
     });
     Router::new()
         .route("/api/orders", guards.public(post(submit_order)))
@@ -110,22 +110,29 @@ fn rfc3339(at_us: Option<i64>) -> serde_json::Value {
 }
 
 async fn order(State(api): State<Arc<OrdersApi>>, Path(id): Path<String>) -> Response {
-    let found = {
-        let mut db = match api.db.lock() {
-            Ok(db) => db,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if db.is_none() {
-            match api.storage.open_database(store::DATABASE_FILE) {
-                Ok(opened) => *db = Some(opened),
-                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    let storage = api.storage.clone();
+    let wanted = id.clone();
+    let found = api
+        .db
+        .run(move |db| {
+            if db.is_none() {
+                *db = Some(
+                    storage
+                        .open_database(store::DATABASE_FILE)
+                        .map_err(|e| e.to_string())?,
+                );
             }
-        }
-        match db.as_ref().map(|db| store::find(db, &id)) {
-            Some(Ok(found)) => found,
-            Some(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-            None => None,
-        }
+            match db.as_ref().map(|db| store::find(db, &wanted)) {
+                Some(found) => found.map_err(|e| e.to_string()),
+                None => Ok(None),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|found| found);
+    let found = match found {
+        Ok(found) => found,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
     };
     let Some(order) = found else {
         return error(StatusCode::NOT_FOUND, format!("no order `{id}` recorded"));

@@ -24,7 +24,7 @@ use fabrique_adapters::{
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use crate::storage::StorageConfig;
+use crate::storage::{OffThread, StorageConfig};
 use figures::{compute, Figures};
 use history::{micros, History, OrderRecord, Signal, SlotField};
 
@@ -319,7 +319,8 @@ fn in_scope(order: &OrderRecord, scope: Scope, town: &str, today: Option<NaiveDa
 /// The running state of the engine.
 struct Running {
     history: History,
-    db: Option<Connection>,
+    /// The order history's database; written off the async threads.
+    db: Option<OffThread<Connection>>,
     watch: Watch,
     town: String,
     changed: bool,
@@ -352,16 +353,30 @@ impl Running {
         self.history.end_of_batch(&self.town);
     }
 
-    fn save(&mut self) {
+    /// Write what changed since the last save; awaited, so saves stay in order.
+    async fn save(&mut self) {
         let changes = self.history.take_changes();
-        let Some(db) = self.db.as_mut() else {
+        let Some(db) = self.db.as_ref() else {
             return;
         };
         if changes.orders.is_empty() && changes.line_states.is_empty() {
             return;
         }
-        if let Err(error) = store::save(db, &changes.orders, changes.line_states) {
-            tracing::error!(%error, "cannot write the order history; kept in memory");
+        // Owned copies cross to the blocking pool: a handful of records per batch.
+        let orders: Vec<_> = changes.orders.into_iter().cloned().collect();
+        let line_states = changes.line_states.to_vec();
+        let written = db
+            .run(move |db| {
+                let orders: Vec<_> = orders.iter().collect();
+                store::save(db, &orders, &line_states)
+            })
+            .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot write the order history; kept in memory")
+            }
+            Err(error) => tracing::error!(%error, "cannot write the order history; kept in memory"),
         }
     }
 }
@@ -413,15 +428,24 @@ impl Adapter for IndicatorsEngine {
             return;
         };
         let bus = ctx.publisher.bus().clone();
-        let db = open_history(&self.storage);
-        let history = match db.as_ref().map(store::load) {
-            Some(Ok((orders, states))) => History::from_records(orders, states),
-            Some(Err(error)) => {
+        let storage = self.storage.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let db = open_history(&storage)?;
+            let loaded = store::load(&db);
+            Some((db, loaded))
+        })
+        .await
+        .ok()
+        .flatten();
+        let (db, history) = match opened {
+            Some((db, Ok((orders, states)))) => (Some(db), History::from_records(orders, states)),
+            Some((db, Err(error))) => {
                 tracing::error!(%error, "cannot read the order history; starting empty");
-                History::default()
+                (Some(db), History::default())
             }
-            None => History::default(),
+            None => (None, History::default()),
         };
+        let db = db.map(OffThread::new);
         tracing::info!(
             orders = history.orders.len(),
             "order history loaded ({})",
@@ -438,7 +462,7 @@ impl Adapter for IndicatorsEngine {
         };
         state.town = state.current_town(&bus, &self.configured_town);
         state.apply(&bus.published_state());
-        state.save();
+        state.save().await;
         let mut tick =
             tokio::time::interval(Duration::from_millis(self.config.recompute_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -467,7 +491,7 @@ impl Adapter for IndicatorsEngine {
                             }
                         }
                     }
-                    state.save();
+                    state.save().await;
                 }
                 _ = tick.tick() => {
                     let today = local_day(micros(Timestamp::now()));
@@ -493,7 +517,7 @@ impl Adapter for IndicatorsEngine {
             },
             &state.town,
         );
-        state.save();
+        state.save().await;
     }
 }
 

@@ -23,7 +23,6 @@ use std::sync::{Arc, OnceLock};
 
 use fabrique_adapters::simulator::line::LineConfig;
 use fabrique_adapters::PointBus;
-use parking_lot::Mutex;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -32,7 +31,7 @@ pub use adapter::KioskAdapter;
 pub use http::routes;
 
 use crate::commands::CommandRouter;
-use crate::storage::StorageConfig;
+use crate::storage::{OffThread, StorageConfig};
 use designs::{Designs, DesignsError};
 use kiosk::KioskCounters;
 use trades::{Catalogue, CatalogueError};
@@ -114,9 +113,9 @@ pub struct Journey {
     line_config: LineConfig,
     pub catalogue: Catalogue,
     storage: StorageConfig,
-    designs: Arc<Mutex<Option<Designs>>>,
+    designs: OffThread<Option<Designs>>,
     /// A reader of the indicators engine's order history (WAL: beside its writer).
-    orders_db: Arc<Mutex<Option<Connection>>>,
+    orders_db: OffThread<Option<Connection>>,
     runtime: OnceLock<Runtime>,
     scan_lock: tokio::sync::Mutex<()>,
     counters: KioskCounters,
@@ -143,8 +142,8 @@ impl Journey {
             config: config.clone(),
             line_config: line.clone(),
             storage: storage.clone(),
-            designs: Arc::default(),
-            orders_db: Arc::default(),
+            designs: OffThread::default(),
+            orders_db: OffThread::default(),
             runtime: OnceLock::new(),
             scan_lock: tokio::sync::Mutex::new(()),
             counters: KioskCounters::default(),
@@ -169,16 +168,15 @@ impl Journey {
         &self,
         f: impl FnOnce(&mut Designs) -> Result<T, DesignsError> + Send + 'static,
     ) -> Result<T, String> {
-        let designs = self.designs.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = designs.lock();
-            let db = guard
-                .as_mut()
-                .ok_or_else(|| "the designs database is not open".to_owned())?;
-            f(db).map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("designs task failed: {e}")))
+        self.designs
+            .run(move |designs| {
+                let db = designs
+                    .as_mut()
+                    .ok_or_else(|| "the designs database is not open".to_owned())?;
+                f(db).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
     }
 
     /// Run `f` on the order history, off the async threads; `None` without one.
@@ -186,21 +184,20 @@ impl Journey {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Option<T> {
-        let db = self.orders_db.clone();
         let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = db.lock();
-            if guard.is_none() {
-                *guard = storage
-                    .open_database(crate::indicators::store::DATABASE_FILE)
-                    .ok();
-            }
-            // Before the indicators engine made its tables, a query fails: no history yet.
-            f(guard.as_ref()?).ok()
-        })
-        .await
-        .ok()
-        .flatten()
+        self.orders_db
+            .run(move |db| {
+                if db.is_none() {
+                    *db = storage
+                        .open_database(crate::indicators::store::DATABASE_FILE)
+                        .ok();
+                }
+                // Before the indicators engine made its tables, a query fails: no history yet.
+                f(db.as_ref()?).ok()
+            })
+            .await
+            .ok()
+            .flatten()
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::records::{day_of, Audience, CheckIn, Rejection, Stop};
 use super::store::{Figures, Scope, Store, StoreError, SurveyFigures, Write};
 use super::tour::{self, PlannedStop};
+use crate::storage::OffThread;
 
 /// Records waiting for the writer; a full queue makes senders wait (HTTP clients, the MQTT
 /// subscriber), which is the back-pressure we want.
@@ -422,7 +423,7 @@ struct Writer {
     /// The planned stop the gateway last considered (town, first day): each is switched to at
     /// most once a run, so a stop the crew sets by hand during a planned one stays.
     tour_switched: Option<(String, String)>,
-    store: Arc<Mutex<Store>>,
+    store: OffThread<Store>,
     tags: Tags,
     shared: Arc<Shared>,
     rejected_published: (u64, u64),
@@ -504,9 +505,8 @@ impl Writer {
 
     /// Recompute the figures for the current stop and publish them.
     async fn refresh(&self, out: &mut Publisher) {
-        let store = self.store.clone();
         let stop = self.shared.current_stop.lock().clone();
-        let computed = tokio::task::spawn_blocking(move || bus_figures(&store.lock(), &stop)).await;
+        let computed = self.store.run(move |store| bus_figures(store, &stop)).await;
         match computed {
             Ok(Ok(figures)) => self.publish_figures(out, &figures, Timestamp::now()),
             Ok(Err(error)) => tracing::error!(%error, "cannot compute the visit figures"),
@@ -582,16 +582,16 @@ impl Writer {
             writes.push(write);
             replies.push((request.reply, filed_under));
         }
-        let store = self.store.clone();
         let current = stop.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut store = store.lock();
-            let ids = store.write(&writes)?;
-            let figures = bus_figures(&store, &current)?;
-            Ok::<_, StoreError>((ids, figures))
-        })
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())));
+        let outcome = self
+            .store
+            .run(move |store| {
+                let ids = store.write(&writes)?;
+                let figures = bus_figures(store, &current)?;
+                Ok::<_, StoreError>((ids, figures))
+            })
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Task(e.to_string())));
         match outcome {
             Ok((ids, figures)) => {
                 let now = Timestamp::now();
@@ -690,7 +690,7 @@ impl Adapter for VisitsAdapter {
         };
         let mut writer = Writer {
             tour_switched: None,
-            store: Arc::new(Mutex::new(store)),
+            store: OffThread::new(store),
             tags,
             shared: handle.shared.clone(),
             rejected_published: (u64::MAX, u64::MAX),

@@ -1,7 +1,6 @@
 //! HTTP: `/api/stop`, `/api/visits`, `/api/survey`, `/api/stats` and the `/survey` page.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -11,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use fabrique_adapters::Timestamp;
-use parking_lot::Mutex;
 use serde_json::{json, Map, Value as JsonValue};
 
 use super::adapter::{Pending, StoreFailed, VisitsHandle};
@@ -21,7 +19,7 @@ use super::records::{
 };
 use super::store::{pct, Figures, GroupBy, Scope, Store, StoreError, SurveyFigures, VisitFigures};
 use crate::http::Guards;
-use crate::storage::StorageConfig;
+use crate::storage::{OffThread, StorageConfig};
 use std::collections::BTreeMap;
 
 const PAGE_HTML: &str = include_str!("page/survey.html");
@@ -32,7 +30,7 @@ const PAGE_JS: &str = include_str!("page/survey.js");
 struct AppState {
     handle: VisitsHandle,
     /// A reader connection beside the writer (WAL): statistics never wait for a commit.
-    reader: Arc<Mutex<Store>>,
+    reader: OffThread<Store>,
 }
 
 /// The routes; opens a reader connection on the visits database (after [`VisitsHandle::open`]).
@@ -43,7 +41,7 @@ pub fn routes(
 ) -> Result<Router, StoreError> {
     let state = AppState {
         handle,
-        reader: Arc::new(Mutex::new(Store::open_reader(storage)?)),
+        reader: OffThread::new(Store::open_reader(storage)?),
     };
     Ok(Router::new()
         .route(
@@ -131,33 +129,33 @@ async fn get_stop(State(state): State<AppState>) -> Response {
 async fn get_tour(State(state): State<AppState>) -> Response {
     let current = state.handle.current_stop();
     let tour = state.handle.shared.tour.clone();
-    let reader = state.reader.clone();
-    let computed = tokio::task::spawn_blocking(move || {
-        let store = reader.lock();
-        let today = day_of(Timestamp::now());
-        let mut stops = Vec::with_capacity(tour.len());
-        let mut sorted = tour.clone();
-        sorted.sort_by(|a, b| a.first_day.cmp(&b.first_day));
-        for planned in &sorted {
-            let mut entry = json!(planned);
-            entry["id"] = json!(store.stop_id(&planned.stop())?);
-            entry["state"] = json!(super::tour::state(planned, &today));
-            stops.push(entry);
-        }
-        let next = sorted
-            .iter()
-            .find(|p| p.first_day > today)
-            .map(|p| json!(p));
-        let mut current_json = json!(current);
-        current_json["id"] = json!(store.stop_id(&current)?);
-        Ok::<_, StoreError>(json!({
-            "today": today,
-            "current": current_json,
-            "next": next,
-            "stops": stops,
-        }))
-    })
-    .await;
+    let computed = state
+        .reader
+        .run(move |store| {
+            let today = day_of(Timestamp::now());
+            let mut stops = Vec::with_capacity(tour.len());
+            let mut sorted = tour.clone();
+            sorted.sort_by(|a, b| a.first_day.cmp(&b.first_day));
+            for planned in &sorted {
+                let mut entry = json!(planned);
+                entry["id"] = json!(store.stop_id(&planned.stop())?);
+                entry["state"] = json!(super::tour::state(planned, &today));
+                stops.push(entry);
+            }
+            let next = sorted
+                .iter()
+                .find(|p| p.first_day > today)
+                .map(|p| json!(p));
+            let mut current_json = json!(current);
+            current_json["id"] = json!(store.stop_id(&current)?);
+            Ok::<_, StoreError>(json!({
+                "today": today,
+                "current": current_json,
+                "next": next,
+                "stops": stops,
+            }))
+        })
+        .await;
     match computed {
         Ok(Ok(body)) => Json(body).into_response(),
         Ok(Err(error)) => (
@@ -251,17 +249,18 @@ async fn get_stats(
             .visits_rejected
             .load(std::sync::atomic::Ordering::Relaxed),
     );
-    let reader = state.reader.clone();
     let shared = state.handle.shared.clone();
-    let computed = tokio::task::spawn_blocking(move || {
-        let mut stats = stats_json(&reader.lock(), &current, scope_stop.as_deref(), rejected)?;
-        let trades = trades_json(&reader.lock(), scope_stop.as_deref(), &shared.trades)?;
-        if let Some(survey) = stats.get_mut("survey").and_then(|s| s.as_object_mut()) {
-            survey.extend(trades);
-        }
-        Ok::<_, StoreError>(stats)
-    })
-    .await;
+    let computed = state
+        .reader
+        .run(move |store| {
+            let mut stats = stats_json(store, &current, scope_stop.as_deref(), rejected)?;
+            let trades = trades_json(store, scope_stop.as_deref(), &shared.trades)?;
+            if let Some(survey) = stats.get_mut("survey").and_then(|s| s.as_object_mut()) {
+                survey.extend(trades);
+            }
+            Ok::<_, StoreError>(stats)
+        })
+        .await;
     match computed {
         Ok(Ok(body)) => Json(body).into_response(),
         Ok(Err(error)) => (
