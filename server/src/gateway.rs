@@ -269,6 +269,7 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
             ns,
             watched: opcua.nodes.inner().watched(),
             alarms: opcua.nodes.inner().alarms(),
+            history: history.as_ref().and_then(|h| h.events.clone()),
         };
         tasks.spawn(emitter.run(shutdown.clone()));
     }

@@ -267,7 +267,13 @@ mod tests {
             .device_connection("Stations/P/press", false, "refused", at(1))
             .expect("raised");
         alarms
-            .acknowledge("Stations/P/press", "Communication", &lost.event_id, "ok", at(2))
+            .acknowledge(
+                "Stations/P/press",
+                "Communication",
+                &lost.event_id,
+                "ok",
+                at(2),
+            )
             .expect("acked");
         let first = changes.try_recv().expect("raise reported");
         assert!(first.active && !first.acked);
