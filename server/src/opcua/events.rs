@@ -308,14 +308,15 @@ pub(crate) fn stored_event(
     ns: u16,
     stored: &crate::history::events::StoredEvent,
 ) -> Box<dyn Event> {
+    use crate::history::events::Origin;
     match stored.origin() {
-        Ok(happening) => happening_event(
+        Origin::Happening(happening) => happening_event(
             types_ns,
             ns,
             &happening,
             ByteString::from(stored.event_id()),
         ),
-        Err(state) => {
+        Origin::Condition(state) => {
             let source_node = instance_node_id(ns, &state.source);
             let condition_id = condition_node_id(ns, &state.source, state.name);
             Box::new(crate::alarms::event::condition_event(
