@@ -281,6 +281,7 @@ impl EventStore {
             writing: writing.clone(),
             evicted: evicted.clone(),
             file: None,
+            failing: false,
         };
         std::thread::Builder::new()
             .name("event-history".into())
@@ -345,6 +346,8 @@ struct Writer {
     writing: Arc<Mutex<()>>,
     evicted: Arc<AtomicU64>,
     file: Option<OpenFile>,
+    /// A write failed and none succeeded since: logged once until it works again.
+    failing: bool,
 }
 
 impl Writer {
@@ -399,7 +402,9 @@ impl Writer {
                     })
                 }
                 Err(error) => {
-                    tracing::error!(%error, path = %path.display(), "event history: cannot open");
+                    if !std::mem::replace(&mut self.failing, true) {
+                        tracing::error!(%error, path = %path.display(), "event history: cannot open; events are lost until it can");
+                    }
                     return;
                 }
             }
@@ -410,8 +415,15 @@ impl Writer {
         let _writing = self.writing.lock();
         // One write per event (they are rare): readers see it at once, a kill -9 keeps it.
         if let Err(error) = open.file.write_all(&line) {
-            tracing::error!(%error, "event history: cannot write; event lost");
+            if !std::mem::replace(&mut self.failing, true) {
+                tracing::error!(%error, "event history: cannot write; events are lost until it can");
+            }
+            // A partial line may be there: the next line starts a new file.
+            self.file = None;
             return;
+        }
+        if std::mem::replace(&mut self.failing, false) {
+            tracing::info!("event history: writing again");
         }
         open.bytes += line.len() as u64;
         open.dirty = true;

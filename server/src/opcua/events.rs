@@ -249,8 +249,15 @@ impl EventEmitter {
                 _ = shutdown.cancelled() => break,
                 event = changes.recv() => event,
                 state = conditions.recv(), if self.history.is_some() => {
-                    if let (Some(history), Ok(state)) = (&self.history, state) {
-                        history.record(crate::history::events::StoredEvent::condition(&state));
+                    use tokio::sync::broadcast::error::RecvError;
+                    match (&self.history, state) {
+                        (Some(history), Ok(state)) => history
+                            .record(crate::history::events::StoredEvent::condition(&state)),
+                        (_, Err(RecvError::Lagged(missed))) => {
+                            tracing::warn!(missed, "event history: condition changes not stored")
+                        }
+                        // The alarms live as long as this emitter: never closed.
+                        _ => {}
                     }
                     continue;
                 }
