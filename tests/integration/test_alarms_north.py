@@ -190,6 +190,9 @@ flush_ms = 200
 
             acked_msg = await asyncio.to_thread(next_on, changes, f"{ALARMS}/{PRESS_ALARM}")
             assert acked_msg["acked"] is True and acked_msg["comment"] == "from the tablet"
+            # The list follows the change; once it has come, a new subscriber gets it retained.
+            listed = await asyncio.to_thread(next_on, changes, f"{ALARMS}/active")
+            assert [(a["id"], a["acked"]) for a in listed] == [(PRESS_ALARM, True)]
             listed = await asyncio.to_thread(retained_list, broker)
             assert [(a["id"], a["acked"]) for a in listed] == [(PRESS_ALARM, True)]
 
@@ -197,6 +200,7 @@ flush_ms = 200
             press_peer.start()
             cleared = await asyncio.to_thread(next_on, changes, f"{ALARMS}/{PRESS_ALARM}", 60)
             assert cleared["active"] is False and cleared["retain"] is False
+            assert await asyncio.to_thread(next_on, changes, f"{ALARMS}/active") == []
             assert await asyncio.to_thread(retained_list, broker) == []
             status, body = await call(gw, "GET", "/api/alarms")
             assert body["active"] == []
