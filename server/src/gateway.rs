@@ -269,6 +269,7 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
             ns,
             watched: opcua.nodes.inner().watched(),
             alarms: opcua.nodes.inner().alarms(),
+            history: history.as_ref().and_then(|h| h.events.clone()),
         };
         tasks.spawn(emitter.run(shutdown.clone()));
     }
@@ -302,6 +303,7 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
             buffer_dir: data_dir.join("buffer").join(kind.buffer),
             spool_fsync: Duration::from_millis(config.streams.spool_fsync_ms),
             shutdown: shutdown.clone(),
+            alarms: opcua.nodes.inner().alarms(),
         };
         let sink = (kind.build)(&config, &ctx).with_context(|| format!("sink {}", kind.name))?;
         tasks.spawn(sink.run(ctx));
@@ -342,7 +344,10 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
                     .context("visits database")?,
             )
             .merge(crate::reload::routes(reloader.clone(), &guards))
-            .merge(crate::journey::routes(journey.clone(), &guards));
+            .merge(crate::journey::routes(journey.clone(), &guards))
+            .merge(crate::alarms::http::gateway_routes(
+                &opcua, &guards, &shutdown, &mut tasks,
+            ));
         tasks.spawn(http.serve(routes, shutdown.clone()));
     }
 

@@ -8,7 +8,9 @@
 //! (`<device>/Status/Connected`): active while the device is disconnected.
 
 pub mod event;
+pub mod http;
 pub mod methods;
+pub mod north;
 
 use std::collections::HashMap;
 
@@ -82,13 +84,44 @@ impl Refused {
     }
 }
 
+/// State changes a slow subscriber may fall behind by before it lags (and resyncs).
+const CHANGES_CAPACITY: usize = 1024;
+
 /// Every condition's state, by (source, condition name).
-#[derive(Default)]
 pub struct Alarms {
     conditions: Mutex<HashMap<(String, &'static str), ConditionState>>,
+    /// Every reported state change, for what goes north (alarms/north.rs).
+    changes: tokio::sync::broadcast::Sender<ConditionState>,
+}
+
+impl Default for Alarms {
+    fn default() -> Self {
+        Alarms {
+            conditions: Mutex::default(),
+            changes: tokio::sync::broadcast::channel(CHANGES_CAPACITY).0,
+        }
+    }
 }
 
 impl Alarms {
+    /// Every state change from now on, as the event that reports it says it (the one place
+    /// every condition kind reports through: `reported`).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ConditionState> {
+        self.changes.subscribe()
+    }
+
+    /// Every condition's current state (an alarm list's starting point).
+    pub fn conditions(&self) -> Vec<ConditionState> {
+        self.conditions.lock().values().cloned().collect()
+    }
+
+    /// A condition's new state, to its subscribers; returns it.
+    fn reported(&self, state: ConditionState) -> ConditionState {
+        // No subscriber is no error: nothing goes north then.
+        let _ = self.changes.send(state.clone());
+        state
+    }
+
     /// A device's connection changed. Returns the condition's new state when it changed
     /// (an event to report), `None` when it did not (a first "connected" is no news).
     pub fn device_connection(
@@ -149,7 +182,7 @@ impl Alarms {
             None => return None,
         };
         conditions.insert(key, state.clone());
-        Some(state)
+        Some(self.reported(state))
     }
 
     /// Enable (`enable` true) or Disable the condition `name` of `source` (Part 9, 5.5.4).
@@ -176,7 +209,7 @@ impl Alarms {
         state.enabled = enable;
         state.time = time;
         state.event_id = new_event_id();
-        Ok(state.clone())
+        Ok(self.reported(state.clone()))
     }
 
     /// Acknowledge(EventId, Comment) (`acknowledge` true) or AddComment(EventId, Comment) on
@@ -238,7 +271,7 @@ impl Alarms {
         }
         state.time = time;
         state.event_id = new_event_id();
-        Ok(state.clone())
+        Ok(self.reported(state.clone()))
     }
 }
 

@@ -13,8 +13,10 @@ pub mod aggregate;
 #[cfg(test)]
 mod bench;
 pub mod codec;
+pub mod events;
 pub mod store;
 pub mod ua;
+pub mod ua_events;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -55,6 +57,9 @@ pub struct HistoryConfig {
     pub exclude: Vec<String>,
     /// Values one HistoryRead returns per node before a continuation point.
     pub max_values_per_read: u32,
+    /// The stored events (`<dir>/events/`, HistoryReadEvents) never grow past this; the
+    /// oldest files go first. 0: no limit. Their age limit is `max_age_hours`.
+    pub events_max_size_mb: u64,
 }
 
 impl Default for HistoryConfig {
@@ -71,6 +76,7 @@ impl Default for HistoryConfig {
             include: Vec::new(),
             exclude: Vec::new(),
             max_values_per_read: 100_000,
+            events_max_size_mb: 64,
         }
     }
 }
@@ -102,6 +108,12 @@ impl HistoryConfig {
                     "must be 0 (no limit) or at least twice seal_size_mb ({})",
                     2 * self.seal_size_mb
                 ),
+            ));
+        }
+        if self.events_max_size_mb > 1 << 20 {
+            return Err((
+                "history.events_max_size_mb",
+                "must be at most 1048576 (1 TiB); 0: no limit".into(),
             ));
         }
         if self.max_values_per_read == 0 {
@@ -176,6 +188,9 @@ const QUEUE: usize = 4096;
 /// The running historian, shared with the OPC UA node manager.
 pub struct Historian {
     pub store: Store,
+    /// The stored events and alarm state changes (HistoryReadEvents); `None` when its folder
+    /// could not be opened (logged: the tags' history still works).
+    pub events: Option<Arc<events::EventStore>>,
     pub config: HistoryConfig,
     bus: PointBus,
 }
@@ -196,8 +211,18 @@ impl Historian {
             open_ms = started.elapsed().as_millis() as u64,
             "historian ready"
         );
+        let limits = events::EventLimits {
+            max_bytes: config.events_max_size_mb.saturating_mul(1024 * 1024),
+            max_age_ns: (config.max_age_hours * 3600.0 * 1e9) as i64,
+            flush: Duration::from_millis(config.flush_interval_ms),
+            fsync: config.fsync,
+        };
+        let events = events::EventStore::open(dir.join("events"), limits)
+            .inspect_err(|error| tracing::error!(%error, "event history is off"))
+            .ok();
         Ok(Arc::new(Historian {
             store,
+            events,
             config: config.clone(),
             bus,
         }))

@@ -337,23 +337,41 @@ fn good_number(s: &Sample) -> Option<aggregate::Point> {
     Some((s.ticks, s.value.as_ref()?.as_f64()?))
 }
 
+/// The aggregate functions a processed read serves.
+const AGGREGATES: [(ObjectId, Aggregate); 7] = [
+    (ObjectId::AggregateFunction_Average, Aggregate::Average),
+    (ObjectId::AggregateFunction_Minimum, Aggregate::Minimum),
+    (ObjectId::AggregateFunction_Maximum, Aggregate::Maximum),
+    (ObjectId::AggregateFunction_Count, Aggregate::Count),
+    (
+        ObjectId::AggregateFunction_Interpolative,
+        Aggregate::Interpolative,
+    ),
+    (
+        ObjectId::AggregateFunction_TimeAverage,
+        Aggregate::TimeAverage,
+    ),
+    (ObjectId::AggregateFunction_Total, Aggregate::Total),
+];
+
+/// What the Server object's `HistoryServerCapabilities` say (the vendored server's
+/// `ServerBuilder::capabilities`): data and events history when the historian runs, read only
+/// (nothing is inserted, replaced or deleted), with the aggregates above.
+pub fn capabilities(historian: Option<&Historian>) -> opcua::server::ServerCapabilities {
+    let mut capabilities = opcua::server::ServerCapabilities::default();
+    if let Some(historian) = historian {
+        let h = &mut capabilities.history;
+        h.access_history_data = true;
+        h.access_history_events = historian.events.is_some();
+        h.max_return_data_values = historian.config.max_values_per_read;
+        h.max_return_event_values = historian.config.max_values_per_read;
+        h.aggregates = AGGREGATES.iter().map(|(id, _)| (*id).into()).collect();
+    }
+    capabilities
+}
+
 fn aggregate_of(id: &NodeId) -> Option<Aggregate> {
-    let known = [
-        (ObjectId::AggregateFunction_Average, Aggregate::Average),
-        (ObjectId::AggregateFunction_Minimum, Aggregate::Minimum),
-        (ObjectId::AggregateFunction_Maximum, Aggregate::Maximum),
-        (ObjectId::AggregateFunction_Count, Aggregate::Count),
-        (
-            ObjectId::AggregateFunction_Interpolative,
-            Aggregate::Interpolative,
-        ),
-        (
-            ObjectId::AggregateFunction_TimeAverage,
-            Aggregate::TimeAverage,
-        ),
-        (ObjectId::AggregateFunction_Total, Aggregate::Total),
-    ];
-    known
+    AGGREGATES
         .into_iter()
         .find(|(object, _)| id == object)
         .map(|(_, a)| a)

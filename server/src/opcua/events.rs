@@ -74,8 +74,9 @@ mod types {
 
 /// Objects that report events: `Fabrique`, `Line`, `Stations`, every station and device.
 /// Sets their EventNotifier attribute and the HasNotifier references (from `Server` too).
-/// Safe to call again after a reload added devices.
-pub fn set_up_notifiers(space: &mut AddressSpace, ns: u16, device_paths: &[String]) {
+/// Safe to call again after a reload added devices. `history`: their events are stored
+/// (HistoryRead bit, HistoryReadEvents in history/ua_events.rs).
+pub fn set_up_notifiers(space: &mut AddressSpace, ns: u16, device_paths: &[String], history: bool) {
     let mut edges: Vec<(String, String)> = vec![
         (String::new(), "Line".into()),
         (String::new(), "Stations".into()),
@@ -90,7 +91,11 @@ pub fn set_up_notifiers(space: &mut AddressSpace, ns: u16, device_paths: &[Strin
     notifiers.extend(edges.iter().map(|(_, child)| child.as_str()));
     for path in notifiers {
         if let Some(NodeType::Object(object)) = space.find_mut(&instance_node_id(ns, path)) {
-            object.set_event_notifier(EventNotifier::SUBSCRIBE_TO_EVENTS);
+            let mut notifier = EventNotifier::SUBSCRIBE_TO_EVENTS;
+            if history {
+                notifier |= EventNotifier::HISTORY_READ;
+            }
+            object.set_event_notifier(notifier);
         }
     }
     let server: NodeId = ObjectId::Server.into();
@@ -150,7 +155,7 @@ impl Watched {
 
 /// The notifiers an event of `source` is reported on: itself and every one above it
 /// (`Server` gets it in any case).
-fn notifiers(ns: u16, source: &str) -> Vec<NodeId> {
+pub(crate) fn notifiers(ns: u16, source: &str) -> Vec<NodeId> {
     let mut out = vec![instance_node_id(ns, "")];
     if source.starts_with("Stations/") {
         let mut path = String::new();
@@ -216,6 +221,8 @@ pub struct EventEmitter {
     pub watched: Arc<Watched>,
     /// The conditions' state (alarms/), changed by what this emitter detects.
     pub alarms: Arc<crate::alarms::Alarms>,
+    /// Where events and condition state changes are stored for HistoryReadEvents.
+    pub history: Option<Arc<crate::history::events::EventStore>>,
 }
 
 static EVENT_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -232,6 +239,8 @@ pub(crate) fn event_id() -> ByteString {
 impl EventEmitter {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut changes = self.bus.subscribe();
+        // Every condition's state change (whoever made it: this emitter, a method call, HTTP).
+        let mut conditions = self.alarms.subscribe();
         let mut detector = Detector::default();
         // The current values are the detector's starting point, not events.
         detector.observe(&self.bus.catalog(), &self.bus.snapshot());
@@ -239,6 +248,19 @@ impl EventEmitter {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 event = changes.recv() => event,
+                state = conditions.recv(), if self.history.is_some() => {
+                    use tokio::sync::broadcast::error::RecvError;
+                    match (&self.history, state) {
+                        (Some(history), Ok(state)) => history
+                            .record(crate::history::events::StoredEvent::condition(&state)),
+                        (_, Err(RecvError::Lagged(missed))) => {
+                            tracing::warn!(missed, "event history: condition changes not stored")
+                        }
+                        // The alarms live as long as this emitter: never closed.
+                        _ => {}
+                    }
+                    continue;
+                }
             };
             let happenings = match event {
                 Some(fabrique_adapters::bus::BusEvent::Changes(batch)) => {
@@ -264,61 +286,16 @@ impl EventEmitter {
         let Some(types_ns) = ns.get_index(TYPES_NAMESPACE) else {
             return;
         };
-        let source_node = instance_node_id(self.ns, &happening.source);
-        let source_name = happening
-            .source
-            .rsplit('/')
-            .next()
-            .unwrap_or(&happening.source)
-            .to_owned();
-        let time = date_time(happening.time);
-        let message = happening.what.message(&happening.source);
-        let base = |id: u32| {
-            BaseEventType::new(
-                NodeId::new(types_ns, id),
-                event_id(),
-                message.as_str(),
-                time,
-            )
-            .set_source_node(source_node.clone())
-            .set_source_name(UAString::from(source_name.as_str()))
-            .set_receive_time(opcua::types::DateTime::now())
-            .set_severity(happening.what.severity())
-        };
-        let event: Box<dyn Event> = match &happening.what {
-            What::OrderSubmitted { order_id } => Box::new(types::OrderSubmittedEventType {
-                base: base(5001),
-                own_namespace_index: types_ns,
-                order_id: order_id.clone(),
-            }),
-            What::OrderDelivered { order_id } => Box::new(types::OrderDeliveredEventType {
-                base: base(5002),
-                own_namespace_index: types_ns,
-                order_id: order_id.clone(),
-            }),
-            What::PartScrapped { order_id, verdict } => Box::new(types::PartScrappedEventType {
-                base: base(5003),
-                own_namespace_index: types_ns,
-                order_id: order_id.clone(),
-                verdict: verdict.clone(),
-            }),
-            What::DeviceConnection { connected, error } => {
-                Box::new(types::DeviceConnectionEventType {
-                    base: base(5004),
-                    own_namespace_index: types_ns,
-                    connected: *connected,
-                    error: error.clone(),
-                    device: happening.source.clone(),
-                })
-            }
-            What::StopChanged { town } => Box::new(types::StopChangedEventType {
-                base: base(5005),
-                own_namespace_index: types_ns,
-                town: town.clone(),
-            }),
-        };
+        let id = event_id();
+        if let Some(history) = &self.history {
+            history.record(crate::history::events::StoredEvent::happening(
+                happening,
+                id.as_ref(),
+            ));
+        }
+        let event = happening_event(types_ns, self.ns, happening, id);
         let notifiers = self.notifiers(&happening.source);
-        tracing::debug!(source = %happening.source, message = %message, "event");
+        tracing::debug!(source = %happening.source, "event");
         self.watched
             .notify(&self.subscriptions, &*event, &notifiers);
         if let What::DeviceConnection { connected, error } = &happening.what {
@@ -329,6 +306,92 @@ impl EventEmitter {
                 report_condition(&self.subscriptions, &self.watched, self.ns, state);
             }
         }
+    }
+}
+
+/// A stored event (history/events.rs) as the event that reported it.
+pub(crate) fn stored_event(
+    types_ns: u16,
+    ns: u16,
+    stored: &crate::history::events::StoredEvent,
+) -> Box<dyn Event> {
+    use crate::history::events::Origin;
+    match stored.origin() {
+        Origin::Happening(happening) => happening_event(
+            types_ns,
+            ns,
+            &happening,
+            ByteString::from(stored.event_id()),
+        ),
+        Origin::Condition(state) => {
+            let source_node = instance_node_id(ns, &state.source);
+            let condition_id = condition_node_id(ns, &state.source, state.name);
+            Box::new(crate::alarms::event::condition_event(
+                source_node,
+                condition_id,
+                state,
+            ))
+        }
+    }
+}
+
+/// The event reporting `happening`, of its type in the types namespace `types_ns`.
+pub(crate) fn happening_event(
+    types_ns: u16,
+    ns: u16,
+    happening: &Happening,
+    event_id: ByteString,
+) -> Box<dyn Event> {
+    let source_node = instance_node_id(ns, &happening.source);
+    let source_name = happening
+        .source
+        .rsplit('/')
+        .next()
+        .unwrap_or(&happening.source)
+        .to_owned();
+    let time = date_time(happening.time);
+    let message = happening.what.message(&happening.source);
+    let base = |id: u32| {
+        BaseEventType::new(
+            NodeId::new(types_ns, id),
+            event_id.clone(),
+            message.as_str(),
+            time,
+        )
+        .set_source_node(source_node.clone())
+        .set_source_name(UAString::from(source_name.as_str()))
+        .set_receive_time(opcua::types::DateTime::now())
+        .set_severity(happening.what.severity())
+    };
+    match &happening.what {
+        What::OrderSubmitted { order_id } => Box::new(types::OrderSubmittedEventType {
+            base: base(5001),
+            own_namespace_index: types_ns,
+            order_id: order_id.clone(),
+        }),
+        What::OrderDelivered { order_id } => Box::new(types::OrderDeliveredEventType {
+            base: base(5002),
+            own_namespace_index: types_ns,
+            order_id: order_id.clone(),
+        }),
+        What::PartScrapped { order_id, verdict } => Box::new(types::PartScrappedEventType {
+            base: base(5003),
+            own_namespace_index: types_ns,
+            order_id: order_id.clone(),
+            verdict: verdict.clone(),
+        }),
+        What::DeviceConnection { connected, error } => Box::new(types::DeviceConnectionEventType {
+            base: base(5004),
+            own_namespace_index: types_ns,
+            connected: *connected,
+            error: error.clone(),
+            device: happening.source.clone(),
+        }),
+        What::StopChanged { town } => Box::new(types::StopChangedEventType {
+            base: base(5005),
+            own_namespace_index: types_ns,
+            town: town.clone(),
+        }),
     }
 }
 

@@ -278,6 +278,7 @@ pub fn build_server(
         .max_string_length(limits.max_string_length)
         .max_sessions(limits.max_sessions)
         .diagnostics_enabled(true)
+        .capabilities(crate::history::ua::capabilities(nodes.history.as_deref()))
         .with_node_manager(InMemoryNodeManagerBuilder::new(nodes));
     for endpoint in security.endpoints {
         builder = builder.add_endpoint(endpoint.id(), endpoint.server_endpoint());

@@ -25,8 +25,8 @@ use opcua::server::node_manager::{
 use opcua::server::CreateMonitoredItem;
 use opcua::sync::RwLock;
 use opcua::types::{
-    AttributeId, DataValue, DateTime, NodeId, ReadAtTimeDetails, ReadProcessedDetails,
-    ReadRawModifiedDetails, StatusCode, TimestampsToReturn, Variant,
+    AttributeId, DataValue, DateTime, NodeId, ReadAtTimeDetails, ReadEventDetails,
+    ReadProcessedDetails, ReadRawModifiedDetails, StatusCode, TimestampsToReturn, Variant,
 };
 
 use super::address_space::{
@@ -69,7 +69,8 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
         let catalog = self.bus.catalog().clone();
         let built = address_space::build(space, ns, types_ns, &self.model, &catalog);
         let devices: Vec<String> = self.model.devices.iter().map(|d| d.path.clone()).collect();
-        super::events::set_up_notifiers(space, ns, &devices);
+        let events_stored = self.history.as_ref().is_some_and(|h| h.events.is_some());
+        super::events::set_up_notifiers(space, ns, &devices, events_stored);
         if let Some(history) = &self.history {
             let nodes = built.tag_nodes.iter().enumerate();
             let nodes = nodes.map(|(i, id)| (TagId(i as u32), id));
@@ -280,7 +281,8 @@ impl GatewayNodes {
             .iter()
             .map(|d| d.path.clone())
             .collect();
-        super::events::set_up_notifiers(&mut space, self.ns, &devices);
+        let events_stored = self.history.as_ref().is_some_and(|h| h.events.is_some());
+        super::events::set_up_notifiers(&mut space, self.ns, &devices, events_stored);
         if let Some(history) = &self.history {
             let nodes = added.iter().map(|(tag, id)| (*tag, id));
             crate::history::ua::mark_historized(&mut space, history, &self.bus.catalog(), nodes);
@@ -696,6 +698,41 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                 timestamps_to_return,
                 &resolve,
             )
+        });
+        Ok(())
+    }
+
+    // HistoryReadEvents on the notifiers: the stored events (history/ua_events.rs).
+    async fn history_read_events(
+        &self,
+        context: &RequestContext,
+        details: &ReadEventDetails,
+        nodes: &mut [&mut &mut HistoryNode],
+        _timestamps_to_return: TimestampsToReturn,
+    ) -> Result<(), StatusCode> {
+        let history = self
+            .history
+            .as_ref()
+            .ok_or(StatusCode::BadHistoryOperationUnsupported)?;
+        let store = history
+            .events
+            .as_deref()
+            .ok_or(StatusCode::BadHistoryOperationUnsupported)?;
+        let (ns, types_ns) = (self.ns, self.types_ns);
+        let build =
+            |e: &crate::history::events::StoredEvent| super::events::stored_event(types_ns, ns, e);
+        let reported_on = |node: &NodeId, e: &crate::history::events::StoredEvent| {
+            super::events::notifiers(ns, &e.source).contains(node)
+        };
+        let source = crate::history::ua_events::EventSource {
+            store,
+            build: &build,
+            reported_on: &reported_on,
+            max_per_read: history.config.max_values_per_read as usize,
+        };
+        let type_tree = context.type_tree().read();
+        crate::history::ua::blocking(|| {
+            crate::history::ua_events::read_events(&source, details, nodes, &*type_tree)
         });
         Ok(())
     }

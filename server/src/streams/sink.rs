@@ -54,6 +54,8 @@ pub struct SinkContext {
     /// `streams.spool_fsync_ms`: the disk buffer is synced at most this long after a flush.
     pub spool_fsync: Duration,
     pub shutdown: CancellationToken,
+    /// The conditions' state changes, for sinks that carry alarms (alarms/north.rs).
+    pub alarms: Arc<crate::alarms::Alarms>,
 }
 
 impl SinkContext {

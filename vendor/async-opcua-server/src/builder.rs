@@ -24,6 +24,7 @@ pub struct ServerBuilder {
     pub(crate) type_loaders: TypeLoaderCollection,
     pub(crate) token: CancellationToken,
     pub(crate) build_info: BuildInfo,
+    pub(crate) capabilities: crate::ServerCapabilities,
 }
 
 impl Default for ServerBuilder {
@@ -36,6 +37,7 @@ impl Default for ServerBuilder {
             type_tree_getter: None,
             build_info: BuildInfo::default(),
             type_loaders: TypeLoaderCollection::new(),
+            capabilities: Default::default(),
         };
         #[cfg(feature = "generated-address-space")]
         {
@@ -284,6 +286,15 @@ impl ServerBuilder {
     /// during browse, etc. This only lets you use the custom type tree for each individual user.
     pub fn with_type_tree_getter(mut self, type_tree_getter: Arc<dyn TypeTreeForUser>) -> Self {
         self.type_tree_getter = Some(type_tree_getter);
+        self
+    }
+
+    /// Set what the server's node managers support, exposed in the `ServerCapabilities`
+    /// object: the `HistoryServerCapabilities` variables and aggregate functions, and
+    /// `ServerProfileArray`. All history is implemented by custom node managers, so the
+    /// default is no history capability.
+    pub fn capabilities(mut self, capabilities: crate::ServerCapabilities) -> Self {
+        self.capabilities = capabilities;
         self
     }
 

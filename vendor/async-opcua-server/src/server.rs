@@ -47,7 +47,6 @@ use super::{
     server_handle::ServerHandle,
     session::manager::SessionManager,
     subscriptions::SubscriptionCache,
-    ServerCapabilities,
 };
 
 struct ConnectionInfo {
@@ -173,7 +172,7 @@ impl Server {
             subscription_id_handle: AtomicHandle::new(1),
             monitored_item_id_handle: AtomicHandle::new(1),
             secure_channel_id_handle: Arc::new(AtomicHandle::new(1)),
-            capabilities: ServerCapabilities::default(),
+            capabilities: builder.capabilities,
             service_level: service_level.clone(),
             port: AtomicU16::new(0),
             type_tree_getter: builder

@@ -104,15 +104,15 @@ impl LineEncoder {
     }
 }
 
-fn escape_measurement(buf: &mut Vec<u8>, s: &str) {
+pub(crate) fn escape_measurement(buf: &mut Vec<u8>, s: &str) {
     escape(buf, s, |c| matches!(c, b',' | b' '));
 }
 
-fn escape_tag_value(buf: &mut Vec<u8>, s: &str) {
+pub(crate) fn escape_tag_value(buf: &mut Vec<u8>, s: &str) {
     escape(buf, s, |c| matches!(c, b',' | b'=' | b' '));
 }
 
-fn escape_string_field(buf: &mut Vec<u8>, s: &str) {
+pub(crate) fn escape_string_field(buf: &mut Vec<u8>, s: &str) {
     escape(buf, s, |c| matches!(c, b'"' | b'\\'));
 }
 

@@ -256,6 +256,9 @@ struct Queue {
 
 struct QueueInner {
     points: VecDeque<PointUpdate>,
+    /// Lines encoded elsewhere (alarm state changes, alarms/north.rs), written with the next
+    /// batch.
+    lines: VecDeque<Vec<u8>>,
     /// When the queue last went from empty to non-empty: the oldest point's wait.
     since: Instant,
 }
@@ -302,9 +305,33 @@ impl Queue {
         out.extend(inner.points.drain(..n));
     }
 
+    /// A line encoded elsewhere, counted as a point (dropped oldest first like them).
+    fn push_line(&self, line: Vec<u8>, counters: &SinkCounters) {
+        let mut inner = self.inner.lock();
+        if inner.points.is_empty() && inner.lines.is_empty() {
+            inner.since = Instant::now();
+        }
+        if inner.lines.len() == self.capacity {
+            inner.lines.pop_front();
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        inner.lines.push_back(line);
+        drop(inner);
+        self.ready.notify_one();
+    }
+
+    /// Every line waiting, appended to `body`, each end into `ends`.
+    fn take_lines(&self, body: &mut Vec<u8>, ends: &mut Vec<usize>) {
+        let mut inner = self.inner.lock();
+        for line in inner.lines.drain(..) {
+            body.extend_from_slice(&line);
+            ends.push(body.len());
+        }
+    }
+
     fn state(&self) -> (usize, Instant) {
         let inner = self.inner.lock();
-        (inner.points.len(), inner.since)
+        (inner.points.len() + inner.lines.len(), inner.since)
     }
 }
 
@@ -350,6 +377,8 @@ pub struct InfluxSink {
     counters: Arc<SinkCounters>,
     /// Taken by the bus reader when the sink runs.
     changes: Option<BusReceiver>,
+    /// Alarm state changes (measurement `alarms`, alarms/north.rs), taken when the sink runs.
+    alarms: Option<tokio::sync::broadcast::Receiver<crate::alarms::ConditionState>>,
     /// The disk buffer, taken by the writer when the sink runs.
     spool: Option<Spool>,
     /// Series whose rejected line was logged already: once per series.
@@ -406,6 +435,7 @@ impl InfluxSink {
         let queue = Arc::new(Queue {
             inner: Mutex::new(QueueInner {
                 points: VecDeque::new(),
+                lines: VecDeque::new(),
                 since: Instant::now(),
             }),
             capacity: config.queue_points,
@@ -432,6 +462,7 @@ impl InfluxSink {
             queue,
             counters,
             changes: Some(changes),
+            alarms: Some(ctx.alarms.subscribe()),
             spool,
             rejected_series: Mutex::new(HashSet::new()),
             config: config.clone(),
@@ -457,10 +488,22 @@ impl InfluxSink {
             self.counters.clone(),
             shutdown.clone(),
         ));
+        let alarms = self.alarms.take().map(|changes| {
+            tokio::spawn(read_alarms(
+                changes,
+                self.queue.clone(),
+                self.stop.site.clone(),
+                self.counters.clone(),
+                shutdown.clone(),
+            ))
+        });
         let stats = tokio::spawn(log_counters(self.counters.clone(), shutdown.clone()));
         let spool = self.spool.take();
         self.write_loop(spool, &shutdown).await;
         let _ = reader.await;
+        if let Some(alarms) = alarms {
+            let _ = alarms.await;
+        }
         stats.abort();
         self.counters.log("InfluxDB sink stopped");
     }
@@ -811,6 +854,7 @@ impl InfluxSink {
                 ends.push(body.len());
             }
         }
+        self.queue.take_lines(body, &mut ends);
         // The body moves into `Bytes` (shared by the bisect halves); keep the capacity hint.
         let capacity = body.capacity();
         let batch = Batch {
@@ -929,6 +973,35 @@ async fn read_bus(
         }
         queue.push_events(&pending, &counters);
         pending.clear();
+    }
+}
+
+/// Alarm state changes → queue, as lines of the measurement `alarms`.
+async fn read_alarms(
+    mut changes: tokio::sync::broadcast::Receiver<crate::alarms::ConditionState>,
+    queue: Arc<Queue>,
+    site: String,
+    counters: Arc<SinkCounters>,
+    shutdown: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let changed = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = changes.recv() => changed,
+        };
+        match changed {
+            Ok(state) => {
+                let mut line = Vec::with_capacity(256);
+                crate::alarms::north::influx_line(&mut line, &site, &state);
+                queue.push_line(line, &counters);
+            }
+            Err(RecvError::Lagged(missed)) => {
+                counters.dropped.fetch_add(missed, Ordering::Relaxed);
+                tracing::warn!(missed, "InfluxDB: alarm changes missed");
+            }
+            Err(RecvError::Closed) => break,
+        }
     }
 }
 

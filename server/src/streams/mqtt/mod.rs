@@ -65,6 +65,8 @@ pub struct MqttSink {
     counters: Arc<SinkCounters>,
     /// The disk buffer, opened by `new` (`disk_buffer_mb > 0`).
     spool: Option<Spool>,
+    /// Alarm state changes and the retained alarm list (alarms/north.rs).
+    alarms: crate::alarms::north::MqttAlarms,
 }
 
 /// The registry entry (streams/sink.rs).
@@ -91,12 +93,17 @@ impl MqttSink {
             tracing::info!(messages = spool.pending(), bytes = spool.bytes(), dir = %ctx.buffer_dir.display(), "mqtt publisher: messages buffered before the last stop will be sent first");
         }
         Ok(MqttSink {
-            config,
             site: ctx.site.clone(),
             stop: ctx.stop.clone(),
             bus: ctx.bus.clone(),
             counters: ctx.counters.clone(),
             spool,
+            alarms: crate::alarms::north::MqttAlarms::new(
+                ctx.alarms.clone(),
+                &config.prefix,
+                &ctx.site,
+            ),
+            config,
         })
     }
 
@@ -255,10 +262,16 @@ impl MqttSink {
                             tracing::info!(broker = %self.config.broker, "mqtt publisher connected");
                             link.handed_first(&client, self.birth(&client_id));
                             values.on_connected(&mut link);
+                            link.push(alarm_message(self.alarms.list(), values.qos));
                         }
                     }
                     Err(error) => link.on_lost(&self.config.broker, &error),
                 },
+                messages = self.alarms.next() => {
+                    for message in messages {
+                        link.push(alarm_message(message, values.qos));
+                    }
+                }
                 _ = tick.tick() => {
                     values.release(&mut link);
                     values.keep_alive(&mut link);
@@ -321,6 +334,22 @@ fn control(topic: Arc<str>, payload: Vec<u8>, retain: bool) -> Message {
         qos: QoS::AtLeastOnce,
         retain,
         status: true,
+        ticket: None,
+    }
+}
+
+/// An alarm state change goes like a value (queued, spooled during an outage, at the
+/// configured QoS); the alarm list is retained and sent again on every connection.
+fn alarm_message(message: crate::alarms::north::MqttAlarmMessage, qos: QoS) -> Message {
+    if message.list {
+        return control(message.topic.into(), message.payload, true);
+    }
+    Message {
+        topic: message.topic.into(),
+        payload: message.payload,
+        qos,
+        retain: false,
+        status: false,
         ticket: None,
     }
 }

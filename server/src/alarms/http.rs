@@ -1,0 +1,172 @@
+//! `GET /api/alarms` (the alarm list and the recent changes) and
+//! `POST /api/alarms/{id}/ack` (acknowledge with a comment: the admin token, as every HTTP
+//! call that changes the gateway's state).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::north::{active_list, parse_condition_id, AlarmJson, Recent};
+use super::{Alarms, ConditionState, Refused};
+use crate::http::Guards;
+
+/// Longest comment taken (characters), as a reasonable bound on what an alarm list shows.
+pub const MAX_COMMENT_CHARS: usize = 1000;
+
+/// Reports a state changed here as its OPC UA event (opcua/events.rs), so that clients
+/// subscribed to the condition see an acknowledgement made over HTTP.
+pub type Report = Arc<dyn Fn(ConditionState) + Send + Sync>;
+
+#[derive(Clone)]
+struct Api {
+    alarms: Arc<Alarms>,
+    recent: Recent,
+    report: Report,
+}
+
+pub fn routes(alarms: Arc<Alarms>, recent: Recent, report: Report, guards: &Guards) -> Router {
+    Router::new()
+        .route("/api/alarms", get(list))
+        .route("/api/alarms/{*path}", guards.admin(post(acknowledge)))
+        .with_state(Api {
+            alarms,
+            recent,
+            report,
+        })
+}
+
+/// The routes as the gateway serves them: the recent list recorded by a task of `tasks`, and an
+/// acknowledgement reported to OPC UA clients on the condition's notifiers.
+pub fn gateway_routes(
+    opcua: &crate::opcua::OpcUaServer,
+    guards: &Guards,
+    shutdown: &tokio_util::sync::CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Router {
+    let alarms = opcua.nodes.inner().alarms();
+    let recent = Recent::default();
+    tasks.spawn(recent.record(&alarms, shutdown.clone()));
+    let subscriptions = opcua.handle.subscriptions().clone();
+    let watched = opcua.nodes.inner().watched();
+    let ns = opcua
+        .handle
+        .get_namespace_index(crate::opcua::INSTANCES_NAMESPACE);
+    let report: Report = Arc::new(move |state| {
+        if let Some(ns) = ns {
+            crate::opcua::events::report_condition(&subscriptions, &watched, ns, state);
+        }
+    });
+    routes(alarms, recent, report, guards)
+}
+
+async fn list(State(api): State<Api>) -> Json<serde_json::Value> {
+    let recent: Vec<AlarmJson> = api.recent.snapshot().iter().map(AlarmJson::from).collect();
+    Json(serde_json::json!({
+        "active": active_list(api.alarms.conditions()),
+        "recent": recent,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    #[serde(default)]
+    comment: String,
+    /// The state being acknowledged (`event_id` of `GET /api/alarms`); without it, the
+    /// condition's current state.
+    #[serde(default)]
+    event_id: Option<String>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect()
+}
+
+async fn acknowledge(State(api): State<Api>, Path(path): Path<String>, body: Bytes) -> Response {
+    let Some(id) = path.strip_suffix("/ack") else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no such endpoint: POST /api/alarms/{id}/ack",
+        );
+    };
+    let Some((source, name)) = parse_condition_id(id) else {
+        return error(StatusCode::NOT_FOUND, format!("no alarm `{id}`"));
+    };
+    let ack: AckBody = if body.iter().all(u8::is_ascii_whitespace) {
+        AckBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(ack) => ack,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("body: expected {{\"comment\": \"...\", \"event_id\": \"<hex>\"}} (both optional): {e}"),
+                )
+            }
+        }
+    };
+    if ack.comment.chars().count() > MAX_COMMENT_CHARS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("comment: at most {MAX_COMMENT_CHARS} characters"),
+        );
+    }
+    let current = api
+        .alarms
+        .conditions()
+        .into_iter()
+        .find(|c| c.source == source && c.name == name);
+    let Some(current) = current else {
+        return error(StatusCode::NOT_FOUND, format!("no alarm `{id}`"));
+    };
+    let event_id = match ack.event_id.as_deref() {
+        None => current.event_id.clone(),
+        Some(hex) => match unhex(hex) {
+            Some(bytes) => bytes,
+            None => return error(StatusCode::BAD_REQUEST, "event_id: expected hex digits"),
+        },
+    };
+    let now = fabrique_adapters::Timestamp::now();
+    match api
+        .alarms
+        .acknowledge(source, name, &event_id, &ack.comment, now)
+    {
+        Ok(state) => {
+            tracing::info!(alarm = %id, comment = %state.comment, "alarm acknowledged over HTTP");
+            (api.report)(state.clone());
+            Json(AlarmJson::from(&state)).into_response()
+        }
+        Err(refused) => {
+            let (status, message) = match refused {
+                Refused::UnknownCondition => (StatusCode::NOT_FOUND, "no such alarm"),
+                Refused::AlreadyAcked => (StatusCode::CONFLICT, "already acknowledged"),
+                Refused::Disabled => (StatusCode::CONFLICT, "the alarm is disabled"),
+                Refused::EventIdUnknown => (
+                    StatusCode::CONFLICT,
+                    "event_id is not the alarm's last state: read GET /api/alarms again",
+                ),
+                Refused::AlreadyEnabled | Refused::AlreadyDisabled => {
+                    (StatusCode::CONFLICT, "refused")
+                }
+            };
+            tracing::info!(alarm = %id, ?refused, "alarm acknowledgement refused");
+            error(status, format!("{id}: {message}"))
+        }
+    }
+}
