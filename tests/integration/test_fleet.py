@@ -138,6 +138,7 @@ def test_three_trucks_lose_nothing_across_a_broker_outage_of_a_minute(gateway_bi
     (tmp_path / "broker").mkdir()
     broker = PersistentBroker(tmp_path / "broker")
     broker.start()
+    (tmp_path / "victoria").mkdir()
     victoria = VictoriaMetrics(tmp_path / "victoria")
     victoria.start()
     topic_filter = f"fabrique/+/{COUNTER}"
@@ -166,6 +167,9 @@ def test_three_trucks_lose_nothing_across_a_broker_outage_of_a_minute(gateway_bi
         collect(lambda: all(len(v) >= 4 for v in seen.values()), 60, "values of every truck")
         broker.stop()
         sub.close()
+        # What this subscriber got before the broker went away and the test did not read yet.
+        time.sleep(0.5)
+        collect(lambda: sub.messages.empty(), 5, "the rest of the first subscriber")
         outage_ends = time.monotonic() + OUTAGE_S
         # Every truck notices, and keeps its messages on disk.
         for gw in gateways:

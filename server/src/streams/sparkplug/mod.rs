@@ -451,9 +451,9 @@ impl Node {
     /// False when the device's `Status/Connected` says so; a device without one, or whose
     /// status is not known yet, is taken as connected.
     fn device_connected(&self, device: usize) -> bool {
-        self.model.devices[device].status.is_none_or(|tag| {
-            !matches!(self.ctx.bus.latest(tag).value, Some(Value::Bool(false)))
-        })
+        self.model.devices[device]
+            .status
+            .is_none_or(|tag| !matches!(self.ctx.bus.latest(tag).value, Some(Value::Bool(false))))
     }
 
     /// DDEATH: the host marks every metric of the device stale until its next DBIRTH.
@@ -592,9 +592,10 @@ impl Node {
             };
             match decode_record(&record) {
                 Some((device, metrics)) => {
-                    if device.as_deref().is_some_and(|id| {
-                        self.model.device(id).is_none() || self.dead.contains(id)
-                    }) {
+                    if device
+                        .as_deref()
+                        .is_some_and(|id| self.model.device(id).is_none() || self.dead.contains(id))
+                    {
                         // The device went away meanwhile (removed, or disconnected: not born
                         // for the host): nobody to say it for.
                         self.backlog.release(ticket, &self.ctx);
