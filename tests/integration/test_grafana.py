@@ -202,7 +202,8 @@ POSITIVE = {
     "Satisfied, all stops", "View changed, all stops", "Responses by stop", "Invalid responses refused",
     # fleet.json
     "Parts delivered by truck", "Visitors by truck (all stops)", "Survey responses by truck",
-    "Satisfied by truck", "View changed by truck",
+    "Satisfied by truck", "View changed by truck", "Orders submitted by truck",
+    "Survey responses at this stop by truck",
 }
 
 # Grouped queries whose series count is known: the 9 steps, the 3 printer temperatures.
