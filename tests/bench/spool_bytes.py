@@ -69,7 +69,7 @@ def main() -> None:
     )
     log_path = work / "gateway.log"
     with open(log_path, "wb") as log:
-        gateway = subprocess.Popen([args.binary, "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+        gateway = subprocess.Popen([str(Path(args.binary).resolve()), "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
         try:
             time.sleep(args.seconds)
             if gateway.poll() is not None:
@@ -83,6 +83,8 @@ def main() -> None:
     changes = args.tags * args.rate_hz
     print(f"{args.tags} synthetic tags at {args.rate_hz:g} Hz ({changes:,.0f} changes/s) plus the "
           f"simulated truck, all sinks offline for {args.seconds:.0f} s")
+    # Every change is one MQTT message: the count of changes for the per-change figures.
+    changes_held = int(last_counters(text, SINKS["mqtt"]).get("buffered_disk", "0"))
     for sink, marker in SINKS.items():
         folder = work / "data" / "buffer" / sink
         size = sum(p.stat().st_size for p in folder.glob("*.seg"))
@@ -91,10 +93,13 @@ def main() -> None:
         unit = {"mqtt": "message", "influxdb": "point", "sparkplug": "data message"}[sink]
         per = f"{size / held:,.1f} bytes per {unit}" if held else "nothing held"
         extra = ""
-        if sink == "sparkplug" and held:
+        if sink == "sparkplug" and held and changes_held:
             # Sparkplug groups the changes of one device and one bus batch in one message.
-            extra = f"; about {size / (changes * args.seconds):,.1f} bytes per change of the synthetic load"
+            extra = f"; {size / changes_held:,.1f} bytes per change (as many changes as MQTT messages)"
         print(f"{sink:9} {size / 1e6:8.2f} MB on disk, {held:>10,} {unit}s: {per}{extra}")
+    if changes_held:
+        print(f"changes buffered: {changes_held:,} in {args.seconds:.0f} s ({changes_held / args.seconds:,.1f}/s, "
+              "start-up included)")
     print(f"work directory: {work}")
 
 
