@@ -76,7 +76,7 @@ def substitute(query: str) -> str:
 
 
 def test_dashboards_exist_and_use_the_provisioned_datasource():
-    assert [p.name for p in DASHBOARDS] == ["production.json", "visits.json"]
+    assert [p.name for p in DASHBOARDS] == ["fleet.json", "production.json", "visits.json"]
     provisioning = (GRAFANA_DIR / "provisioning" / "datasources" / "fabrique.yaml").read_text()
     assert f"uid: {DATASOURCE_UID}" in provisioning and "version: InfluxQL" in provisioning
     providers = (GRAFANA_DIR / "provisioning" / "dashboards" / "fabrique.yaml").read_text()
@@ -200,6 +200,10 @@ POSITIVE = {
     # visits.json
     "Visitors, all stops", "Visitors at this stop", "Groups, all stops", "Responses, all stops",
     "Satisfied, all stops", "View changed, all stops", "Responses by stop", "Invalid responses refused",
+    # fleet.json
+    "Parts delivered by truck", "Visitors by truck (all stops)", "Survey responses by truck",
+    "Satisfied by truck", "View changed by truck", "Orders submitted by truck",
+    "Survey responses at this stop by truck",
 }
 
 # Grouped queries whose series count is known: the 9 steps, the 3 printer temperatures.
@@ -243,6 +247,16 @@ def test_every_query_returns_data(fed_influxdb, path):
     # A few values that must make sense, not only exist.
     site = answers["variable $site"][0]["values"]
     assert [SITE] == [v[1] for v in site], site
+    if path.name == "fleet.json":
+        # One truck in this test: every panel has its series, labelled by its site.
+        last = lambda title: _values(answers[f"panel {title!r} target A"][0])[-1]  # noqa: E731
+        for title in ("Stop of every truck", "Line state by truck", "Visitors by truck (all stops)"):
+            assert {s["tags"]["site"] for s in answers[f"panel {title!r} target A"]} == {SITE}, title
+        assert last("Stop of every truck") == "Lens"
+        assert last("Visitors by truck (all stops)") == 29
+        assert last("Survey responses by truck") == 3
+        assert isinstance(last("Line state by truck"), str) and last("Line state by truck")
+        return
     if path.name == "visits.json":
         last = lambda title: _values(answers[f"panel {title!r} target A"][0])[-1]  # noqa: E731
         assert last("Town") == "Lens"

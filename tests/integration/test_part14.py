@@ -143,3 +143,41 @@ def test_messages_follow_part14_carry_every_change_and_metadata_is_retained(
     finally:
         watcher.close()
         stop_gateway(gw)
+
+
+def test_the_stop_is_a_field_of_every_dataset_message_when_asked(gateway_bin, broker, tmp_path):
+    site = "truck-14"
+    env = {
+        **FAST_SIMULATION_ENV,
+        "FABRIQUE__SITE__ID": site,
+        "FABRIQUE__MQTT__ENABLED": "true",
+        "FABRIQUE__MQTT__BROKER": broker.address,
+        "FABRIQUE__MQTT__PAYLOAD": "ua-json",
+        "FABRIQUE__MQTT__PREFIX": "opcua",
+        "FABRIQUE__MQTT__STOP_IN_PAYLOAD": "true",
+    }
+    watcher = Watcher(broker, f"opcua/json/+/{site}/#")
+    gw = start_gateway(gateway_bin, tmp_path, env, "part14-stop")
+    frames: list[dict] = []
+    metadata: dict[str, dict] = {}
+
+    def on_message(message) -> bool:
+        topic, doc, _retain = message
+        jsonschema.validate(doc, SCHEMA)
+        if topic.startswith(f"opcua/json/metadata/{site}/"):
+            metadata[doc["DataSetWriterName"]] = doc
+        elif topic.startswith(f"opcua/json/data/{site}/"):
+            frames.extend(m for m in doc["Messages"] if "Payload" in m)
+        kinds = {m["MessageType"] for m in frames}
+        return {"ua-keyframe", "ua-deltaframe"} <= kinds and len(frames) >= 20
+
+    try:
+        watcher.collect(on_message, 60, "key and delta frames")
+        assert all(m["Payload"]["Stop"] == {"Value": "Lens"} for m in frames), frames[:3]
+        assert metadata, "no metadata"
+        for name, doc in metadata.items():
+            fields = {f["Name"]: f for f in doc["MetaData"]["Fields"]}
+            assert fields.get("Stop", {}).get("BuiltInType") == 12, (name, sorted(fields))
+    finally:
+        watcher.close()
+        stop_gateway(gw)

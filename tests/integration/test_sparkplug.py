@@ -2,8 +2,10 @@
 
 pysparkplug (its own generated protobuf classes) is the independent decoder: births decode,
 data aliases resolve to the birth's names, a killed gateway's NDEATH (the MQTT will) carries
-its NBIRTH's bdSeq, `Node Control/Rebirth` produces new births, and a DCMD write reaches a
-pymodbus register when `sparkplug.command_role` allows it and not when it is `viewer`.
+its NBIRTH's bdSeq, `Node Control/Rebirth` produces new births, a DCMD write reaches a
+pymodbus register when `sparkplug.command_role` allows it and not when it is `viewer`, a device
+that stops answering dies (DDEATH) and is born again (DBIRTH) when it is back, and with
+`stop_in_payload` every data metric carries the stop as its `stop` property.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def sparkplug_env(broker: Broker, role: str) -> dict[str, str]:
         "FABRIQUE__SPARKPLUG__GROUP_ID": GROUP,
         "FABRIQUE__SPARKPLUG__EDGE_NODE_ID": EDGE,
         "FABRIQUE__SPARKPLUG__COMMAND_ROLE": role,
+        "FABRIQUE__SPARKPLUG__STOP_IN_PAYLOAD": "true",
     }
 
 
@@ -252,6 +255,48 @@ def test_a_viewer_configuration_refuses_writes(gateway_bin, tmp_path, broker, pr
     finally:
         watcher.close()
         stop_gateway(gw)
+
+
+def properties(metric) -> dict:
+    return {k: v.string_value for k, v in zip(metric.properties.keys, metric.properties.values)}
+
+
+def test_every_data_metric_carries_the_stop(births, host):
+    _, raw = host.next(lambda t: t == topic("DDATA", "Printing:Printer3D"),
+                       what="DDATA of the simulated printer")
+    pb = PbPayload.FromString(raw)
+    assert pb.metrics
+    assert all(properties(m).get("stop") == "Lens" for m in pb.metrics), pb
+    _gw, nbirth, _dbirth, _raw = births
+    assert metric(nbirth, "Stop/Town").value == "Lens"
+
+
+def until(host: Host, predicate, timeout: float, what: str) -> tuple[list[str], bytes]:
+    """The topics seen up to and including the first that matches, and its payload."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no {what} within {timeout} s"
+        t, raw = host.next(lambda _t: True, timeout=remaining, what=what)
+        seen.append(t)
+        if predicate(t):
+            return seen, raw
+
+
+def test_a_device_that_goes_away_dies_and_is_born_again(births, host, press):
+    press.kill()
+    until(host, lambda t: t == topic("DDEATH", DEVICE), 60, "DDEATH of the press")
+    press.start()
+    seen, raw = until(host, lambda t: t == topic("DBIRTH", DEVICE), 60, "DBIRTH of the press")
+    # Dead for the host: no data of the press between its death and its new birth.
+    assert topic("DDATA", DEVICE) not in seen, seen
+    # The new birth is read from the raw payload: it carries every metric, named, with the
+    # device connected again.
+    pb = PbPayload.FromString(raw)
+    names = {m.name: m for m in pb.metrics}
+    assert {"Pressure", "Level", "Status/Connected"} <= set(names), names.keys()
+    assert names["Status/Connected"].boolean_value is True
 
 
 def test_a_killed_gateway_dies_with_the_bdseq_of_its_birth(births, host):

@@ -95,6 +95,8 @@ pub struct Spool {
     ack_dirty: bool,
     /// Weight lost to the size limit (or found corrupt at open) since open.
     dropped: u64,
+    /// The size limit dropped something already: logged the first time only.
+    full_logged: bool,
     total_bytes: u64,
     sync: Syncer,
 }
@@ -318,6 +320,7 @@ impl Spool {
             ack_persisted: Instant::now(),
             ack_dirty: false,
             dropped: 0,
+            full_logged: false,
             total_bytes,
             sync,
         };
@@ -575,6 +578,16 @@ impl Spool {
             .saturating_sub(self.acked.seq.max(head.first_seq));
         let end_seq = head.end_seq;
         self.dropped += lost;
+        if !self.full_logged {
+            self.full_logged = true;
+            tracing::warn!(
+                dir = %self.dir.display(),
+                limit_mb = self.max_bytes >> 20,
+                lost,
+                "spool: disk buffer full; the oldest data is dropped to make room, counted in \
+                 Dropped (logged once)"
+            );
+        }
         self.remove_head()?;
         let head = &self.segments[0];
         if self.acked.seq < end_seq || self.acked.segment < head.id {

@@ -518,10 +518,31 @@ impl InfluxSink {
         let mut outage = false;
         while !shutdown.is_cancelled() {
             if let Some(sp) = spool.as_mut().filter(|s| s.pending() > 0) {
-                // The oldest points are on disk: they go first. Points queued meanwhile wait
-                // in memory unless the database is still away or memory fills up.
+                // The backlog is on disk. Live points and the backlog take turns, so that a
+                // backlog of days does not hold back what happens now (the database orders
+                // points by their timestamps). Live points go to disk too while the database
+                // is away, or when memory fills up because it is slower than both.
                 if outage || self.queue.state().0 >= self.queue.capacity / 2 {
                     self.spill_if_due(sp, &mut scratch, flush, false);
+                } else {
+                    let (len, since) = self.queue.state();
+                    if len >= self.config.batch_size || (len > 0 && Instant::now() >= since + flush)
+                    {
+                        let mut batches = Vec::new();
+                        self.take_batches(&mut batches, &mut scratch);
+                        let failed = self.write_batches(batches, &mut state).await;
+                        if !failed.is_empty() {
+                            for batch in &failed {
+                                self.append(sp, &batch.body, batch.points());
+                            }
+                            self.spill_if_due(sp, &mut scratch, flush, true);
+                            self.count_spool(sp, &mut scratch);
+                            outage = true;
+                            self.pause(&mut state, spool.as_mut(), &mut scratch, shutdown)
+                                .await;
+                            continue;
+                        }
+                    }
                 }
                 let ok = self.replay(sp, &mut state).await;
                 self.count_spool(sp, &mut scratch);

@@ -28,7 +28,8 @@ pub struct MqttSinkConfig {
     pub ua_writer_group: String,
     /// `ua-json`: a DataSetWriter with nothing to say for that long sends a keep-alive.
     pub ua_keep_alive_ms: u64,
-    /// `fabrique` payload: add `"stop": "<town>"` (the current stop) to every value message.
+    /// Add the current stop to every message: `"stop": "<town>"` in the own JSON, a `Stop`
+    /// field of every dataset message in Part 14.
     pub stop_in_payload: bool,
     /// `host:port` of the broker (port 1883 when omitted).
     pub broker: String,

@@ -223,6 +223,7 @@ impl MqttSink {
                 )
             }),
         };
+        values.follow_stop(&[]);
 
         let mut connection = Connection::new(options, CLIENT_QUEUE);
         let client = connection.client().clone();
@@ -389,14 +390,7 @@ impl Values {
                 }
             }
         }
-        if let Some((Some(stop_tag), town)) = &mut self.stop {
-            // Follow the tour first: a batch that moves the truck labels its own values.
-            for u in updates.iter().filter(|u| u.tag == *stop_tag) {
-                if let Some(fabrique_adapters::Value::Text(t)) = &u.point.value {
-                    *town = t.clone();
-                }
-            }
-        }
+        self.follow_stop(updates);
         let now = std::time::Instant::now();
         for PointUpdate { tag, point } in updates {
             if self.throttle.is_pass_through() {
@@ -406,6 +400,23 @@ impl Values {
             }
         }
         self.flush_part14(link);
+    }
+
+    /// `stop_in_payload`: the town of `Stop/Town` in `updates`, for the values that follow
+    /// (own JSON: a `stop` key; Part 14: a `Stop` field of every dataset message).
+    fn follow_stop(&mut self, updates: &[PointUpdate]) {
+        let Some((stop_tag, town)) = &mut self.stop else {
+            return;
+        };
+        // Follow the tour first: a batch that moves the truck labels its own values.
+        for u in updates.iter().filter(|u| Some(u.tag) == *stop_tag) {
+            if let Some(fabrique_adapters::Value::Text(t)) = &u.point.value {
+                *town = t.clone();
+            }
+        }
+        if let Some(part14) = &mut self.part14 {
+            part14.set_stop(town.clone());
+        }
     }
 
     /// A connection opened: Part 14 metadata (retained) and a key frame of every field.
@@ -482,8 +493,8 @@ impl Values {
 ///
 /// Order: the on-disk buffer holds older messages than the memory queue. While the broker is
 /// away, messages go straight to the buffer (and the memory queue is spilled into it when the
-/// connection drops); when it is back, the buffer is handed to the client first, then the
-/// memory queue, in which live changes wait meanwhile. While connected, a full memory queue
+/// connection drops); when it is back, the buffer and the memory queue (live changes) are
+/// handed to the client in turns, each in its own order. While connected, a full memory queue
 /// drops its oldest message (counted): the disk is for outages, not for a slow broker.
 struct Link {
     /// Waiting for the connection (or for room in the client).
@@ -569,16 +580,28 @@ impl Link {
             && self.spool.as_ref().is_none_or(|s| s.pending() == 0)
     }
 
-    /// Hand messages to the client while connected and while it has room: the disk buffer
-    /// first, then the memory queue.
+    /// Hand messages to the client while connected and while it has room: the memory queue
+    /// (live changes) and the disk buffer (the backlog of an outage, oldest first) take turns,
+    /// so that a backlog of days does not hold back what happens now, nor live changes the
+    /// backlog.
     fn pump(&mut self, client: &AsyncClient) {
+        let mut live_turn = true;
         while self.connected && self.handed.len() < CLIENT_QUEUE {
-            let message = match self.next_from_spool() {
-                FromSpool::Message(message) => message,
-                FromSpool::Skipped => continue,
-                FromSpool::Empty => match self.queue.pop_front() {
-                    Some(message) => message,
-                    None => break,
+            let live = if live_turn {
+                self.queue.pop_front()
+            } else {
+                None
+            };
+            live_turn = !live_turn;
+            let message = match live {
+                Some(message) => message,
+                None => match self.next_from_spool() {
+                    FromSpool::Message(message) => message,
+                    FromSpool::Skipped => continue,
+                    FromSpool::Empty => match self.queue.pop_front() {
+                        Some(message) => message,
+                        None => break,
+                    },
                 },
             };
             if !self.hand(client, message) {

@@ -30,6 +30,8 @@ use super::payload::{rfc3339, JsonValue};
 use crate::streams::TagLabels;
 
 pub const TRUCK_WRITER: &str = "Truck";
+/// The field every dataset message carries with `stop_in_payload`: the truck's stop.
+pub const STOP_FIELD: &str = "Stop";
 
 /// The retained `ua-status` message of the publisher (`<prefix>/json/status/<PublisherId>`):
 /// PubSubState Operational (2) while connected, Error (3) as the last will and at a stop.
@@ -88,6 +90,8 @@ pub struct Part14 {
     keep_alive: Duration,
     /// Dataset messages ready for the next network message.
     ready: Vec<Json>,
+    /// `stop_in_payload`: the town, a `Stop` field in every key and delta frame.
+    stop: Option<Arc<str>>,
 }
 
 fn version_time() -> u32 {
@@ -116,6 +120,7 @@ impl Part14 {
             message_id: 0,
             keep_alive,
             ready: Vec::new(),
+            stop: None,
         };
         part14.remodel(catalog);
         part14
@@ -173,6 +178,17 @@ impl Part14 {
         self.by_tag = by_tag;
     }
 
+    /// `stop_in_payload`: from now on every dataset message with a payload carries the field
+    /// `Stop` (String, in the metadata of every writer) with this town.
+    pub fn set_stop(&mut self, town: Arc<str>) {
+        self.stop = Some(town);
+    }
+
+    /// A writer whose own fields have none named `Stop` (a device tag could be).
+    fn carries_stop(&self, w: usize) -> bool {
+        self.stop.is_some() && !self.writers[w].fields.iter().any(|f| &*f.0 == STOP_FIELD)
+    }
+
     fn field_value(point: &Point) -> Json {
         let mut value = Map::new();
         value.insert(
@@ -203,7 +219,11 @@ impl Part14 {
             .insert(field.to_string(), Self::field_value(point));
     }
 
-    fn dataset_message(&mut self, w: usize, kind: &str, payload: Option<Map<String, Json>>) {
+    fn dataset_message(&mut self, w: usize, kind: &str, mut payload: Option<Map<String, Json>>) {
+        if let (true, Some(payload), Some(town)) = (self.carries_stop(w), &mut payload, &self.stop)
+        {
+            payload.insert(STOP_FIELD.into(), json!({ "Value": &**town }));
+        }
         let version = self.version;
         let writer = &mut self.writers[w];
         writer.sequence = writer.sequence.wrapping_add(1);
@@ -284,7 +304,7 @@ impl Part14 {
         let mut out = Vec::with_capacity(self.writers.len());
         for writer in &self.writers {
             self.message_id += 1;
-            let fields: Vec<Json> = writer
+            let mut fields: Vec<Json> = writer
                 .fields
                 .iter()
                 .map(|(name, tag, data_type)| {
@@ -313,6 +333,16 @@ impl Part14 {
                     field
                 })
                 .collect();
+            if self.stop.is_some() && !writer.fields.iter().any(|f| &*f.0 == STOP_FIELD) {
+                fields.push(json!({
+                    "Name": STOP_FIELD,
+                    "FieldFlags": 0,
+                    "BuiltInType": 12,
+                    "DataType": "i=12",
+                    "ValueRank": -1,
+                    "Description": { "Text": "The stop the truck was at when the message was published" },
+                }));
+            }
             let message = json!({
                 "MessageId": format!("{}-{}", self.publisher_id, self.message_id),
                 "MessageType": "ua-metadata",
@@ -397,6 +427,23 @@ mod tests {
             "2023-11-14T22:13:20.000000000Z"
         );
         assert!(p.flush().is_none(), "nothing new, nothing sent");
+    }
+
+    #[test]
+    fn the_stop_is_a_field_of_every_dataset_when_asked() {
+        let catalog = catalog();
+        let mut p = Part14::new("opcua", "truck-1", "g", &catalog, Duration::ZERO);
+        p.set_stop("Lens".into());
+        p.add(TagId(1), &point(1.0));
+        let doc: Json = serde_json::from_slice(&p.flush().unwrap().1).unwrap();
+        assert_eq!(doc["Messages"][0]["Payload"]["Stop"]["Value"], "Lens");
+        let metadata = p.metadata(&catalog);
+        let doc: Json = serde_json::from_slice(&metadata[1].1).unwrap();
+        assert_eq!(doc["MetaData"]["Fields"][1]["Name"], "Stop");
+        assert_eq!(doc["MetaData"]["Fields"][1]["BuiltInType"], 12);
+        // Keep-alives have no payload, hence no stop.
+        let doc: Json = serde_json::from_slice(&p.keep_alives().unwrap().1).unwrap();
+        assert!(doc["Messages"][0].get("Payload").is_none());
     }
 
     #[test]

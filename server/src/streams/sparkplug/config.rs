@@ -27,6 +27,9 @@ pub struct SparkplugConfig {
     /// write, `operator` and `admin` write to writable tags. `Node Control/Rebirth` is always
     /// obeyed (it changes nothing on the truck).
     pub command_role: Role,
+    /// Every data metric (and birth metric) carries the property `stop` (String): the stop
+    /// the truck was at when the value changed, as `[mqtt] stop_in_payload` does.
+    pub stop_in_payload: bool,
     /// MQTT client id; `fabrique-sparkplug-<edge_node_id>` when omitted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
@@ -56,6 +59,7 @@ impl Default for SparkplugConfig {
             edge_node_id: None,
             primary_host_id: None,
             command_role: Role::Viewer,
+            stop_in_payload: false,
             client_id: None,
             keep_alive_s: 30,
             queue_messages: 10_000,

@@ -4,7 +4,7 @@
 //! spBv1.0/<group>/NBIRTH/<edge>            bdSeq, Node Control/Rebirth, every node metric
 //! spBv1.0/<group>/DBIRTH/<edge>/<device>   every metric of a device: name, alias, type, units
 //! spBv1.0/<group>/NDATA|DDATA/...          changes, by alias only (report by exception)
-//! spBv1.0/<group>/DDEATH/<edge>/<device>   a device removed by a reload
+//! spBv1.0/<group>/DDEATH/<edge>/<device>   a device gone: `Status/Connected` false, or removed
 //! spBv1.0/<group>/NDEATH/<edge>            the MQTT last will, with the bdSeq of its NBIRTH
 //! spBv1.0/<group>/NCMD|DCMD/...            Rebirth; writes through the command router
 //! spBv1.0/STATE/<primary_host_id>          followed when `primary_host_id` is set
@@ -15,6 +15,9 @@
 //! 0–255. Data messages are QoS 0, as the specification asks; a message counts as sent once
 //! written to the socket.
 //!
+//! A device whose `Status/Connected` turns false gets a DDEATH and no data until it is back;
+//! when it turns true again, a DBIRTH with its current values.
+//!
 //! While the node is not born (broker away, primary host offline), data messages go to the
 //! store-and-forward buffer (disk, or memory without one); after the next births they are
 //! sent again with `is_historical` set, while live data goes out as it comes.
@@ -23,14 +26,14 @@ mod config;
 mod model;
 mod proto;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fabrique_adapters::bus::BusEvent;
 use fabrique_adapters::mqtt::{Connection, Session};
-use fabrique_adapters::{PointUpdate, TagCatalog};
+use fabrique_adapters::{PointUpdate, TagCatalog, TagId, Value};
 use prost::Message as _;
 use rumqttc::{AsyncClient, Event, Incoming, LastWill, Outgoing, Publish, QoS};
 use tokio::time::MissedTickBehavior;
@@ -84,6 +87,14 @@ impl Sink for SparkplugSink {
         let edge = config.edge_node_id(&ctx.site).to_owned();
         let topics = Topics::new(&config.group_id, &edge, config.primary_host_id.as_deref());
         let catalog = ctx.bus.catalog();
+        let stop = config.stop_in_payload.then(|| {
+            let tag = catalog.lookup(STOP_TAG);
+            let town = match tag.and_then(|t| ctx.bus.latest(t).value) {
+                Some(Value::Text(town)) => town,
+                _ => Arc::from(ctx.stop.as_str()),
+            };
+            (tag, town)
+        });
         let node = Node {
             model: Model::of(&catalog),
             catalog,
@@ -102,6 +113,8 @@ impl Sink for SparkplugSink {
                 spool_dropped_seen: 0,
             },
             refused: 0,
+            dead: HashSet::new(),
+            stop,
             ctx,
             config,
         };
@@ -204,7 +217,15 @@ struct Node {
     backlog: Backlog,
     /// Commands refused because of `command_role`: logged the first time.
     refused: u64,
+    /// Devices not born while the node is: `Status/Connected` false (DDEATH published, or no
+    /// DBIRTH at the node's birth). Their live data is not sent until they are back.
+    dead: HashSet<String>,
+    /// `stop_in_payload`: the `Stop/Town` tag and the town, followed on the bus.
+    stop: Option<(Option<TagId>, Arc<str>)>,
 }
+
+/// The tag that says where the truck is (`[stop]`, the tour).
+const STOP_TAG: &str = "Stop/Town";
 
 impl Node {
     fn will(&self, bd_seq: u64) -> LastWill {
@@ -377,8 +398,13 @@ impl Node {
                 ticket: None,
             },
         );
+        self.dead.clear();
         for i in 0..self.model.devices.len() {
-            self.device_birth(client, i);
+            if self.device_connected(i) {
+                self.device_birth(client, i);
+            } else {
+                self.dead.insert(self.model.devices[i].id.clone());
+            }
         }
         self.born = true;
         tracing::info!(
@@ -413,14 +439,52 @@ impl Node {
             .filter_map(|&tag| {
                 let place = self.model.place(tag)?;
                 let spec = &self.catalog.get(tag)?.spec;
-                Some(model::metric(
-                    tag,
-                    place,
-                    &self.ctx.bus.latest(tag),
-                    Some(spec),
-                ))
+                let mut metric = model::metric(tag, place, &self.ctx.bus.latest(tag), Some(spec));
+                if let Some((_, town)) = &self.stop {
+                    model::add_stop(&mut metric, town);
+                }
+                Some(metric)
             })
             .collect()
+    }
+
+    /// False when the device's `Status/Connected` says so; a device without one, or whose
+    /// status is not known yet, is taken as connected.
+    fn device_connected(&self, device: usize) -> bool {
+        self.model.devices[device]
+            .status
+            .is_none_or(|tag| !matches!(self.ctx.bus.latest(tag).value, Some(Value::Bool(false))))
+    }
+
+    /// DDEATH: the host marks every metric of the device stale until its next DBIRTH.
+    fn device_death(&mut self, client: &AsyncClient, id: &str) {
+        let payload = Payload {
+            timestamp: Some(model::now_ms()),
+            seq: Some(self.next_seq()),
+            ..Payload::default()
+        };
+        let topic = self.topics.device("DDEATH", id);
+        self.hand(
+            client,
+            topic,
+            payload,
+            Handed {
+                data: false,
+                ticket: None,
+            },
+        );
+    }
+
+    /// A device's `Status/Connected` changed while the node is born.
+    fn on_device_status(&mut self, client: &AsyncClient, device: usize, connected: bool) {
+        let id = self.model.devices[device].id.clone();
+        if !connected && self.dead.insert(id.clone()) {
+            self.device_death(client, &id);
+            tracing::info!(device = %id, "sparkplug: device disconnected, DDEATH published");
+        } else if connected && self.dead.remove(&id) {
+            self.device_birth(client, device);
+            tracing::info!(device = %id, "sparkplug: device back, DBIRTH published");
+        }
     }
 
     /// Changes from the bus: one NDATA and one DDATA per device, per bus batch.
@@ -431,8 +495,18 @@ impl Node {
         {
             self.remodel(client);
         }
+        if let Some((Some(stop_tag), town)) = &mut self.stop {
+            // Follow the tour first: a batch that moves the truck labels its own values.
+            for u in updates.iter().filter(|u| u.tag == *stop_tag) {
+                if let Some(Value::Text(t)) = &u.point.value {
+                    *town = t.clone();
+                }
+            }
+        }
         // Index 0: the node; i + 1: device i.
         let mut groups: Vec<Vec<Metric>> = vec![Vec::new(); self.model.devices.len() + 1];
+        // The last `Status/Connected` of each device in this batch.
+        let mut statuses: Vec<(usize, bool)> = Vec::new();
         for PointUpdate { tag, point } in updates {
             // A tag that never had a value is not news.
             if point.value.is_none() && point.timestamp.is_null() {
@@ -443,16 +517,37 @@ impl Node {
             };
             let group = match place.owner {
                 Owner::Node => 0,
-                Owner::Device(i) => i + 1,
+                Owner::Device(i) => {
+                    if let (true, Some(Value::Bool(connected))) =
+                        (self.model.devices[i].status == Some(*tag), &point.value)
+                    {
+                        statuses.retain(|(d, _)| *d != i);
+                        statuses.push((i, *connected));
+                    }
+                    i + 1
+                }
             };
-            groups[group].push(model::metric(*tag, place, point, None));
+            let mut metric = model::metric(*tag, place, point, None);
+            if let Some((_, town)) = &self.stop {
+                model::add_stop(&mut metric, town);
+            }
+            groups[group].push(metric);
         }
         for (i, metrics) in groups.into_iter().enumerate() {
             if metrics.is_empty() {
                 continue;
             }
             let device = i.checked_sub(1).map(|d| self.model.devices[d].id.clone());
+            if self.born && device.as_ref().is_some_and(|id| self.dead.contains(id)) {
+                // Dead for the host until its DBIRTH, which carries the current values.
+                continue;
+            }
             self.data(client, device, metrics, None, false);
+        }
+        if self.born {
+            for (device, connected) in statuses {
+                self.on_device_status(client, device, connected);
+            }
         }
     }
 
@@ -499,9 +594,10 @@ impl Node {
                 Some((device, metrics)) => {
                     if device
                         .as_deref()
-                        .is_some_and(|id| self.model.device(id).is_none())
+                        .is_some_and(|id| self.model.device(id).is_none() || self.dead.contains(id))
                     {
-                        // The device went away meanwhile: nobody to say it for.
+                        // The device went away meanwhile (removed, or disconnected: not born
+                        // for the host): nobody to say it for.
                         self.backlog.release(ticket, &self.ctx);
                         self.ctx.counters.dropped.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -529,22 +625,9 @@ impl Node {
             return;
         }
         for device in &old.devices {
-            if self.model.device(&device.id).is_none() {
-                let payload = Payload {
-                    timestamp: Some(model::now_ms()),
-                    seq: Some(self.next_seq()),
-                    ..Payload::default()
-                };
-                let topic = self.topics.device("DDEATH", &device.id);
-                self.hand(
-                    client,
-                    topic,
-                    payload,
-                    Handed {
-                        data: false,
-                        ticket: None,
-                    },
-                );
+            // A disconnected device already had its DDEATH.
+            if self.model.device(&device.id).is_none() && !self.dead.remove(&device.id) {
+                self.device_death(client, &device.id);
                 tracing::info!(device = %device.id, "sparkplug: device gone, DDEATH published");
             }
         }
@@ -552,7 +635,11 @@ impl Node {
             let device = &self.model.devices[i];
             let before = old.device(&device.id).map(|j| &old.devices[j]);
             if before != Some(device) {
-                self.device_birth(client, i);
+                if self.device_connected(i) {
+                    self.device_birth(client, i);
+                } else {
+                    self.dead.insert(device.id.clone());
+                }
             }
         }
         // Node metrics added by a reload need a new NBIRTH: rebirth the whole node.

@@ -43,7 +43,12 @@ pub struct Device {
     /// `<station>:<device>`: the Sparkplug device id.
     pub id: String,
     pub tags: Vec<TagId>,
+    /// Its `Status/Connected` tag, when it has one: false is a DDEATH, true again a DBIRTH.
+    pub status: Option<TagId>,
 }
+
+/// The tag below a device that says whether the device answers.
+pub const STATUS_CONNECTED: &str = "Status/Connected";
 
 #[derive(Debug, Default)]
 pub struct Model {
@@ -74,10 +79,14 @@ impl Model {
                             model.devices.push(Device {
                                 id: device_id,
                                 tags: Vec::new(),
+                                status: None,
                             });
                             model.devices.len() - 1
                         });
                     model.devices[index].tags.push(id);
+                    if labels.tag == STATUS_CONNECTED {
+                        model.devices[index].status = Some(id);
+                    }
                     Owner::Device(index)
                 }
                 _ => {
@@ -292,6 +301,18 @@ pub fn metric(
     }
 }
 
+/// The property `stop` (String) on a metric: where the truck was when the value changed
+/// (`stop_in_payload`).
+pub fn add_stop(metric: &mut Metric, stop: &str) {
+    let set = metric.properties.get_or_insert_with(PropertySet::default);
+    property(
+        "stop",
+        PropertyValueKind::StringValue(stop.to_owned()),
+        dt::STRING,
+        set,
+    );
+}
+
 pub fn bd_seq_metric(bd_seq: u64, birth: bool) -> Metric {
     Metric {
         name: Some("bdSeq".into()),
@@ -350,6 +371,8 @@ mod tests {
         assert_eq!(model.devices[0].tags, vec![TagId(1), TagId(2)]);
         assert_eq!(&*model.place(TagId(2)).unwrap().name, "Status/Connected");
         assert_eq!(model.device("Assembly:Robot"), Some(1));
+        assert_eq!(model.devices[0].status, Some(TagId(2)));
+        assert_eq!(model.devices[1].status, None);
         let by_name = Metric {
             name: Some("NozzleTemperature".into()),
             ..Metric::default()
