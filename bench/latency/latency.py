@@ -201,6 +201,13 @@ async def run(args: argparse.Namespace) -> dict:
                  "--label", "load", "--tags", str(args.load_tags), "--warmup", "0",
                  "--seconds", "100000"],
                 stdout=open(work / "load_client.log", "wb"), stderr=subprocess.STDOUT)
+            # Its first one-second count comes once all its monitored items exist.
+            for _ in range(1200):
+                if b"second=" in (work / "load_client.log").read_bytes() or load.poll() is not None:
+                    break
+                await asyncio.sleep(0.1)
+            if load.poll() is not None:
+                raise RuntimeError(f"the load client stopped, see {work / 'load_client.log'}")
         await asyncio.sleep(args.warmup)
 
         device_rt = server.context.devices[1]
@@ -239,7 +246,7 @@ async def run(args: argparse.Namespace) -> dict:
             latencies, unmatched = match(sends, arrivals, first_ns)
             latencies.sort()
             result[name] = {
-                "seen": len(latencies), "unmatched": unmatched,
+                "seen": len(latencies), "unmatched": unmatched, "arrivals": arrivals.count(),
                 "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
                 "max_ms": latencies[-1] if latencies else float("nan"),
                 "mean_ms": statistics.fmean(latencies) if latencies else float("nan"),
@@ -277,7 +284,7 @@ def cpu_seconds(pid: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--changes", type=int, default=10_000)
-    ap.add_argument("--registers", type=int, default=10)
+    ap.add_argument("--registers", type=int, default=50)
     ap.add_argument("--interval-ms", type=float, default=5.0,
                     help="time between two changes (one register each, round robin)")
     ap.add_argument("--poll-ms", type=int, default=10, help="the Modbus device's poll_ms (min 10)")
