@@ -40,7 +40,8 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} (open62541-sys builds open62541 with cmake, bindgen needs libclang)"
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get install -y cmake clang libclang-dev
+  $sudo_cmd apt-get install -y cmake clang libclang-dev \
+    || { $sudo_cmd apt-get update && $sudo_cmd apt-get install -y cmake clang libclang-dev; }
 fi
 
 # --- builds ---------------------------------------------------------------------------------
