@@ -120,10 +120,12 @@ fn main() {
     // SAFETY: the FFI calls follow open62541's documented setup sequence: a zeroed config,
     // the minimal defaults, then the limits, then the server takes the config over.
     unsafe {
-        let mut config = UA_ServerConfig::default();
-        // Warnings only, as the gateway runs in the benchmark (RUST_LOG=warn): at info,
-        // open62541 logs every monitored item it creates or deletes.
-        config.logging = UA_Log_Stdout_new(UA_LogLevel::UA_LOGLEVEL_WARNING);
+        let mut config = UA_ServerConfig {
+            // Warnings only, as the gateway runs in the benchmark (RUST_LOG=warn): at info,
+            // open62541 logs every monitored item it creates or deletes.
+            logging: UA_Log_Stdout_new(UA_LogLevel::UA_LOGLEVEL_WARNING),
+            ..Default::default()
+        };
         let status = UA_ServerConfig_setMinimalCustomBuffer(&mut config, o.port, ptr::null(), 0, 0);
         assert_eq!(status, 0, "UA_ServerConfig_setMinimal failed: {status:#x}");
 
