@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::adapter::{TagRegistrar, WriteError};
 use crate::bus::Publisher;
 use crate::device::{StandardKind, StandardShape};
+use crate::limits::AlarmLimits;
 use crate::point::{Timestamp, Value};
 use crate::tag::{CatalogError, DataType, TagId, TagSpec};
 
@@ -155,6 +156,25 @@ impl Tags<'_, '_> {
         )
     }
 
+    /// An analog tag with the truck's built-in alarm limits (README "Alarms, events and
+    /// history"): a limit alarm is raised when the simulated machine leaves its normal range.
+    fn limited(
+        &mut self,
+        name: &str,
+        unit: &str,
+        (low, high): (f64, f64),
+        description: &str,
+        limits: crate::limits::AlarmLimits,
+    ) -> Result<TagId, CatalogError> {
+        self.tags.register(
+            TagSpec::new(format!("{}/{name}", self.path), DataType::Float64)
+                .unit(unit)
+                .range(low, high)
+                .describe(description)
+                .alarm(limits),
+        )
+    }
+
     fn setpoint(
         &mut self,
         name: &str,
@@ -244,17 +264,19 @@ impl Printer3d {
                 (0.0, 100.0),
                 "Progress of the print job",
             )?,
-            nozzle: t.analog(
+            nozzle: t.limited(
                 "NozzleTemperature",
                 "°C",
                 (0.0, 300.0),
                 "Hot-end temperature",
+                AlarmLimits::high(230.0, 240.0).message("Nozzle overheating"),
             )?,
-            bed: t.analog(
+            bed: t.limited(
                 "BedTemperature",
                 "°C",
                 (0.0, 120.0),
                 "Heated bed temperature",
+                AlarmLimits::high(70.0, 80.0).message("Bed overheating"),
             )?,
             parts: t.add(
                 "PrintedParts",
@@ -346,7 +368,13 @@ impl Cnc {
             program: t.add("Program", DataType::String, "NC program loaded")?,
             spindle: t.analog("SpindleSpeed", "rpm", (0.0, 24_000.0), "Spindle speed")?,
             feed: t.analog("FeedRate", "mm/min", (0.0, 5_000.0), "Actual feed rate")?,
-            load: t.analog("SpindleLoad", "%", (0.0, 100.0), "Spindle motor load")?,
+            load: t.limited(
+                "SpindleLoad",
+                "%",
+                (0.0, 100.0),
+                "Spindle motor load",
+                AlarmLimits::high(80.0, 95.0).message("Spindle overloaded"),
+            )?,
             parts: t.add("PartCount", DataType::UInt32, "Parts machined since start")?,
             feed_override: t.setpoint(
                 "FeedOverride",
@@ -697,7 +725,15 @@ impl Conveyor {
     fn new(t: &mut Tags<'_, '_>) -> Result<Self, CatalogError> {
         Ok(Conveyor {
             running: t.add("Running", DataType::Bool, "Belt moving")?,
-            speed: t.analog("Speed", "m/min", (0.0, 30.0), "Actual belt speed")?,
+            speed: t.limited(
+                "Speed",
+                "m/min",
+                (0.0, 30.0),
+                "Actual belt speed",
+                AlarmLimits::high(20.0, 25.0)
+                    .deadband(0.5)
+                    .message("Conveyor too fast"),
+            )?,
             current: t.analog("MotorCurrent", "A", (0.0, 10.0), "Drive motor current")?,
             items: t.add(
                 "ItemsTransported",

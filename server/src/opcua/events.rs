@@ -150,7 +150,7 @@ impl Watched {
 
 /// The notifiers an event of `source` is reported on: itself and every one above it
 /// (`Server` gets it in any case).
-fn notifiers(ns: u16, source: &str) -> Vec<NodeId> {
+pub(crate) fn notifiers(ns: u16, source: &str) -> Vec<NodeId> {
     let mut out = vec![instance_node_id(ns, "")];
     if source.starts_with("Stations/") {
         let mut path = String::new();
@@ -199,11 +199,45 @@ pub fn report_condition(
     ns: u16,
     state: crate::alarms::ConditionState,
 ) {
+    let targets = notifiers(ns, &state.source);
+    let condition = condition_event(ns, state);
+    watched.notify(subscriptions, &condition, &targets);
+}
+
+/// The event that reports `state`, with its source's and its own NodeIds.
+pub(crate) fn condition_event(
+    ns: u16,
+    state: crate::alarms::ConditionState,
+) -> crate::alarms::event::ConditionEvent {
     let source_node = instance_node_id(ns, &state.source);
     let condition_id = condition_node_id(ns, &state.source, state.name);
-    let targets = notifiers(ns, &state.source);
-    let condition = crate::alarms::event::condition_event(source_node, condition_id, state);
-    watched.notify(subscriptions, &condition, &targets);
+    crate::alarms::event::condition_event(source_node, condition_id, state)
+}
+
+/// Report every condition state change (`Alarms::subscribe`) as its event, until shutdown.
+pub async fn report_conditions(
+    mut changes: tokio::sync::broadcast::Receiver<crate::alarms::ConditionState>,
+    subscriptions: Arc<SubscriptionCache>,
+    watched: Arc<Watched>,
+    ns: u16,
+    shutdown: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let change = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            change = changes.recv() => change,
+        };
+        match change {
+            Ok(state) => report_condition(&subscriptions, &watched, ns, state),
+            // Fell behind: those events are lost to live subscribers (a ConditionRefresh
+            // replays the retained ones); counted in the log.
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "condition events dropped: the reporter fell behind")
+            }
+            Err(RecvError::Closed) => break,
+        }
+    }
 }
 
 /// Reports happenings as OPC UA events.
@@ -322,12 +356,9 @@ impl EventEmitter {
         self.watched
             .notify(&self.subscriptions, &*event, &notifiers);
         if let What::DeviceConnection { connected, error } = &happening.what {
-            let changed =
-                self.alarms
-                    .device_connection(&happening.source, *connected, error, happening.time);
-            if let Some(state) = changed {
-                report_condition(&self.subscriptions, &self.watched, self.ns, state);
-            }
+            // Reported as an event by `report_conditions`, like every condition change.
+            self.alarms
+                .device_connection(&happening.source, *connected, error, happening.time);
         }
     }
 }
