@@ -105,7 +105,8 @@ impl AlarmLimits {
 
     /// The limits are usable: `key` is where they are configured (`tags[2].alarm`).
     pub fn check(&self, key: &str) -> Result<(), ConfigIssue> {
-        let issue = |field: &str, reason: String| ConfigIssue::new(format!("{key}.{field}"), reason);
+        let issue =
+            |field: &str, reason: String| ConfigIssue::new(format!("{key}.{field}"), reason);
         let limits = [
             ("high_high", self.high_high),
             ("high", self.high),
@@ -204,11 +205,23 @@ mod tests {
         let l = limits();
         assert_eq!(l.level(None, 225.0), None);
         assert_eq!(l.level(None, 230.0), Some(LimitLevel::High));
-        assert_eq!(l.level(Some(LimitLevel::High), 241.0), Some(LimitLevel::HighHigh));
+        assert_eq!(
+            l.level(Some(LimitLevel::High), 241.0),
+            Some(LimitLevel::HighHigh)
+        );
         // Within the deadband of HighHigh: still HighHigh.
-        assert_eq!(l.level(Some(LimitLevel::HighHigh), 239.5), Some(LimitLevel::HighHigh));
-        assert_eq!(l.level(Some(LimitLevel::HighHigh), 238.5), Some(LimitLevel::High));
-        assert_eq!(l.level(Some(LimitLevel::High), 229.5), Some(LimitLevel::High));
+        assert_eq!(
+            l.level(Some(LimitLevel::HighHigh), 239.5),
+            Some(LimitLevel::HighHigh)
+        );
+        assert_eq!(
+            l.level(Some(LimitLevel::HighHigh), 238.5),
+            Some(LimitLevel::High)
+        );
+        assert_eq!(
+            l.level(Some(LimitLevel::High), 229.5),
+            Some(LimitLevel::High)
+        );
         assert_eq!(l.level(Some(LimitLevel::High), 228.0), None);
         // Straight from HighHigh to normal.
         assert_eq!(l.level(Some(LimitLevel::HighHigh), 100.0), None);
@@ -216,8 +229,14 @@ mod tests {
         assert_eq!(l.level(None, 15.0), Some(LimitLevel::Low));
         assert_eq!(l.level(Some(LimitLevel::Low), 20.5), Some(LimitLevel::Low));
         assert_eq!(l.level(Some(LimitLevel::Low), 21.5), None);
-        assert_eq!(l.level(Some(LimitLevel::LowLow), 250.0), Some(LimitLevel::HighHigh));
-        assert_eq!(l.level(Some(LimitLevel::High), 5.0), Some(LimitLevel::LowLow));
+        assert_eq!(
+            l.level(Some(LimitLevel::LowLow), 250.0),
+            Some(LimitLevel::HighHigh)
+        );
+        assert_eq!(
+            l.level(Some(LimitLevel::High), 5.0),
+            Some(LimitLevel::LowLow)
+        );
     }
 
     #[test]
@@ -226,7 +245,11 @@ mod tests {
         let bad = AlarmLimits::high(240.0, 230.0);
         let issue = bad.check("tags[0].alarm").unwrap_err();
         assert_eq!(issue.key, "tags[0].alarm.high_high");
-        assert!(issue.reason.contains("high_high >= high > low >= low_low"), "{}", issue.reason);
+        assert!(
+            issue.reason.contains("high_high >= high > low >= low_low"),
+            "{}",
+            issue.reason
+        );
         let equal = AlarmLimits::high(20.0, 30.0).low(20.0, 10.0);
         assert_eq!(equal.check("a").unwrap_err().key, "a.high");
         let negative = limits().deadband(-1.0);

@@ -270,3 +270,52 @@ async def test_reloaded_limits_apply_to_the_value_the_tag_holds(gateway_factory,
         status, body = await reload_over_http(gw)
         assert status == 400, body
         assert "tags[0].alarm.high_high" in str(body), body
+
+
+@pytest.mark.parametrize(
+    "case, text, key",
+    [
+        (
+            "partner high_high below high",
+            LIMITED_CONFIG.replace("high = 230.0", "high = 250.0").format(port=5020),
+            "devices[0].tags[0].alarm.high_high",
+        ),
+        (
+            "partner negative deadband",
+            LIMITED_CONFIG.replace("deadband = 1.0", "deadband = -1.0").format(port=5020),
+            "devices[0].tags[0].alarm.deadband",
+        ),
+        (
+            "simulated low above high",
+            '[[simulation.devices]]\nname = "Printer3D"\nstation = "Printing"\nkind = "printer3d"\n'
+            "alarms = { NozzleTemperature = { high = 230.0, low = 240.0 } }\n",
+            "simulation.devices[0].alarms.NozzleTemperature.high",
+        ),
+        (
+            "simulated unknown tag",
+            '[[simulation.devices]]\nname = "Printer3D"\nstation = "Printing"\nkind = "printer3d"\n'
+            "alarms = { Nozzle = { high = 230.0 } }\n",
+            "simulation.devices[0].alarms.Nozzle",
+        ),
+    ],
+)
+def test_check_names_the_key_and_file_of_bad_limits(gateway_bin, tmp_path, case, text, key):
+    from test_config_cli import describe, run, write_config
+
+    path = write_config(tmp_path, text, name="limits.toml")
+    proc = run(gateway_bin, "check", "--config", str(path), cwd=tmp_path)
+    assert proc.returncode != 0, f"{case} accepted:\n{describe(proc)}"
+    assert key in proc.stderr, describe(proc)
+    assert str(path) in proc.stderr, describe(proc)
+
+
+def test_check_accepts_simulated_limits(gateway_bin, tmp_path):
+    from test_config_cli import describe, run, write_config
+
+    text = (
+        '[[simulation.devices]]\nname = "Printer3D"\nstation = "Printing"\nkind = "printer3d"\n'
+        "alarms = { NozzleTemperature = { high = 225.0, high_high = 235.0, severity = 900 } }\n"
+    )
+    path = write_config(tmp_path, text, name="limits.toml")
+    proc = run(gateway_bin, "check", "--config", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)

@@ -2,6 +2,8 @@
 //! the printer prints, the CNC cuts and the metrology station measures the order the line
 //! shows at that step.
 
+use std::collections::BTreeMap;
+
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -105,13 +107,36 @@ pub trait SimMachine: Send {
     fn write(&mut self, tag: TagId, value: &Value) -> Result<(), WriteError>;
 }
 
+/// The names of a `kind` machine's analog tags (those that may have alarm limits).
+pub fn analog_tags(kind: MachineKind) -> Vec<String> {
+    let mut builder = crate::tag::TagCatalogBuilder::new();
+    let mut registrar = TagRegistrar::new(&mut builder, crate::tag::AdapterId(0));
+    if build(kind, "S/M", &mut registrar, &BTreeMap::new()).is_err() {
+        return Vec::new();
+    }
+    let ids = builder.registered().to_vec();
+    ids.into_iter()
+        .filter_map(|id| builder.spec(id))
+        .filter(|spec| spec.data_type == DataType::Float64 && spec.range.is_some())
+        .map(|spec| spec.name().to_owned())
+        .collect()
+}
+
 /// Declare the tags of a `kind` machine under `path` and build it.
+/// `alarms`: limits configured for this device's tags (`alarms = { Tag = { ... } }`), which
+/// replace the built-in ones; every name must be one of the machine's analog tags.
 pub fn build(
     kind: MachineKind,
     path: &str,
     tags: &mut TagRegistrar<'_>,
+    alarms: &BTreeMap<String, AlarmLimits>,
 ) -> Result<Box<dyn SimMachine>, CatalogError> {
-    let mut t = Tags { tags, path };
+    let mut t = Tags {
+        tags,
+        path,
+        alarms,
+        used: 0,
+    };
     Ok(match kind {
         MachineKind::Printer3d => Box::new(Printer3d::new(&mut t)?),
         MachineKind::Cnc => Box::new(Cnc::new(&mut t)?),
@@ -127,6 +152,9 @@ pub fn build(
 struct Tags<'r, 'a> {
     tags: &'r mut TagRegistrar<'a>,
     path: &'r str,
+    alarms: &'r BTreeMap<String, AlarmLimits>,
+    /// How many of `alarms` an analog tag took.
+    used: usize,
 }
 
 impl Tags<'_, '_> {
@@ -148,12 +176,18 @@ impl Tags<'_, '_> {
         (low, high): (f64, f64),
         description: &str,
     ) -> Result<TagId, CatalogError> {
-        self.tags.register(
-            TagSpec::new(format!("{}/{name}", self.path), DataType::Float64)
-                .unit(unit)
-                .range(low, high)
-                .describe(description),
-        )
+        let spec = TagSpec::new(format!("{}/{name}", self.path), DataType::Float64)
+            .unit(unit)
+            .range(low, high)
+            .describe(description);
+        let spec = match self.alarms.get(name) {
+            Some(limits) => {
+                self.used += 1;
+                spec.alarm(limits.clone())
+            }
+            None => spec,
+        };
+        self.tags.register(spec)
     }
 
     /// An analog tag with the truck's built-in alarm limits (README "Alarms, events and
@@ -166,6 +200,13 @@ impl Tags<'_, '_> {
         description: &str,
         limits: crate::limits::AlarmLimits,
     ) -> Result<TagId, CatalogError> {
+        let limits = match self.alarms.get(name) {
+            Some(configured) => {
+                self.used += 1;
+                configured.clone()
+            }
+            None => limits,
+        };
         self.tags.register(
             TagSpec::new(format!("{}/{name}", self.path), DataType::Float64)
                 .unit(unit)

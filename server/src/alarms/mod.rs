@@ -8,11 +8,12 @@
 //!
 //! Conditions: one `OffNormalAlarmType` per device, for its communication
 //! (`<device>/Status/Connected`); one `ExclusiveLimitAlarmType` per tag with configured
-//! limits (`limit.rs`).
+//! limits (`limit.rs`); the line's metrology NOK `OffNormalAlarmType` (`metrology.rs`).
 
 pub mod event;
 pub mod limit;
 pub mod methods;
+pub mod metrology;
 pub mod persist;
 pub mod refresh;
 
@@ -71,10 +72,14 @@ const COMMUNICATION_SEVERITY: u16 = 700;
 pub const COMMUNICATION: &str = "Communication";
 /// The condition name of a tag's limit alarm.
 pub const LIMIT: &str = "Limit";
+/// The condition name of the line's metrology NOK alarm (metrology.rs).
+pub const METROLOGY: &str = "Metrology";
 
 /// The `&'static` name of a known condition name (for conditions read back from disk).
 pub fn known_name(name: &str) -> Option<&'static str> {
-    [COMMUNICATION, LIMIT].into_iter().find(|n| *n == name)
+    [COMMUNICATION, LIMIT, METROLOGY]
+        .into_iter()
+        .find(|n| *n == name)
 }
 
 fn new_event_id() -> Vec<u8> {
@@ -483,7 +488,13 @@ mod tests {
             Err(Refused::EventIdUnknown)
         );
         let confirmed = alarms
-            .confirm("Stations/P/press", COMMUNICATION, &acked.event_id, "", at(5))
+            .confirm(
+                "Stations/P/press",
+                COMMUNICATION,
+                &acked.event_id,
+                "",
+                at(5),
+            )
             .expect("confirmed");
         assert!(confirmed.confirmed && !confirmed.retain());
         assert_eq!(confirmed.comment, "seen");

@@ -129,7 +129,11 @@ pub fn load(dir: &Path) -> Result<Vec<ConditionState>, PersistError> {
     };
     let file: StateFile =
         serde_json::from_str(&text).map_err(|source| PersistError::Parse { path, source })?;
-    Ok(file.conditions.into_iter().filter_map(Stored::state).collect())
+    Ok(file
+        .conditions
+        .into_iter()
+        .filter_map(Stored::state)
+        .collect())
 }
 
 fn write(dir: &Path, states: &[ConditionState]) -> std::io::Result<()> {
@@ -219,12 +223,24 @@ mod tests {
             .device_connection(d, false, "refused", Timestamp::from_nanos(1))
             .unwrap();
         let acked = alarms
-            .acknowledge(d, super::super::COMMUNICATION, &lost.event_id, "seen", Timestamp::from_nanos(2))
+            .acknowledge(
+                d,
+                super::super::COMMUNICATION,
+                &lost.event_id,
+                "seen",
+                Timestamp::from_nanos(2),
+            )
             .unwrap();
         alarms.durable().await;
         let limits = AlarmLimits::high(1.0, 2.0);
-        super::super::limit::evaluate(&alarms, "Stations/P/press/T", &limits, 1.5, Timestamp::from_nanos(3))
-            .unwrap();
+        super::super::limit::evaluate(
+            &alarms,
+            "Stations/P/press/T",
+            &limits,
+            1.5,
+            Timestamp::from_nanos(3),
+        )
+        .unwrap();
         alarms.durable().await;
 
         let again = Arc::new(Alarms::default());
@@ -232,7 +248,10 @@ mod tests {
         let mut states = again.all();
         states.sort_by(|a, b| a.source.cmp(&b.source));
         assert_eq!(states[0], acked);
-        assert_eq!(again.limit_level("Stations/P/press/T"), Some(LimitLevel::High));
+        assert_eq!(
+            again.limit_level("Stations/P/press/T"),
+            Some(LimitLevel::High)
+        );
     }
 
     #[test]

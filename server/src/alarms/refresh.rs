@@ -5,8 +5,9 @@
 
 use opcua::nodes::{BaseEventType, Event};
 use opcua::server::node_manager::{MethodCall, RequestContext};
-use opcua::types::{AttributeId, DateTime, MethodId, NodeId, ObjectId, ObjectTypeId, StatusCode,
-    UAString, Variant};
+use opcua::types::{
+    AttributeId, DateTime, MethodId, NodeId, ObjectId, ObjectTypeId, StatusCode, UAString, Variant,
+};
 
 use super::Alarms;
 use crate::opcua::events::{condition_event, event_id, notifiers};
@@ -89,7 +90,10 @@ fn refresh(
         tracing::debug!(subscription_id, id, "ConditionRefresh2");
     }
     let type_tree = context.get_type_tree_for_user();
-    let start = marker(ObjectTypeId::RefreshStartEventType, "ConditionRefresh start");
+    let start = marker(
+        ObjectTypeId::RefreshStartEventType,
+        "ConditionRefresh start",
+    );
     let end = marker(ObjectTypeId::RefreshEndEventType, "ConditionRefresh end");
     let server: NodeId = ObjectId::Server.into();
     for (id, _) in &items {

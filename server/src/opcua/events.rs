@@ -355,10 +355,21 @@ impl EventEmitter {
         tracing::debug!(source = %happening.source, message = %message, "event");
         self.watched
             .notify(&self.subscriptions, &*event, &notifiers);
-        if let What::DeviceConnection { connected, error } = &happening.what {
-            // Reported as an event by `report_conditions`, like every condition change.
-            self.alarms
-                .device_connection(&happening.source, *connected, error, happening.time);
+        // Conditions are reported as events by `report_conditions`, like every change.
+        match &happening.what {
+            What::DeviceConnection { connected, error } => {
+                self.alarms
+                    .device_connection(&happening.source, *connected, error, happening.time);
+            }
+            What::PartScrapped { order_id, verdict } => {
+                self.alarms
+                    .part_verdict(order_id, verdict, true, happening.time);
+            }
+            What::OrderDelivered { order_id } => {
+                self.alarms
+                    .part_verdict(order_id, "", false, happening.time);
+            }
+            _ => {}
         }
     }
 }
