@@ -132,10 +132,7 @@ impl AlarmLimits {
         for pair in present.windows(2) {
             let ((upper, a), (lower, b)) = (pair[0], pair[1]);
             // high > low strictly (a value cannot be high and low at once); the others may meet.
-            let strict = upper == "high" && lower == "low"
-                || upper == "high_high" && lower == "low"
-                || upper == "high" && lower == "low_low"
-                || upper == "high_high" && lower == "low_low";
+            let strict = upper.starts_with("high") && lower.starts_with("low");
             let ok = if strict { a > b } else { a >= b };
             if !ok {
                 let op = if strict { ">" } else { ">=" };
