@@ -3,7 +3,7 @@
 //!
 //! They belong to the core namespace (`AcknowledgeableConditionType_Acknowledge` is ns=0;
 //! i=9111), so async-opcua routes them to its core node manager; the vendored server routes
-//! them by the called object instead (vendor/async-opcua-server/PATCHES.md, 3 and 4), which
+//! them by the called object instead (vendor/async-opcua-server/PATCHES.md, 3 and 5), which
 //! brings them to the gateway's node manager, then here.
 
 use opcua::server::node_manager::{MethodCall, RequestContext};

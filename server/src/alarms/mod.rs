@@ -151,7 +151,7 @@ impl Default for Alarms {
 
 impl Alarms {
     /// Every later change of any condition's state, in order. A subscriber that falls more
-    /// than 4,096 changes behind gets `Lagged` and may read [`Alarms::all`] again.
+    /// than 4,096 changes behind gets `Lagged` and may read [`Alarms::conditions`] again.
     pub fn subscribe(&self) -> broadcast::Receiver<ConditionState> {
         self.changes.subscribe()
     }
@@ -183,7 +183,7 @@ impl Alarms {
     }
 
     /// The state of every condition.
-    pub fn all(&self) -> Vec<ConditionState> {
+    pub fn conditions(&self) -> Vec<ConditionState> {
         self.conditions.lock().values().cloned().collect()
     }
 

@@ -184,7 +184,7 @@ fn writer(alarms: Weak<Alarms>, dir: PathBuf, rx: mpsc::Receiver<Request>) {
         let Some(alarms) = alarms.upgrade() else {
             break;
         };
-        let states = alarms.all();
+        let states = alarms.conditions();
         drop(alarms);
         if let Err(error) = write(&dir, &states) {
             failures += 1;
@@ -245,7 +245,7 @@ mod tests {
 
         let again = Arc::new(Alarms::default());
         assert_eq!(start(&again, &dir).unwrap(), 2);
-        let mut states = again.all();
+        let mut states = again.conditions();
         states.sort_by(|a, b| a.source.cmp(&b.source));
         assert_eq!(states[0], acked);
         assert_eq!(

@@ -1,7 +1,7 @@
 //! ConditionRefresh and ConditionRefresh2 (Part 9, 5.5.7): replay the retained conditions to
 //! one subscription (or one of its monitored items), between a `RefreshStartEvent` and a
 //! `RefreshEndEvent`. The calls are on the core `ConditionType` object; the vendored server
-//! hands them to the gateway's node manager (vendor/async-opcua-server/PATCHES.md, 4).
+//! hands them to the gateway's node manager (vendor/async-opcua-server/PATCHES.md, 5).
 
 use opcua::nodes::{BaseEventType, Event};
 use opcua::server::node_manager::{MethodCall, RequestContext};
