@@ -178,6 +178,8 @@ pub struct TagBasics<'a> {
     pub unit: Option<&'a str>,
     pub range: Option<EuRange>,
     pub description: Option<&'a str>,
+    /// `alarm = { high = ..., ... }`: limits of the tag's limit alarm.
+    pub alarm: Option<&'a crate::limits::AlarmLimits>,
 }
 
 impl TagBasics<'_> {
@@ -190,6 +192,7 @@ impl TagBasics<'_> {
             range: self.range,
             description: self.description.map(str::to_owned),
             property: false,
+            alarm: self.alarm.cloned(),
         }
     }
 }

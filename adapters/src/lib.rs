@@ -10,6 +10,7 @@ pub mod adapter;
 pub mod backoff;
 pub mod bus;
 pub mod device;
+pub mod limits;
 pub mod modbus;
 pub mod mqtt;
 pub mod net;

@@ -122,6 +122,8 @@ pub struct TagSpec {
     /// A fixed characteristic (a name, a position on the line) rather than a live measurement;
     /// OPC UA shows it as a property.
     pub property: bool,
+    /// Limits of an `ExclusiveLimitAlarmType` condition on this tag (server/src/alarms/limit.rs).
+    pub alarm: Option<crate::limits::AlarmLimits>,
 }
 
 impl TagSpec {
@@ -134,11 +136,17 @@ impl TagSpec {
             range: None,
             description: None,
             property: false,
+            alarm: None,
         }
     }
 
     pub fn property(mut self) -> Self {
         self.property = true;
+        self
+    }
+
+    pub fn alarm(mut self, limits: crate::limits::AlarmLimits) -> Self {
+        self.alarm = Some(limits);
         self
     }
 

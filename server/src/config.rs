@@ -285,6 +285,12 @@ impl GatewayConfig {
         };
         for (i, d) in self.simulation.devices.iter().enumerate() {
             names("simulation.devices", i, &d.name, &d.station)?;
+            d.validate_alarms().map_err(|issue| {
+                (
+                    format!("simulation.devices[{i}].{}", issue.key),
+                    format!("device `{}`: {}", d.name, issue.reason),
+                )
+            })?;
         }
         for (i, d) in self.devices.iter().enumerate() {
             names("devices", i, d.name(), d.station())?;

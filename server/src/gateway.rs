@@ -272,6 +272,22 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
             history: history.as_ref().and_then(|h| h.events.clone()),
         };
         tasks.spawn(emitter.run(shutdown.clone()));
+        // Every condition change, as an event (subscribed before anything can change).
+        let alarms = opcua.nodes.inner().alarms();
+        tasks.spawn(crate::opcua::events::report_conditions(
+            alarms.subscribe(),
+            opcua.handle.subscriptions().clone(),
+            opcua.nodes.inner().watched(),
+            ns,
+            shutdown.clone(),
+        ));
+        let restored = crate::alarms::persist::start(&alarms, data_dir).context("alarm state")?;
+        tracing::debug!(restored, "alarm state restored");
+        let limits = crate::alarms::limit::LimitWatch {
+            bus: bus.clone(),
+            alarms,
+        };
+        tasks.spawn(limits.run(shutdown.clone()));
     }
     if let Some(history) = &history {
         let consumer = history.start(shutdown.clone());

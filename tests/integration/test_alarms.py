@@ -1,7 +1,7 @@
 """Alarms and Conditions (Part 9): a device's communication is an OffNormalAlarmType
 condition, raised when a real pymodbus peer stops answering and cleared when it returns,
 reported to asyncua's condition subscription on the device's station, and acknowledged
-(by an operator, not a viewer), commented, disabled and enabled.
+(by an operator, not a viewer), commented, disabled, enabled and confirmed.
 """
 
 from __future__ import annotations
@@ -150,8 +150,16 @@ async def test_a_lost_device_raises_an_off_normal_alarm_cleared_on_its_return(ga
         fields = cleared.get_event_props_as_fields_dict()
         assert fields["ActiveState/Id"].Value is False
         assert fields["AckedState/Id"].Value is True
-        # Inactive and acknowledged: no longer retained (Part 9, 5.5.2).
-        assert cleared.Retain is False
+        # Inactive and acknowledged but not confirmed: still retained (Part 9, 5.5.2).
+        assert cleared.Retain is True
         assert "communication restored" in cleared.Message.Text
         assert cleared.NodeId == raised.NodeId
         assert cleared.EventId != raised.EventId
+
+        confirm = ua.NodeId(ua.ObjectIds.AcknowledgeableConditionType_Confirm)
+        await condition.call_method(confirm, cleared.EventId, ua.LocalizedText("", "en"))
+        await wait_for(lambda: len(alarms.events) >= 7, 15, what="confirmation reported")
+        confirmed = alarms.events[6].get_event_props_as_fields_dict()
+        assert confirmed["ConfirmedState/Id"].Value is True
+        # Inactive, acknowledged and confirmed: no longer retained.
+        assert confirmed["Retain"].Value is False

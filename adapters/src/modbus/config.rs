@@ -68,6 +68,9 @@ pub struct ModbusTag {
     pub range: Option<EuRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Limits of the tag's limit alarm (`alarm = { high = 230.0, ... }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<crate::limits::AlarmLimits>,
     /// `holding:10`, `input:0`, `coil:3`, `discrete:7` (0-based addresses).
     pub register: String,
     /// Registers of a `string` tag, 2 characters each.
@@ -126,6 +129,7 @@ impl ModbusTag {
             unit: self.unit.as_deref(),
             range: self.range,
             description: self.description.as_deref(),
+            alarm: self.alarm.as_ref(),
         }
     }
 
@@ -218,6 +222,9 @@ impl ModbusTag {
                 Some(Scaling { scale, offset })
             }
         };
+        if let Some(alarm) = &self.alarm {
+            alarm.check("alarm")?;
+        }
         if let Some(range) = self.range {
             if !(range.low.is_finite() && range.high.is_finite() && range.low < range.high) {
                 return Err(ConfigIssue::new(

@@ -77,6 +77,9 @@ pub struct MqttTag {
     pub range: Option<EuRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Limits of the tag's limit alarm (`alarm = { high = 230.0, ... }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<crate::limits::AlarmLimits>,
     /// Telemetry topic the value arrives on (no wildcards).
     pub topic: String,
     /// RFC 6901 pointer into a JSON payload; without it the whole payload is the value.
@@ -109,6 +112,7 @@ impl MqttTag {
             unit: self.unit.as_deref(),
             range: self.range,
             description: self.description.as_deref(),
+            alarm: self.alarm.as_ref(),
         }
     }
 
@@ -122,6 +126,9 @@ impl MqttTag {
         check_topic(&self.topic).map_err(|r| ConfigIssue::new("topic", r))?;
         if let Some(pointer) = &self.json_pointer {
             check_json_pointer(pointer).map_err(|r| ConfigIssue::new("json_pointer", r))?;
+        }
+        if let Some(alarm) = &self.alarm {
+            alarm.check("alarm")?;
         }
         if let Some(range) = self.range {
             if !(range.low.is_finite() && range.high.is_finite() && range.low <= range.high) {

@@ -128,6 +128,9 @@ pub struct OpcUaTag {
     pub range: Option<EuRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Limits of the tag's limit alarm (`alarm = { high = 230.0, ... }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<crate::limits::AlarmLimits>,
     /// `ns=2;s=Temperature`, `nsu=urn:partner:cell;i=1001`, `i=2258` (namespace 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
@@ -145,6 +148,7 @@ impl OpcUaTag {
             unit: self.unit.as_deref(),
             range: self.range,
             description: self.description.as_deref(),
+            alarm: self.alarm.as_ref(),
         }
     }
 
@@ -337,6 +341,9 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
 }
 
 fn check_tag_range(tag: &OpcUaTag) -> Result<(), ConfigIssue> {
+    if let Some(alarm) = &tag.alarm {
+        alarm.check("alarm")?;
+    }
     let Some(range) = tag.range else {
         return Ok(());
     };

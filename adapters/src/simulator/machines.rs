@@ -2,12 +2,15 @@
 //! the printer prints, the CNC cuts and the metrology station measures the order the line
 //! shows at that step.
 
+use std::collections::BTreeMap;
+
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::{TagRegistrar, WriteError};
 use crate::bus::Publisher;
 use crate::device::{StandardKind, StandardShape};
+use crate::limits::AlarmLimits;
 use crate::point::{Timestamp, Value};
 use crate::tag::{CatalogError, DataType, TagId, TagSpec};
 
@@ -104,13 +107,36 @@ pub trait SimMachine: Send {
     fn write(&mut self, tag: TagId, value: &Value) -> Result<(), WriteError>;
 }
 
+/// The names of a `kind` machine's analog tags (those that may have alarm limits).
+pub fn analog_tags(kind: MachineKind) -> Vec<String> {
+    let mut builder = crate::tag::TagCatalogBuilder::new();
+    let mut registrar = TagRegistrar::new(&mut builder, crate::tag::AdapterId(0));
+    if build(kind, "S/M", &mut registrar, &BTreeMap::new()).is_err() {
+        return Vec::new();
+    }
+    let ids = builder.registered().to_vec();
+    ids.into_iter()
+        .filter_map(|id| builder.spec(id))
+        .filter(|spec| spec.data_type == DataType::Float64 && spec.range.is_some())
+        .map(|spec| spec.name().to_owned())
+        .collect()
+}
+
 /// Declare the tags of a `kind` machine under `path` and build it.
+/// `alarms`: limits configured for this device's tags (`alarms = { Tag = { ... } }`), which
+/// replace the built-in ones; every name must be one of the machine's analog tags.
 pub fn build(
     kind: MachineKind,
     path: &str,
     tags: &mut TagRegistrar<'_>,
+    alarms: &BTreeMap<String, AlarmLimits>,
 ) -> Result<Box<dyn SimMachine>, CatalogError> {
-    let mut t = Tags { tags, path };
+    let mut t = Tags {
+        tags,
+        path,
+        alarms,
+        used: 0,
+    };
     Ok(match kind {
         MachineKind::Printer3d => Box::new(Printer3d::new(&mut t)?),
         MachineKind::Cnc => Box::new(Cnc::new(&mut t)?),
@@ -126,6 +152,9 @@ pub fn build(
 struct Tags<'r, 'a> {
     tags: &'r mut TagRegistrar<'a>,
     path: &'r str,
+    alarms: &'r BTreeMap<String, AlarmLimits>,
+    /// How many of `alarms` an analog tag took.
+    used: usize,
 }
 
 impl Tags<'_, '_> {
@@ -147,11 +176,43 @@ impl Tags<'_, '_> {
         (low, high): (f64, f64),
         description: &str,
     ) -> Result<TagId, CatalogError> {
+        let spec = TagSpec::new(format!("{}/{name}", self.path), DataType::Float64)
+            .unit(unit)
+            .range(low, high)
+            .describe(description);
+        let spec = match self.alarms.get(name) {
+            Some(limits) => {
+                self.used += 1;
+                spec.alarm(limits.clone())
+            }
+            None => spec,
+        };
+        self.tags.register(spec)
+    }
+
+    /// An analog tag with the truck's built-in alarm limits (README "Alarms, events and
+    /// history"): a limit alarm is raised when the simulated machine leaves its normal range.
+    fn limited(
+        &mut self,
+        name: &str,
+        unit: &str,
+        (low, high): (f64, f64),
+        description: &str,
+        limits: crate::limits::AlarmLimits,
+    ) -> Result<TagId, CatalogError> {
+        let limits = match self.alarms.get(name) {
+            Some(configured) => {
+                self.used += 1;
+                configured.clone()
+            }
+            None => limits,
+        };
         self.tags.register(
             TagSpec::new(format!("{}/{name}", self.path), DataType::Float64)
                 .unit(unit)
                 .range(low, high)
-                .describe(description),
+                .describe(description)
+                .alarm(limits),
         )
     }
 
@@ -244,17 +305,19 @@ impl Printer3d {
                 (0.0, 100.0),
                 "Progress of the print job",
             )?,
-            nozzle: t.analog(
+            nozzle: t.limited(
                 "NozzleTemperature",
                 "°C",
                 (0.0, 300.0),
                 "Hot-end temperature",
+                AlarmLimits::high(230.0, 240.0).message("Nozzle overheating"),
             )?,
-            bed: t.analog(
+            bed: t.limited(
                 "BedTemperature",
                 "°C",
                 (0.0, 120.0),
                 "Heated bed temperature",
+                AlarmLimits::high(70.0, 80.0).message("Bed overheating"),
             )?,
             parts: t.add(
                 "PrintedParts",
@@ -346,7 +409,13 @@ impl Cnc {
             program: t.add("Program", DataType::String, "NC program loaded")?,
             spindle: t.analog("SpindleSpeed", "rpm", (0.0, 24_000.0), "Spindle speed")?,
             feed: t.analog("FeedRate", "mm/min", (0.0, 5_000.0), "Actual feed rate")?,
-            load: t.analog("SpindleLoad", "%", (0.0, 100.0), "Spindle motor load")?,
+            load: t.limited(
+                "SpindleLoad",
+                "%",
+                (0.0, 100.0),
+                "Spindle motor load",
+                AlarmLimits::high(80.0, 95.0).message("Spindle overloaded"),
+            )?,
             parts: t.add("PartCount", DataType::UInt32, "Parts machined since start")?,
             feed_override: t.setpoint(
                 "FeedOverride",
@@ -697,7 +766,15 @@ impl Conveyor {
     fn new(t: &mut Tags<'_, '_>) -> Result<Self, CatalogError> {
         Ok(Conveyor {
             running: t.add("Running", DataType::Bool, "Belt moving")?,
-            speed: t.analog("Speed", "m/min", (0.0, 30.0), "Actual belt speed")?,
+            speed: t.limited(
+                "Speed",
+                "m/min",
+                (0.0, 30.0),
+                "Actual belt speed",
+                AlarmLimits::high(20.0, 25.0)
+                    .deadband(0.5)
+                    .message("Conveyor too fast"),
+            )?,
             current: t.analog("MotorCurrent", "A", (0.0, 10.0), "Drive motor current")?,
             items: t.add(
                 "ItemsTransported",

@@ -106,6 +106,36 @@ pub struct SimulatedDevice {
     pub kind: MachineKind,
     #[serde(default)]
     pub identification: Identification,
+    /// Alarm limits of the machine's analog tags, by tag name, replacing the built-in ones:
+    /// `alarms = { NozzleTemperature = { high = 225.0, high_high = 235.0 } }`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub alarms: std::collections::BTreeMap<String, crate::limits::AlarmLimits>,
+}
+
+impl SimulatedDevice {
+    /// Every configured alarm names an analog tag of the machine, with usable limits. The
+    /// issue's key is below `alarms` (`alarms.NozzleTemperature.high`).
+    pub fn validate_alarms(&self) -> Result<(), crate::device::ConfigIssue> {
+        if self.alarms.is_empty() {
+            return Ok(());
+        }
+        let analog = machines::analog_tags(self.kind);
+        for (tag, limits) in &self.alarms {
+            let key = format!("alarms.{tag}");
+            if !analog.iter().any(|a| a == tag) {
+                return Err(crate::device::ConfigIssue::new(
+                    key,
+                    format!(
+                        "`{tag}` is not an analog tag of a {:?} machine (one of: {})",
+                        self.kind,
+                        analog.join(", ")
+                    ),
+                ));
+            }
+            limits.check(&key)?;
+        }
+        Ok(())
+    }
 }
 
 struct Machine {
@@ -226,7 +256,7 @@ impl Adapter for TruckSimulator {
             let path = device_path(&device.station, &device.name);
             let status = DeviceStatus::declare(tags, &path)?;
             let before = tags.registered();
-            let model = machines::build(device.kind, &path, tags)?;
+            let model = machines::build(device.kind, &path, tags, &device.alarms)?;
             for tag in tags.registered_since(before) {
                 if tags.is_writable(tag) {
                     self.writable.insert(tag, self.machines.len());
@@ -328,7 +358,36 @@ mod tests {
             station: station.into(),
             kind,
             identification: Identification::default(),
+            alarms: Default::default(),
         }
+    }
+
+    #[test]
+    fn simulated_alarms_name_analog_tags_with_usable_limits() {
+        let mut printer = device("Printer3D", "Printing", MachineKind::Printer3d);
+        assert!(printer.validate_alarms().is_ok());
+        printer.alarms.insert(
+            "NozzleTemperature".into(),
+            crate::limits::AlarmLimits::high(225.0, 235.0),
+        );
+        assert!(printer.validate_alarms().is_ok());
+        printer.alarms.insert(
+            "BedTemperature".into(),
+            crate::limits::AlarmLimits::high(90.0, 80.0),
+        );
+        let issue = printer.validate_alarms().unwrap_err();
+        assert_eq!(issue.key, "alarms.BedTemperature.high_high");
+        printer.alarms.clear();
+        printer
+            .alarms
+            .insert("State".into(), crate::limits::AlarmLimits::high(1.0, 2.0));
+        let issue = printer.validate_alarms().unwrap_err();
+        assert_eq!(issue.key, "alarms.State");
+        assert!(
+            issue.reason.contains("NozzleTemperature"),
+            "{}",
+            issue.reason
+        );
     }
 
     #[tokio::test]

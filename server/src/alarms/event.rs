@@ -1,4 +1,5 @@
-//! A condition's state as an OPC UA event of its condition type (`OffNormalAlarmType`).
+//! A condition's state as an OPC UA event of its condition type (`OffNormalAlarmType`,
+//! `ExclusiveLimitAlarmType`).
 //!
 //! Written by hand rather than with async-opcua's generated `OffNormalAlarmType`, whose
 //! `Comment` and `LastSeverity` are typed `ExtensionObject` and whose two-state variables
@@ -12,7 +13,41 @@ use opcua::types::{
     StatusCode, UAString, Variant,
 };
 
-use super::ConditionState;
+use super::{ConditionKind, ConditionState, LimitLevel};
+
+/// The state of `ExclusiveLimitStateMachineType` a level is (`LimitState/CurrentState/Id`).
+fn level_state(level: LimitLevel) -> NodeId {
+    use opcua::types::ObjectId;
+    NodeId::from(match level {
+        LimitLevel::HighHigh => ObjectId::ExclusiveLimitStateMachineType_HighHigh,
+        LimitLevel::High => ObjectId::ExclusiveLimitStateMachineType_High,
+        LimitLevel::Low => ObjectId::ExclusiveLimitStateMachineType_Low,
+        LimitLevel::LowLow => ObjectId::ExclusiveLimitStateMachineType_LowLow,
+    })
+}
+
+/// The fields only a limit alarm has: `LimitState` and the four limits.
+fn limit_field(kind: &ConditionKind, name: &str, rest: &[QualifiedName]) -> Option<Variant> {
+    let ConditionKind::ExclusiveLimit { level, limits } = kind else {
+        return None;
+    };
+    let limit = |l: Option<f64>| Some(l.map_or(Variant::Empty, Variant::from));
+    match name {
+        "HighHighLimit" => limit(limits.high_high),
+        "HighLimit" => limit(limits.high),
+        "LowLimit" => limit(limits.low),
+        "LowLowLimit" => limit(limits.low_low),
+        "LimitState" => Some(match rest.first().map(|q| q.name.as_ref()) {
+            Some("CurrentState") => match (rest.get(1).map(|q| q.name.as_ref()), level) {
+                (None, Some(level)) => Variant::from(LocalizedText::new("en", level.name())),
+                (Some("Id"), Some(level)) => Variant::from(level_state(*level)),
+                _ => Variant::Empty,
+            },
+            _ => Variant::Empty,
+        }),
+        _ => None,
+    }
+}
 
 pub struct ConditionEvent {
     pub base: BaseEventType,
@@ -54,12 +89,22 @@ impl EventField for ConditionEvent {
         }
         let s = &self.state;
         let rest = &browse_path[1..];
+        if let Some(value) = limit_field(&s.kind, first.name.as_ref(), rest) {
+            return value;
+        }
         match first.name.as_ref() {
             "ConditionName" => Variant::from(UAString::from(s.name)),
-            "ConditionClassId" => {
-                Variant::from(NodeId::from(ObjectTypeId::SystemConditionClassType))
-            }
-            "ConditionClassName" => Variant::from(LocalizedText::new("en", "System")),
+            "ConditionClassId" => Variant::from(NodeId::from(match s.kind {
+                ConditionKind::OffNormal => ObjectTypeId::SystemConditionClassType,
+                ConditionKind::ExclusiveLimit { .. } => ObjectTypeId::ProcessConditionClassType,
+            })),
+            "ConditionClassName" => Variant::from(LocalizedText::new(
+                "en",
+                match s.kind {
+                    ConditionKind::OffNormal => "System",
+                    ConditionKind::ExclusiveLimit { .. } => "Process",
+                },
+            )),
             "BranchId" => Variant::from(NodeId::null()),
             "Retain" => Variant::from(s.retain()),
             "EnabledState" => two_state(s.enabled, "Enabled", "Disabled", rest),
@@ -102,16 +147,20 @@ impl Event for ConditionEvent {
     }
 }
 
-/// The event reporting `state`: `OffNormalAlarmType`, its source `source_node` (the device
-/// object), its SourceName the device path, its ConditionId `condition_id`.
+/// The event reporting `state`: of its condition type, its source `source_node` (the device
+/// or tag), its SourceName the source's path, its ConditionId `condition_id`.
 pub fn condition_event(
     source_node: NodeId,
     condition_id: NodeId,
     state: ConditionState,
 ) -> ConditionEvent {
     let time = fabrique_adapters::ua::date_time(state.time);
+    let event_type = match state.kind {
+        ConditionKind::OffNormal => ObjectTypeId::OffNormalAlarmType,
+        ConditionKind::ExclusiveLimit { .. } => ObjectTypeId::ExclusiveLimitAlarmType,
+    };
     let base = BaseEventType::new(
-        ObjectTypeId::OffNormalAlarmType,
+        event_type,
         opcua::types::ByteString::from(state.event_id.clone()),
         state.message.as_str(),
         time,

@@ -13,36 +13,28 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::north::{active_list, parse_condition_id, AlarmJson, Recent};
-use super::{Alarms, ConditionState, Refused};
+use super::{Alarms, Refused};
 use crate::http::Guards;
 
 /// Longest comment taken (characters), as a reasonable bound on what an alarm list shows.
 pub const MAX_COMMENT_CHARS: usize = 1000;
 
-/// Reports a state changed here as its OPC UA event (opcua/events.rs), so that clients
-/// subscribed to the condition see an acknowledgement made over HTTP.
-pub type Report = Arc<dyn Fn(ConditionState) + Send + Sync>;
-
 #[derive(Clone)]
 struct Api {
     alarms: Arc<Alarms>,
     recent: Recent,
-    report: Report,
 }
 
-pub fn routes(alarms: Arc<Alarms>, recent: Recent, report: Report, guards: &Guards) -> Router {
+pub fn routes(alarms: Arc<Alarms>, recent: Recent, guards: &Guards) -> Router {
     Router::new()
         .route("/api/alarms", get(list))
         .route("/api/alarms/{*path}", guards.admin(post(acknowledge)))
-        .with_state(Api {
-            alarms,
-            recent,
-            report,
-        })
+        .with_state(Api { alarms, recent })
 }
 
-/// The routes as the gateway serves them: the recent list recorded by a task of `tasks`, and an
-/// acknowledgement reported to OPC UA clients on the condition's notifiers.
+/// The routes as the gateway serves them, the recent list recorded by a task of `tasks`. An
+/// acknowledgement made here reaches OPC UA clients as every state change does: through
+/// `Alarms::publish` and the reporter task of `opcua/events.rs`.
 pub fn gateway_routes(
     opcua: &crate::opcua::OpcUaServer,
     guards: &Guards,
@@ -52,17 +44,7 @@ pub fn gateway_routes(
     let alarms = opcua.nodes.inner().alarms();
     let recent = Recent::default();
     tasks.spawn(recent.record(&alarms, shutdown.clone()));
-    let subscriptions = opcua.handle.subscriptions().clone();
-    let watched = opcua.nodes.inner().watched();
-    let ns = opcua
-        .handle
-        .get_namespace_index(crate::opcua::INSTANCES_NAMESPACE);
-    let report: Report = Arc::new(move |state| {
-        if let Some(ns) = ns {
-            crate::opcua::events::report_condition(&subscriptions, &watched, ns, state);
-        }
-    });
-    routes(alarms, recent, report, guards)
+    routes(alarms, recent, guards)
 }
 
 async fn list(State(api): State<Api>) -> Json<serde_json::Value> {
@@ -149,7 +131,8 @@ async fn acknowledge(State(api): State<Api>, Path(path): Path<String>, body: Byt
     {
         Ok(state) => {
             tracing::info!(alarm = %id, comment = %state.comment, "alarm acknowledged over HTTP");
-            (api.report)(state.clone());
+            // As an OPC UA Acknowledge: answered once the new state is on disk.
+            api.alarms.durable().await;
             Json(AlarmJson::from(&state)).into_response()
         }
         Err(refused) => {
@@ -161,7 +144,7 @@ async fn acknowledge(State(api): State<Api>, Path(path): Path<String>, body: Byt
                     StatusCode::CONFLICT,
                     "event_id is not the alarm's last state: read GET /api/alarms again",
                 ),
-                Refused::AlreadyEnabled | Refused::AlreadyDisabled => {
+                Refused::AlreadyEnabled | Refused::AlreadyDisabled | Refused::AlreadyConfirmed => {
                     (StatusCode::CONFLICT, "refused")
                 }
             };

@@ -1,29 +1,53 @@
 //! Alarms and Conditions (OPC 10000-9): the gateway's own condition runtime.
 //!
 //! async-opcua 0.19 has the condition event types but no runtime (no state, Retain or
-//! acknowledgement), so the state of every condition lives here, and each change of it is
-//! reported as one event through the event path of `opcua/events.rs`.
+//! acknowledgement), so the state of every condition lives here. Every change of a
+//! condition's state, whatever its kind, goes out through ONE place, [`Alarms::publish`],
+//! a broadcast of [`ConditionState`] snapshots: the OPC UA event path (`opcua/events.rs`),
+//! the state file (`persist.rs`) and the northbound sinks subscribe to it.
 //!
-//! Today: one `OffNormalAlarmType` condition per device, for its communication
-//! (`<device>/Status/Connected`): active while the device is disconnected.
+//! Conditions: one `OffNormalAlarmType` per device, for its communication
+//! (`<device>/Status/Connected`); one `ExclusiveLimitAlarmType` per tag with configured
+//! limits (`limit.rs`); the line's metrology NOK `OffNormalAlarmType` (`metrology.rs`).
 
 pub mod event;
 pub mod http;
+pub mod limit;
 pub mod methods;
+pub mod metrology;
 pub mod north;
+pub mod persist;
+pub mod refresh;
 
 use std::collections::HashMap;
 
 use fabrique_adapters::Timestamp;
 use parking_lot::Mutex;
+use tokio::sync::broadcast;
+
+pub use fabrique_adapters::limits::{AlarmLimits, LimitLevel};
+
+/// What kind of condition, and what only that kind carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConditionKind {
+    /// `OffNormalAlarmType`.
+    OffNormal,
+    /// `ExclusiveLimitAlarmType`: the level it is in (none while inactive), and its limits.
+    ExclusiveLimit {
+        level: Option<LimitLevel>,
+        limits: AlarmLimits,
+    },
+}
 
 /// The state of one condition (a single branch: the gateway keeps no previous states).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConditionState {
     /// The condition's name (`ConditionName`), e.g. `Communication`.
     pub name: &'static str,
-    /// The object the condition is about: a device path `Stations/<station>/<device>`.
+    /// The object the condition is about: a device path `Stations/<station>/<device>`, or a
+    /// tag path for a limit alarm.
     pub source: String,
+    pub kind: ConditionKind,
     pub enabled: bool,
     pub active: bool,
     pub acked: bool,
@@ -48,6 +72,17 @@ impl ConditionState {
 /// Severity of a lost device (as its `DeviceConnectionEventType`).
 const COMMUNICATION_SEVERITY: u16 = 700;
 pub const COMMUNICATION: &str = "Communication";
+/// The condition name of a tag's limit alarm.
+pub const LIMIT: &str = "Limit";
+/// The condition name of the line's metrology NOK alarm (metrology.rs).
+pub const METROLOGY: &str = "Metrology";
+
+/// The `&'static` name of a known condition name (for conditions read back from disk).
+pub fn known_name(name: &str) -> Option<&'static str> {
+    [COMMUNICATION, LIMIT, METROLOGY]
+        .into_iter()
+        .find(|n| *n == name)
+}
 
 fn new_event_id() -> Vec<u8> {
     crate::opcua::events::event_id().as_ref().to_vec()
@@ -62,6 +97,8 @@ pub enum Refused {
     EventIdUnknown,
     /// `BadConditionBranchAlreadyAcked`.
     AlreadyAcked,
+    /// `BadConditionBranchAlreadyConfirmed`.
+    AlreadyConfirmed,
     /// `BadConditionDisabled`.
     Disabled,
     /// `BadConditionAlreadyEnabled`.
@@ -77,6 +114,7 @@ impl Refused {
             Refused::UnknownCondition => StatusCode::BadNodeIdUnknown,
             Refused::EventIdUnknown => StatusCode::BadEventIdUnknown,
             Refused::AlreadyAcked => StatusCode::BadConditionBranchAlreadyAcked,
+            Refused::AlreadyConfirmed => StatusCode::BadConditionBranchAlreadyConfirmed,
             Refused::Disabled => StatusCode::BadConditionDisabled,
             Refused::AlreadyEnabled => StatusCode::BadConditionAlreadyEnabled,
             Refused::AlreadyDisabled => StatusCode::BadConditionAlreadyDisabled,
@@ -84,42 +122,165 @@ impl Refused {
     }
 }
 
-/// State changes a slow subscriber may fall behind by before it lags (and resyncs).
-const CHANGES_CAPACITY: usize = 1024;
+/// What a source says of its condition: active or not, how bad, and why.
+pub struct Observed {
+    pub active: bool,
+    pub kind: ConditionKind,
+    pub severity: u16,
+    pub message: String,
+}
+
+/// How many state changes the broadcast holds for a slow subscriber.
+const CHANGES_CAPACITY: usize = 4096;
 
 /// Every condition's state, by (source, condition name).
 pub struct Alarms {
     conditions: Mutex<HashMap<(String, &'static str), ConditionState>>,
-    /// Every reported state change, for what goes north (alarms/north.rs).
-    changes: tokio::sync::broadcast::Sender<ConditionState>,
+    changes: broadcast::Sender<ConditionState>,
+    /// The state file's writer thread (persist.rs), once started.
+    writer: std::sync::OnceLock<persist::Writer>,
 }
 
 impl Default for Alarms {
     fn default() -> Self {
         Alarms {
             conditions: Mutex::default(),
-            changes: tokio::sync::broadcast::channel(CHANGES_CAPACITY).0,
+            changes: broadcast::channel(CHANGES_CAPACITY).0,
+            writer: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl Alarms {
-    /// Every state change from now on, as the event that reports it says it (the one place
-    /// every condition kind reports through: `reported`).
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ConditionState> {
+    /// Every later change of any condition's state, in order. A subscriber that falls more
+    /// than 4,096 changes behind gets `Lagged` and may read [`Alarms::conditions`] again.
+    pub fn subscribe(&self) -> broadcast::Receiver<ConditionState> {
         self.changes.subscribe()
     }
 
-    /// Every condition's current state (an alarm list's starting point).
+    /// THE place every condition's state change goes out through. Called with the
+    /// conditions' lock held, so subscribers see the changes in the order they were made.
+    fn publish(&self, state: &ConditionState) {
+        // No subscriber (unit tests, a gateway before its server started) is no error.
+        let _ = self.changes.send(state.clone());
+        if let Some(writer) = self.writer.get() {
+            // Never blocks: the thread coalesces what piles up.
+            let _ = writer.send(persist::Request(None));
+        }
+    }
+
+    fn set_writer(&self, writer: persist::Writer) {
+        let _ = self.writer.set(writer);
+    }
+
+    /// Wait until every change made so far is on disk (at once when nothing is saved).
+    pub async fn durable(&self) {
+        let Some(writer) = self.writer.get() else {
+            return;
+        };
+        let (done, saved) = tokio::sync::oneshot::channel();
+        if writer.send(persist::Request(Some(done))).is_ok() {
+            let _ = saved.await;
+        }
+    }
+
+    /// The state of every condition.
     pub fn conditions(&self) -> Vec<ConditionState> {
         self.conditions.lock().values().cloned().collect()
     }
 
-    /// A condition's new state, to its subscribers; returns it.
-    fn reported(&self, state: ConditionState) -> ConditionState {
-        // No subscriber is no error: nothing goes north then.
-        let _ = self.changes.send(state.clone());
-        state
+    /// The retained conditions (what ConditionRefresh replays), oldest change first.
+    pub fn retained(&self) -> Vec<ConditionState> {
+        let mut out: Vec<_> = self
+            .conditions
+            .lock()
+            .values()
+            .filter(|c| c.retain())
+            .cloned()
+            .collect();
+        out.sort_by_key(|c| c.time);
+        out
+    }
+
+    /// The level a tag's limit alarm is in (none when normal or unknown).
+    pub fn limit_level(&self, tag: &str) -> Option<LimitLevel> {
+        let conditions = self.conditions.lock();
+        let state = conditions.get(&(tag.to_owned(), LIMIT))?;
+        level_of(&state.kind)
+    }
+
+    /// Put back conditions read from disk at start (persist.rs); reports nothing.
+    pub fn restore(&self, states: Vec<ConditionState>) {
+        let mut conditions = self.conditions.lock();
+        for state in states {
+            conditions.insert((state.source.clone(), state.name), state);
+        }
+    }
+
+    /// What a source says of its condition `name` now. Returns the condition's new state
+    /// when it changed (and publishes it), `None` when it did not: a source first seen
+    /// normal is no news, and a disabled condition follows its source silently.
+    pub fn observe(
+        &self,
+        source: &str,
+        name: &'static str,
+        observed: Observed,
+        time: Timestamp,
+    ) -> Option<ConditionState> {
+        let mut conditions = self.conditions.lock();
+        let key = (source.to_owned(), name);
+        let previous = conditions.get(&key).cloned();
+        let previous = previous.as_ref();
+        let same = previous.is_some_and(|p| p.active == observed.active && p.kind == observed.kind);
+        if same || (previous.is_none() && !observed.active) {
+            return None;
+        }
+        // A new active state (raised, or another limit level) asks for a new acknowledgement
+        // and confirmation; going back to normal, or new limits at the same level, keep them.
+        let renewed = observed.active
+            && previous.is_none_or(|p| !p.active || level_of(&p.kind) != level_of(&observed.kind));
+        if let Some(disabled) = conditions.get_mut(&key).filter(|c| !c.enabled) {
+            // A disabled condition reports nothing, but follows its source, so that
+            // Enable reports the state it is in then (Part 9, 5.5.4).
+            disabled.active = observed.active;
+            disabled.kind = observed.kind;
+            disabled.severity = observed.severity;
+            disabled.message = observed.message;
+            if renewed {
+                disabled.acked = false;
+                disabled.confirmed = false;
+            }
+            disabled.time = time;
+            return None;
+        }
+        let state = match previous {
+            Some(previous) if !renewed => ConditionState {
+                active: observed.active,
+                kind: observed.kind,
+                severity: observed.severity,
+                message: observed.message,
+                time,
+                event_id: new_event_id(),
+                ..previous.clone()
+            },
+            _ => ConditionState {
+                name,
+                source: source.to_owned(),
+                kind: observed.kind,
+                enabled: true,
+                active: true,
+                acked: false,
+                confirmed: false,
+                severity: observed.severity,
+                message: observed.message,
+                comment: String::new(),
+                time,
+                event_id: new_event_id(),
+            },
+        };
+        self.publish(&state);
+        conditions.insert(key, state.clone());
+        Some(state)
     }
 
     /// A device's connection changed. Returns the condition's new state when it changed
@@ -131,25 +292,6 @@ impl Alarms {
         error: &str,
         time: Timestamp,
     ) -> Option<ConditionState> {
-        let mut conditions = self.conditions.lock();
-        let key = (device.to_owned(), COMMUNICATION);
-        let previous = conditions.get(&key).cloned();
-        let was_active = previous.as_ref().is_some_and(|c| c.active);
-        if was_active != connected {
-            // Active already while lost, or inactive while connected: nothing to report.
-            return None;
-        }
-        if let Some(disabled) = conditions.get_mut(&key).filter(|c| !c.enabled) {
-            // A disabled condition reports nothing, but follows its source, so that
-            // Enable reports the state it is in then (Part 9, 5.5.4).
-            disabled.active = !connected;
-            if !connected {
-                disabled.acked = false;
-                disabled.confirmed = false;
-            }
-            disabled.time = time;
-            return None;
-        }
         let message = if connected {
             format!("{device}: communication restored")
         } else if error.is_empty() {
@@ -157,32 +299,39 @@ impl Alarms {
         } else {
             format!("{device}: communication lost ({error})")
         };
-        let state = match previous {
-            // Going active asks for a new acknowledgement and confirmation.
-            _ if !connected => ConditionState {
-                name: COMMUNICATION,
-                source: device.to_owned(),
-                enabled: true,
-                active: true,
-                acked: false,
-                confirmed: false,
+        self.observe(
+            device,
+            COMMUNICATION,
+            Observed {
+                active: !connected,
+                kind: ConditionKind::OffNormal,
                 severity: COMMUNICATION_SEVERITY,
                 message,
-                comment: String::new(),
-                time,
-                event_id: new_event_id(),
             },
-            Some(previous) => ConditionState {
-                active: false,
-                message,
-                time,
-                event_id: new_event_id(),
-                ..previous.clone()
-            },
-            None => return None,
-        };
-        conditions.insert(key, state.clone());
-        Some(self.reported(state))
+            time,
+        )
+    }
+
+    /// Run `change` on the condition `name` of `source`, publish its new state.
+    fn with_condition(
+        &self,
+        source: &str,
+        name: &str,
+        time: Timestamp,
+        change: impl FnOnce(&mut ConditionState) -> Result<(), Refused>,
+    ) -> Result<ConditionState, Refused> {
+        let mut conditions = self.conditions.lock();
+        let state = conditions
+            .iter_mut()
+            .find(|((s, n), _)| s == source && *n == name)
+            .map(|(_, state)| state)
+            .ok_or(Refused::UnknownCondition)?;
+        change(state)?;
+        state.time = time;
+        state.event_id = new_event_id();
+        let state = state.clone();
+        self.publish(&state);
+        Ok(state)
     }
 
     /// Enable (`enable` true) or Disable the condition `name` of `source` (Part 9, 5.5.4).
@@ -193,28 +342,21 @@ impl Alarms {
         enable: bool,
         time: Timestamp,
     ) -> Result<ConditionState, Refused> {
-        let mut conditions = self.conditions.lock();
-        let state = conditions
-            .iter_mut()
-            .find(|((s, n), _)| s == source && *n == name)
-            .map(|(_, state)| state)
-            .ok_or(Refused::UnknownCondition)?;
-        if state.enabled == enable {
-            return Err(if enable {
-                Refused::AlreadyEnabled
-            } else {
-                Refused::AlreadyDisabled
-            });
-        }
-        state.enabled = enable;
-        state.time = time;
-        state.event_id = new_event_id();
-        Ok(self.reported(state.clone()))
+        self.with_condition(source, name, time, |state| {
+            if state.enabled == enable {
+                return Err(if enable {
+                    Refused::AlreadyEnabled
+                } else {
+                    Refused::AlreadyDisabled
+                });
+            }
+            state.enabled = enable;
+            Ok(())
+        })
     }
 
-    /// Acknowledge(EventId, Comment) (`acknowledge` true) or AddComment(EventId, Comment) on
-    /// the condition `name` of `source` (Part 9, 5.7.3 and 5.5.5). The EventId must be the
-    /// one of the condition's last event.
+    /// Acknowledge(EventId, Comment) on the condition `name` of `source` (Part 9, 5.7.3).
+    /// The EventId must be the one of the condition's last event.
     pub fn acknowledge(
         &self,
         source: &str,
@@ -223,9 +365,23 @@ impl Alarms {
         comment: &str,
         time: Timestamp,
     ) -> Result<ConditionState, Refused> {
-        self.change(source, name, event_id, comment, time, true)
+        self.change(source, name, event_id, comment, time, Method::Acknowledge)
     }
 
+    /// Confirm(EventId, Comment) (Part 9, 5.7.4): the operator saw the condition return
+    /// to normal. Allowed before the acknowledgement too (the standard does not order them).
+    pub fn confirm(
+        &self,
+        source: &str,
+        name: &str,
+        event_id: &[u8],
+        comment: &str,
+        time: Timestamp,
+    ) -> Result<ConditionState, Refused> {
+        self.change(source, name, event_id, comment, time, Method::Confirm)
+    }
+
+    /// AddComment(EventId, Comment) (Part 9, 5.5.5).
     pub fn add_comment(
         &self,
         source: &str,
@@ -234,7 +390,7 @@ impl Alarms {
         comment: &str,
         time: Timestamp,
     ) -> Result<ConditionState, Refused> {
-        self.change(source, name, event_id, comment, time, false)
+        self.change(source, name, event_id, comment, time, Method::AddComment)
     }
 
     fn change(
@@ -244,35 +400,42 @@ impl Alarms {
         event_id: &[u8],
         comment: &str,
         time: Timestamp,
-        acknowledge: bool,
+        method: Method,
     ) -> Result<ConditionState, Refused> {
-        let mut conditions = self.conditions.lock();
-        let state = conditions
-            .iter_mut()
-            .find(|((s, n), _)| s == source && *n == name)
-            .map(|(_, state)| state)
-            .ok_or(Refused::UnknownCondition)?;
-        if !state.enabled {
-            return Err(Refused::Disabled);
-        }
-        if state.event_id != event_id {
-            return Err(Refused::EventIdUnknown);
-        }
-        if acknowledge {
-            if state.acked {
-                return Err(Refused::AlreadyAcked);
+        self.with_condition(source, name, time, |state| {
+            if !state.enabled {
+                return Err(Refused::Disabled);
             }
-            state.acked = true;
-            // Confirm is not served yet: an acknowledged condition needs no confirmation.
-            state.confirmed = true;
-        }
-        if !comment.is_empty() || !acknowledge {
-            state.comment = comment.to_owned();
-        }
-        state.time = time;
-        state.event_id = new_event_id();
-        Ok(self.reported(state.clone()))
+            if state.event_id != event_id {
+                return Err(Refused::EventIdUnknown);
+            }
+            match method {
+                Method::Acknowledge if state.acked => return Err(Refused::AlreadyAcked),
+                Method::Acknowledge => state.acked = true,
+                Method::Confirm if state.confirmed => return Err(Refused::AlreadyConfirmed),
+                Method::Confirm => state.confirmed = true,
+                Method::AddComment => {}
+            }
+            if !comment.is_empty() || method == Method::AddComment {
+                state.comment = comment.to_owned();
+            }
+            Ok(())
+        })
     }
+}
+
+fn level_of(kind: &ConditionKind) -> Option<LimitLevel> {
+    match kind {
+        ConditionKind::ExclusiveLimit { level, .. } => *level,
+        ConditionKind::OffNormal => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Acknowledge,
+    Confirm,
+    AddComment,
 }
 
 #[cfg(test)]
@@ -319,13 +482,39 @@ mod tests {
                 at(5),
             )
             .expect("acknowledged");
-        assert!(acked.acked && !acked.retain());
+        // Acknowledged but not confirmed: still retained.
+        assert!(acked.acked && !acked.confirmed && acked.retain());
         assert_eq!(acked.comment, "seen");
+        assert_eq!(
+            alarms.confirm("Stations/P/press", COMMUNICATION, &back.event_id, "", at(5)),
+            Err(Refused::EventIdUnknown)
+        );
+        let confirmed = alarms
+            .confirm(
+                "Stations/P/press",
+                COMMUNICATION,
+                &acked.event_id,
+                "",
+                at(5),
+            )
+            .expect("confirmed");
+        assert!(confirmed.confirmed && !confirmed.retain());
+        assert_eq!(confirmed.comment, "seen");
+        assert_eq!(
+            alarms.confirm(
+                "Stations/P/press",
+                COMMUNICATION,
+                &confirmed.event_id,
+                "",
+                at(6)
+            ),
+            Err(Refused::AlreadyConfirmed)
+        );
         assert_eq!(
             alarms.acknowledge(
                 "Stations/P/press",
                 COMMUNICATION,
-                &acked.event_id,
+                &confirmed.event_id,
                 "",
                 at(6)
             ),

@@ -21,7 +21,7 @@ use fabrique_adapters::Timestamp;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::alarms::ConditionState;
+use crate::alarms::{AlarmLimits, ConditionKind, ConditionState, LimitLevel};
 use crate::events::{Happening, What};
 
 /// Events waiting for the writer thread; more are dropped and counted.
@@ -73,6 +73,12 @@ pub enum Kind {
         severity: u16,
         message: String,
         comment: String,
+        /// A limit alarm's level (none while inactive or for an off-normal alarm).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<LimitLevel>,
+        /// A limit alarm's limits; none for an off-normal alarm.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limits: Option<AlarmLimits>,
     },
 }
 
@@ -142,6 +148,14 @@ impl StoredEvent {
                 severity: state.severity,
                 message: state.message.clone(),
                 comment: state.comment.clone(),
+                level: match &state.kind {
+                    ConditionKind::ExclusiveLimit { level, .. } => *level,
+                    ConditionKind::OffNormal => None,
+                },
+                limits: match &state.kind {
+                    ConditionKind::ExclusiveLimit { limits, .. } => Some(limits.clone()),
+                    ConditionKind::OffNormal => None,
+                },
             },
         }
     }
@@ -178,8 +192,17 @@ impl StoredEvent {
                 severity,
                 message,
                 comment,
+                level,
+                limits,
             } => {
                 return Origin::Condition(ConditionState {
+                    kind: match limits {
+                        Some(limits) => ConditionKind::ExclusiveLimit {
+                            level: *level,
+                            limits: limits.clone(),
+                        },
+                        None => ConditionKind::OffNormal,
+                    },
                     name: intern(name),
                     source: self.source.clone(),
                     enabled: *enabled,

@@ -204,11 +204,45 @@ pub fn report_condition(
     ns: u16,
     state: crate::alarms::ConditionState,
 ) {
+    let targets = notifiers(ns, &state.source);
+    let condition = condition_event(ns, state);
+    watched.notify(subscriptions, &condition, &targets);
+}
+
+/// The event that reports `state`, with its source's and its own NodeIds.
+pub(crate) fn condition_event(
+    ns: u16,
+    state: crate::alarms::ConditionState,
+) -> crate::alarms::event::ConditionEvent {
     let source_node = instance_node_id(ns, &state.source);
     let condition_id = condition_node_id(ns, &state.source, state.name);
-    let targets = notifiers(ns, &state.source);
-    let condition = crate::alarms::event::condition_event(source_node, condition_id, state);
-    watched.notify(subscriptions, &condition, &targets);
+    crate::alarms::event::condition_event(source_node, condition_id, state)
+}
+
+/// Report every condition state change (`Alarms::subscribe`) as its event, until shutdown.
+pub async fn report_conditions(
+    mut changes: tokio::sync::broadcast::Receiver<crate::alarms::ConditionState>,
+    subscriptions: Arc<SubscriptionCache>,
+    watched: Arc<Watched>,
+    ns: u16,
+    shutdown: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let change = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            change = changes.recv() => change,
+        };
+        match change {
+            Ok(state) => report_condition(&subscriptions, &watched, ns, state),
+            // Fell behind: those events are lost to live subscribers (a ConditionRefresh
+            // replays the retained ones); counted in the log.
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "condition events dropped: the reporter fell behind")
+            }
+            Err(RecvError::Closed) => break,
+        }
+    }
 }
 
 /// Reports happenings as OPC UA events.
@@ -298,13 +332,21 @@ impl EventEmitter {
         tracing::debug!(source = %happening.source, "event");
         self.watched
             .notify(&self.subscriptions, &*event, &notifiers);
-        if let What::DeviceConnection { connected, error } = &happening.what {
-            let changed =
+        // Conditions are reported as events by `report_conditions`, like every change.
+        match &happening.what {
+            What::DeviceConnection { connected, error } => {
                 self.alarms
                     .device_connection(&happening.source, *connected, error, happening.time);
-            if let Some(state) = changed {
-                report_condition(&self.subscriptions, &self.watched, self.ns, state);
             }
+            What::PartScrapped { order_id, verdict } => {
+                self.alarms
+                    .part_verdict(order_id, verdict, true, happening.time);
+            }
+            What::OrderDelivered { order_id } => {
+                self.alarms
+                    .part_verdict(order_id, "", false, happening.time);
+            }
+            _ => {}
         }
     }
 }

@@ -412,6 +412,11 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
         "fabrique"
     }
 
+    /// ConditionRefresh replays the gateway's conditions (alarms/refresh.rs).
+    fn serves_condition_refresh(&self) -> bool {
+        true
+    }
+
     fn namespaces(&self) -> Vec<NamespaceMetadata> {
         self.namespaces.clone()
     }
@@ -545,18 +550,8 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
         let role = Role::of(&context.token);
         for call in methods_to_call.iter_mut() {
             if crate::alarms::methods::is_condition_method(call.method_id()) {
-                let condition = super::events::condition_of(self.ns, call.object_id());
-                let changed =
-                    crate::alarms::methods::call(&self.alarms, condition, role.may_write(), call);
-                if let Some(state) = changed {
-                    let audit = &self.audit;
-                    super::events::report_condition(
-                        &audit.subscriptions,
-                        &self.watched,
-                        self.ns,
-                        state,
-                    );
-                }
+                let may = role.may_write();
+                crate::alarms::methods::serve(&self.alarms, self.ns, context, may, call).await;
                 continue;
             }
             let Some(method) = self.methods.get(call.method_id()) else {

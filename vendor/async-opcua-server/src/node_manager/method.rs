@@ -156,4 +156,14 @@ impl MethodCall {
             && matches!(method.identifier, opcua_types::Identifier::Numeric(n) if CONDITION_METHODS.contains(&n));
         is_condition_method && object.namespace != 0
     }
+
+    /// Whether `call` is `ConditionRefresh` or `ConditionRefresh2` on a core object (the
+    /// `ConditionType` object, as OPC 10000-9, 5.5.7 asks): served by the node manager that
+    /// says it serves them (`NodeManager::serves_condition_refresh`).
+    pub(crate) fn is_condition_refresh(&self) -> bool {
+        let method = self.method_id();
+        method.namespace == 0
+            && matches!(method.identifier, opcua_types::Identifier::Numeric(3875 | 12912))
+            && self.object_id().namespace == 0
+    }
 }

@@ -300,6 +300,13 @@ pub trait NodeManager: IntoAnyArc + Any {
         false
     }
 
+    /// Return whether this node manager serves `ConditionRefresh` and `ConditionRefresh2`
+    /// (OPC 10000-9, 5.5.7), called on the core `ConditionType` object. The first node manager
+    /// that returns true gets those calls, and validates them itself.
+    fn serves_condition_refresh(&self) -> bool {
+        false
+    }
+
     /// Return whether this node should handle requests to create a node
     /// for the given parent ID. This is only called if no new node ID is
     /// requested, otherwise owns_node is called on the requested node ID.

@@ -53,6 +53,12 @@ pub trait InMemoryNodeManagerImpl: Send + Sync + 'static {
     /// Return the static list of namespaces this node manager uses.
     fn namespaces(&self) -> Vec<NamespaceMetadata>;
 
+    /// Return whether this node manager serves `ConditionRefresh` and `ConditionRefresh2`
+    /// (see `NodeManager::serves_condition_refresh`).
+    fn serves_condition_refresh(&self) -> bool {
+        false
+    }
+
     /// Return whether this node should handle requests to create a node
     /// for the given parent ID. This is only called if no new node ID is
     /// requested, otherwise owns_node is called on the requested node ID.

@@ -547,7 +547,7 @@ impl<TImpl: InMemoryNodeManagerImpl> InMemoryNodeManager<TImpl> {
         for method in methods {
             // A condition method on one of this node manager's conditions: the method node is
             // in the core namespace, the implementation validates the call (PATCHES.md, 3).
-            if method.is_routed_by_object() {
+            if method.is_routed_by_object() || method.is_condition_refresh() {
                 valid.push(method);
                 continue;
             }
@@ -663,6 +663,10 @@ impl<TImpl: InMemoryNodeManagerImpl> NodeManager for InMemoryNodeManager<TImpl> 
 
     fn name(&self) -> &str {
         self.inner.name()
+    }
+
+    fn serves_condition_refresh(&self) -> bool {
+        self.inner.serves_condition_refresh()
     }
 
     #[allow(clippy::await_holding_lock)]

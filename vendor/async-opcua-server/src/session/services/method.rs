@@ -52,8 +52,12 @@ pub(crate) async fn call(node_managers: NodeManagers, request: Request<CallReque
         &node_managers,
         MethodServiceCb,
         |call, node_manager| {
-            node_manager.owns_node(routing_node(call))
-                && call.status() == StatusCode::BadMethodInvalid
+            let serves = if call.is_condition_refresh() {
+                node_manager.serves_condition_refresh()
+            } else {
+                node_manager.owns_node(routing_node(call))
+            };
+            serves && call.status() == StatusCode::BadMethodInvalid
         },
     )
     .await;
