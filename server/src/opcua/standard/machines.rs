@@ -435,6 +435,7 @@ impl Planner<'_, '_> {
                 );
                 self.out
                     .reference(&spindle, &speed_node, ReferenceTypeId::HasComponent);
+                self.spindle_override(machine, &path);
             }
         }
         // The active program: the program or job the machine runs, running while an order
@@ -498,6 +499,36 @@ impl Planner<'_, '_> {
                 self.bind(&format!("{path}/PartsProducedInLifetime"), parts);
             }
         }
+    }
+
+    /// The spindle's `Override` (percent): the device's `SpindleOverride` tag when it has
+    /// one. The simulated mill has no spindle override knob (only `FeedOverride`, which is the
+    /// feed's, not the spindle's): its spindle turns at the programmed speed, 100 %.
+    fn spindle_override(&mut self, machine: &MachineDecl, spindle: &str) {
+        if self.optional(spindle, "Override").is_none() {
+            return;
+        }
+        let path = format!("{spindle}/Override");
+        let tag = self.tag(machine, "SpindleOverride");
+        let range = tag
+            .and_then(|t| self.catalog.get(t))
+            .and_then(|e| e.spec.range)
+            .map_or((0.0, 150.0), |r| (r.low, r.high));
+        match tag {
+            Some(tag) => self.bind(&path, Some(tag)),
+            None => self.out.set(&path, 100.0f64),
+        }
+        self.out.set(
+            &format!("{path}/EngineeringUnits"),
+            ExtensionObject::from_message(engineering_units("%")),
+        );
+        self.out.set(
+            &format!("{path}/EURange"),
+            ExtensionObject::from_message(opcua::types::Range {
+                low: range.0,
+                high: range.1,
+            }),
+        );
     }
 
     /// Robotics: one motion device with its axes, a controller with its task, safety states.

@@ -284,6 +284,21 @@ mod tests {
                 "Printer3D"
             ]
         );
+        // The mill's spindle override: 100 %, the simulated mill has no spindle override knob.
+        let spindle_override = NodeId::new(
+            b.ns.instances,
+            "Machines/CncMill/Monitoring/Spindle/Override",
+        );
+        let Some(opcua::nodes::NodeType::Variable(v)) = b.space.find(&spindle_override) else {
+            panic!("no spindle Override");
+        };
+        let value = v.value(
+            opcua::types::TimestampsToReturn::Neither,
+            &opcua::types::NumericRange::None,
+            &opcua::types::DataEncoding::Binary,
+            0.0,
+        );
+        assert_eq!(value.value, Some(opcua::types::Variant::Double(100.0)));
         let axes = NodeId::new(b.ns.instances, "Machines/Cobot/MotionDevices/Arm/Axes");
         assert_eq!(
             children(&b, &axes, ReferenceTypeId::HasComponent),
