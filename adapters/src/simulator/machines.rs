@@ -48,6 +48,7 @@ impl MachineKind {
             kind: Some(kind),
             axes,
             steps: vec![step],
+            out_of_service: false,
         }
     }
 

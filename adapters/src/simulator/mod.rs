@@ -106,6 +106,10 @@ pub struct SimulatedDevice {
     pub kind: MachineKind,
     #[serde(default)]
     pub identification: Identification,
+    /// Taken out of service by the operator (maintenance, a breakdown): its Machinery
+    /// `MachineryItemState` is OutOfService whatever the connection says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub out_of_service: bool,
 }
 
 struct Machine {
@@ -324,6 +328,7 @@ mod tests {
 
     fn device(name: &str, station: &str, kind: MachineKind) -> SimulatedDevice {
         SimulatedDevice {
+            out_of_service: false,
             name: name.into(),
             station: station.into(),
             kind,

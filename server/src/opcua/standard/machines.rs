@@ -300,6 +300,7 @@ impl Planner<'_, '_> {
                 StateRule::ItemState {
                     connected,
                     busy: busy.clone(),
+                    out_of_service: machine.shape.out_of_service,
                 },
             ),
             (
