@@ -322,6 +322,16 @@ mod tests {
     }
 
     #[test]
+    fn out_of_service_reaches_the_standard_shape() {
+        let shape = |extra: &str| {
+            crate::registry::DeviceConfig::Modbus(device(&format!("kind = \"machine\"\n{extra}")))
+                .standard()
+        };
+        assert!(!shape("").out_of_service, "in service unless configured");
+        assert!(shape("out_of_service = true").out_of_service);
+    }
+
+    #[test]
     fn the_documented_block_compiles_with_defaults() {
         let d = device(
             "unit = 3\npoll_ms = 200\n\

@@ -3,7 +3,7 @@
 //! provides (see the README, "Companion specifications").
 
 use fabrique_adapters::device::{Identification, StandardKind, StandardShape};
-use fabrique_adapters::{TagCatalog, TagId};
+use fabrique_adapters::{FabriqueType, TagCatalog, TagId};
 use fabrique_companion::ids;
 use opcua::nodes::NodeBase;
 use opcua::types::{
@@ -51,8 +51,8 @@ pub struct Namespaces {
 }
 
 /// Fabrique types (nodesets/Fabrique.NodeSet2.xml).
-const MACHINE_TYPE: u32 = 1013;
-const FIELD_DEVICE_TYPE: u32 = 1014;
+const MACHINE_TYPE: u32 = FabriqueType::Machine.id();
+const FIELD_DEVICE_TYPE: u32 = FabriqueType::FieldDevice.id();
 const PERFORMED_BY: u32 = 4001;
 
 /// What the node manager needs besides the nodes.
