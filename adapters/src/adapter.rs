@@ -91,6 +91,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::Publisher;
+use crate::model::{FabriqueType, MethodSpec, ObjectSpec, ObjectType};
 use crate::point::{Quality, Timestamp, Value};
 use crate::tag::{AdapterId, CatalogError, DataType, EuRange, TagCatalogBuilder, TagId, TagSpec};
 
@@ -130,6 +131,37 @@ impl<'a> TagRegistrar<'a> {
 
     pub fn register(&mut self, spec: TagSpec) -> Result<TagId, CatalogError> {
         self.builder.register(self.owner, spec)
+    }
+
+    /// Declare what the object at `path` is (its OPC UA TypeDefinition). An object nobody
+    /// declares is a `BaseObjectType`; objects under a [`ObjectType::Folder`] are organised by
+    /// it rather than components of it.
+    pub fn object(
+        &mut self,
+        path: impl Into<String>,
+        object_type: impl Into<ObjectType>,
+    ) -> Result<(), CatalogError> {
+        let spec = ObjectSpec::new(path, object_type);
+        self.builder.declare_object(self.owner, spec)
+    }
+
+    /// Declare a method this adapter serves: calls reach it as [`CallRequest`]s whose
+    /// `method` is [`MethodSpec::path`], with the inputs in the declared order and types.
+    pub fn method(&mut self, spec: MethodSpec) -> Result<(), CatalogError> {
+        self.builder.declare_method(self.owner, spec)
+    }
+
+    /// Declare the objects every device sits in: the `Stations` folder, the station, the
+    /// device (`Stations/<station>/<device>`) and its `Status`.
+    pub fn device(&mut self, device_path: &str) -> Result<(), CatalogError> {
+        if let Some((station, _)) = device_path.rsplit_once('/') {
+            if let Some((stations, _)) = station.rsplit_once('/') {
+                self.object(stations, ObjectType::Folder)?;
+            }
+            self.object(station, FabriqueType::Station)?;
+        }
+        self.object(device_path, FabriqueType::Device)?;
+        self.object(format!("{device_path}/Status"), FabriqueType::DeviceStatus)
     }
 
     /// How many tags all adapters have registered so far; with [`Self::registered_since`],
@@ -256,7 +288,11 @@ pub struct DeviceStatus {
 }
 
 impl DeviceStatus {
+    /// Declare the status tags of the device at `device_path`, and the device's objects
+    /// ([`TagRegistrar::device`]): every device has a status, so this is where a device
+    /// says what it is.
     pub fn declare(tags: &mut TagRegistrar<'_>, device_path: &str) -> Result<Self, CatalogError> {
+        tags.device(device_path)?;
         let mut add = |name: &str, data_type: DataType, text: &str| {
             tags.register(
                 TagSpec::new(format!("{device_path}/Status/{name}"), data_type).describe(text),
@@ -449,6 +485,31 @@ mod tests {
         out.flush();
         assert_eq!(bus.latest(status.reconnects).value, Some(Value::UInt(1)));
         assert_eq!(bus.latest(status.last_error).value, Some(Value::text("")));
+    }
+
+    #[test]
+    fn a_device_declares_its_station_its_type_and_its_status() {
+        let mut builder = TagCatalogBuilder::new();
+        DeviceStatus::declare(
+            &mut TagRegistrar::new(&mut builder, AdapterId(0)),
+            "Stations/S/D",
+        )
+        .unwrap();
+        // A second device of the same station declares the station again: no conflict.
+        DeviceStatus::declare(
+            &mut TagRegistrar::new(&mut builder, AdapterId(1)),
+            "Stations/S/E",
+        )
+        .unwrap();
+        let catalog = builder.build();
+        let of = |path: &str| catalog.object_type(path);
+        assert_eq!(of("Stations"), Some(ObjectType::Folder));
+        assert_eq!(of("Stations/S"), Some(FabriqueType::Station.into()));
+        assert_eq!(of("Stations/S/D"), Some(FabriqueType::Device.into()));
+        assert_eq!(
+            of("Stations/S/E/Status"),
+            Some(FabriqueType::DeviceStatus.into())
+        );
     }
 
     #[test]

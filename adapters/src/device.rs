@@ -79,6 +79,8 @@ pub struct StandardShape {
     /// Production steps (1-9) the machine performs: its `MachineryItemState` is Executing
     /// while an order is at one of them.
     pub steps: Vec<u16>,
+    /// Taken out of service by configuration: `MachineryItemState` is OutOfService.
+    pub out_of_service: bool,
 }
 
 impl StandardShape {
@@ -249,6 +251,7 @@ mod tests {
             kind: Some(StandardKind::Robot),
             axes: axes.iter().map(|a| a.to_string()).collect(),
             steps: vec![7],
+            out_of_service: false,
         };
         let tags = ["J1", "J2"];
         assert!(robot(&["J1", "J2"]).validate(tags).is_ok());
@@ -260,18 +263,21 @@ mod tests {
             kind: Some(StandardKind::Machine),
             axes: vec!["J1".into()],
             steps: vec![],
+            out_of_service: false,
         };
         assert_eq!(machine.validate(tags).unwrap_err().key, "axes");
         let step = StandardShape {
             kind: Some(StandardKind::Machine),
             axes: vec![],
             steps: vec![5, 10],
+            out_of_service: false,
         };
         assert_eq!(step.validate(tags).unwrap_err().key, "steps[1]");
         let kindless = StandardShape {
             kind: None,
             axes: vec![],
             steps: vec![5],
+            out_of_service: false,
         };
         assert_eq!(kindless.validate(tags).unwrap_err().key, "steps");
     }

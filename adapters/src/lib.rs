@@ -11,7 +11,9 @@ pub mod backoff;
 pub mod bus;
 pub mod device;
 pub mod limits;
+pub mod line;
 pub mod modbus;
+pub mod model;
 pub mod mqtt;
 pub mod net;
 pub mod octoprint;
@@ -28,6 +30,7 @@ pub use adapter::{
     WriteError, WriteRequest,
 };
 pub use bus::{BusReceiver, PointBus, Publisher};
+pub use model::{ArgumentSpec, FabriqueType, MethodSpec, ObjectSpec, ObjectType};
 pub use point::{Point, PointUpdate, Quality, Timestamp, Value};
 pub use registry::DeviceConfig;
 pub use tag::{

@@ -70,17 +70,21 @@ impl DeviceConfig {
     /// Where the device appears in the companion specifications: declared by a partner
     /// (`kind`, `axes`, `steps`), implied by the machine for a simulated one.
     pub fn standard(&self) -> StandardShape {
-        let declared = |kind, axes: &Vec<String>, steps: &Vec<u16>| StandardShape {
+        let declared = |kind, axes: &Vec<String>, steps: &Vec<u16>, out_of_service| StandardShape {
             kind,
             axes: axes.clone(),
             steps: steps.clone(),
+            out_of_service,
         };
         match self {
-            DeviceConfig::Simulator(d) => d.kind.standard(),
-            DeviceConfig::Modbus(d) => declared(d.kind, &d.axes, &d.steps),
-            DeviceConfig::Mqtt(d) => declared(d.kind, &d.axes, &d.steps),
-            DeviceConfig::OctoPrint(d) => declared(d.kind, &d.axes, &d.steps),
-            DeviceConfig::Opcua(d) => declared(d.kind, &d.axes, &d.steps),
+            DeviceConfig::Simulator(d) => StandardShape {
+                out_of_service: d.out_of_service,
+                ..d.kind.standard()
+            },
+            DeviceConfig::Modbus(d) => declared(d.kind, &d.axes, &d.steps, d.out_of_service),
+            DeviceConfig::Mqtt(d) => declared(d.kind, &d.axes, &d.steps, d.out_of_service),
+            DeviceConfig::OctoPrint(d) => declared(d.kind, &d.axes, &d.steps, d.out_of_service),
+            DeviceConfig::Opcua(d) => declared(d.kind, &d.axes, &d.steps, d.out_of_service),
         }
     }
 

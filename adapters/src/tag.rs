@@ -3,11 +3,12 @@
 //! A tag is addressed on the bus by a dense [`TagId`], so that the bus, the OPC UA bridge and
 //! the sinks can keep per-tag state in plain vectors instead of maps keyed by strings.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::{valid_path, MethodSpec, ObjectSpec, ObjectType};
 use crate::point::Value;
 
 /// Index of a tag in the [`TagCatalog`].
@@ -196,6 +197,14 @@ pub enum CatalogError {
     BadPath(String),
     #[error("more than {} tags", u32::MAX)]
     Full,
+    #[error("object `{path}` is declared as {first} and again as {again}")]
+    ObjectTypeConflict {
+        path: String,
+        first: ObjectType,
+        again: ObjectType,
+    },
+    #[error("method `{0}` is declared twice")]
+    DuplicateMethod(String),
 }
 
 /// Collects tag declarations from every adapter before the bus starts, or, when the
@@ -221,6 +230,18 @@ struct Slots {
     by_path: HashMap<String, TagId>,
     /// Retired tags by path, with their type, so a same-typed return gets the same id.
     retired: HashMap<String, (TagId, DataType)>,
+    /// Declared objects by path (sorted, so a parent comes before its children).
+    objects: BTreeMap<String, DeclaredObject>,
+    /// Declared methods by `<object>/<name>`, with the adapter that serves them.
+    methods: BTreeMap<String, (AdapterId, MethodSpec)>,
+}
+
+/// An object's type and the adapters that declared it (a station holds several devices, each
+/// declaring it); it goes when the last of them retires.
+#[derive(Debug, Clone)]
+struct DeclaredObject {
+    object_type: ObjectType,
+    owners: Vec<AdapterId>,
 }
 
 impl TagCatalogBuilder {
@@ -259,10 +280,60 @@ impl TagCatalogBuilder {
         Ok(id)
     }
 
+    /// Declare what the object at `spec.path` is. Several adapters may declare the same
+    /// object with the same type; a different type is refused.
+    pub fn declare_object(
+        &mut self,
+        owner: AdapterId,
+        spec: ObjectSpec,
+    ) -> Result<(), CatalogError> {
+        if !valid_path(&spec.path) {
+            return Err(CatalogError::BadPath(spec.path));
+        }
+        let declared = self.slots.objects.entry(spec.path.clone());
+        let object = declared.or_insert_with(|| DeclaredObject {
+            object_type: spec.object_type,
+            owners: Vec::new(),
+        });
+        if object.object_type != spec.object_type {
+            return Err(CatalogError::ObjectTypeConflict {
+                path: spec.path,
+                first: object.object_type,
+                again: spec.object_type,
+            });
+        }
+        if !object.owners.contains(&owner) {
+            object.owners.push(owner);
+        }
+        Ok(())
+    }
+
+    /// Declare a method that `owner` serves.
+    pub fn declare_method(
+        &mut self,
+        owner: AdapterId,
+        spec: MethodSpec,
+    ) -> Result<(), CatalogError> {
+        let path = spec.path();
+        if !valid_path(&spec.object) || !valid_path(&spec.name) || spec.name.contains('/') {
+            return Err(CatalogError::BadPath(path));
+        }
+        if self.slots.methods.contains_key(&path) {
+            return Err(CatalogError::DuplicateMethod(path));
+        }
+        self.slots.methods.insert(path, (owner, spec));
+        Ok(())
+    }
+
     /// Retire every tag `owner` declared; returns their ids. Their ids are never reused for
-    /// another tag.
+    /// another tag. Its methods go too, and the objects no other adapter declared.
     pub fn retire_owner(&mut self, owner: AdapterId) -> Vec<TagId> {
         let slots = &mut self.slots;
+        slots.methods.retain(|_, (o, _)| *o != owner);
+        slots.objects.retain(|_, object| {
+            object.owners.retain(|o| *o != owner);
+            !object.owners.is_empty()
+        });
         let mut retired = Vec::new();
         for (i, slot) in slots.entries.iter_mut().enumerate() {
             if slot.as_ref().is_some_and(|e| e.owner == owner) {
@@ -336,6 +407,35 @@ impl TagCatalog {
 
     pub fn lookup(&self, path: &str) -> Option<TagId> {
         self.slots.by_path.get(path).copied()
+    }
+
+    /// The declared type of the object at `path`; `None` when no adapter declared it.
+    pub fn object_type(&self, path: &str) -> Option<ObjectType> {
+        self.slots.objects.get(path).map(|o| o.object_type)
+    }
+
+    /// Declared objects, a parent before its children.
+    pub fn objects(&self) -> impl Iterator<Item = ObjectSpec> + '_ {
+        self.slots
+            .objects
+            .iter()
+            .map(|(path, o)| ObjectSpec::new(path.clone(), o.object_type))
+    }
+
+    /// Declared methods with the adapter that serves each.
+    pub fn methods(&self) -> impl Iterator<Item = (AdapterId, &MethodSpec)> {
+        self.slots
+            .methods
+            .values()
+            .map(|(owner, spec)| (*owner, spec))
+    }
+
+    /// The method at `<object>/<name>` and its adapter.
+    pub fn method(&self, path: &str) -> Option<(AdapterId, &MethodSpec)> {
+        self.slots
+            .methods
+            .get(path)
+            .map(|(owner, spec)| (*owner, spec))
     }
 
     /// Live tags in id order.
@@ -418,6 +518,63 @@ mod tests {
         assert_eq!(live, vec![kept, same, new_type, added]);
         // The running catalogue is untouched until the new one replaces it.
         assert_eq!(catalog.lookup("B/Gone"), Some(gone));
+    }
+
+    #[test]
+    fn objects_and_methods_are_declared_by_their_owner_and_retire_with_it() {
+        use crate::model::{ArgumentSpec, FabriqueType, MethodSpec, ObjectSpec, ObjectType};
+        let (line, kiosk) = (AdapterId(0), AdapterId(1));
+        let mut b = TagCatalogBuilder::new();
+        let orders = |t: FabriqueType| ObjectSpec::new("Orders", t);
+        b.declare_object(line, orders(FabriqueType::Orders))
+            .unwrap();
+        // Another adapter may declare the same object as the same type, never as another.
+        b.declare_object(kiosk, orders(FabriqueType::Orders))
+            .unwrap();
+        assert_eq!(
+            b.declare_object(kiosk, orders(FabriqueType::Line)),
+            Err(CatalogError::ObjectTypeConflict {
+                path: "Orders".into(),
+                first: ObjectType::Fabrique(FabriqueType::Orders),
+                again: ObjectType::Fabrique(FabriqueType::Line),
+            })
+        );
+        let recent = ObjectSpec::new("Orders/Recent", ObjectType::Folder);
+        b.declare_object(line, recent).unwrap();
+        let bad = ObjectSpec::new("Orders//Recent", ObjectType::Folder);
+        assert!(matches!(
+            b.declare_object(line, bad),
+            Err(CatalogError::BadPath(_))
+        ));
+        let find = MethodSpec::new("Orders", "FindOrder", "Any order by id")
+            .input(ArgumentSpec::string("OrderId"))
+            .output(ArgumentSpec::new("Step", DataType::UInt16));
+        b.declare_method(kiosk, find.clone()).unwrap();
+        assert_eq!(
+            b.declare_method(line, find.clone()),
+            Err(CatalogError::DuplicateMethod("Orders/FindOrder".into()))
+        );
+        let catalog = b.build();
+        assert_eq!(
+            catalog.object_type("Orders"),
+            Some(ObjectType::Fabrique(FabriqueType::Orders))
+        );
+        assert_eq!(catalog.object_type("Nowhere"), None);
+        let paths: Vec<String> = catalog.objects().map(|o| o.path).collect();
+        assert_eq!(paths, ["Orders", "Orders/Recent"], "a parent first");
+        assert_eq!(catalog.method("Orders/FindOrder"), Some((kiosk, &find)));
+        assert_eq!(catalog.methods().count(), 1);
+
+        // The kiosk goes: its method with it; `Orders` stays, the line still declares it.
+        let mut grown = TagCatalogBuilder::from_catalog(&catalog);
+        grown.retire_owner(kiosk);
+        let grown = grown.build();
+        assert_eq!(grown.method("Orders/FindOrder"), None);
+        assert!(grown.object_type("Orders").is_some());
+        // Then the line: nobody declares `Orders` any more.
+        let mut gone = TagCatalogBuilder::from_catalog(&grown);
+        gone.retire_owner(line);
+        assert_eq!(gone.build().objects().count(), 0);
     }
 
     #[test]

@@ -88,6 +88,26 @@ impl CommandRouter {
             .unwrap_or(Err(CallError::Timeout))
     }
 
+    /// Call the declared method at `method` (`<object>/<name>`) on the adapter that declared
+    /// it ([`fabrique_adapters::TagRegistrar::method`]).
+    pub async fn call_method(
+        &self,
+        method: String,
+        args: Vec<Value>,
+    ) -> Result<Vec<Value>, CallError> {
+        let owner = self.routes.read().catalog.method(&method).map(|(o, _)| o);
+        let owner = owner.ok_or_else(|| CallError::UnknownMethod(method.clone()))?;
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Call(CallRequest {
+            method,
+            args,
+            reply,
+        });
+        self.send(owner, command, answer)
+            .await
+            .unwrap_or(Err(CallError::Timeout))
+    }
+
     /// Deliver a command and wait for its answer; `None` when the adapter is gone, full for
     /// the whole timeout, or silent.
     async fn send<T>(

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fabrique_adapters::tag::{CatalogError, DataType, TagId, TagSpec};
-use fabrique_adapters::{Adapter, AdapterContext, TagRegistrar, Timestamp, Value};
+use fabrique_adapters::{Adapter, AdapterContext, ObjectType, TagRegistrar, Timestamp, Value};
 
 use crate::streams::SinkCounters;
 
@@ -63,7 +63,12 @@ impl Adapter for SinkDiagnostics {
     }
 
     fn declare_tags(&mut self, tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
+        if !self.sinks.is_empty() {
+            tags.object("Diagnostics", ObjectType::Folder)?;
+            tags.object("Diagnostics/Sinks", ObjectType::Folder)?;
+        }
         for (name, counters) in &self.sinks {
+            tags.object(format!("Diagnostics/Sinks/{name}"), ObjectType::Folder)?;
             let mut tag = |leaf: &str, data_type| {
                 tags.register(TagSpec::new(
                     format!("Diagnostics/Sinks/{name}/{leaf}"),

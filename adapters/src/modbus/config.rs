@@ -29,6 +29,10 @@ pub struct ModbusDevice {
     /// Production steps (1-9) this machine performs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<u16>,
+    /// Taken out of service by the operator (maintenance, a breakdown): its Machinery
+    /// `MachineryItemState` is OutOfService whatever the connection says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub out_of_service: bool,
     /// `host:port` of the Modbus TCP server.
     pub address: String,
     /// Modbus unit identifier (slave id).
@@ -322,6 +326,16 @@ mod tests {
 
     fn issue(tags: &str) -> ConfigIssue {
         device(tags).compile().unwrap_err()
+    }
+
+    #[test]
+    fn out_of_service_reaches_the_standard_shape() {
+        let shape = |extra: &str| {
+            crate::registry::DeviceConfig::Modbus(device(&format!("kind = \"machine\"\n{extra}")))
+                .standard()
+        };
+        assert!(!shape("").out_of_service, "in service unless configured");
+        assert!(shape("out_of_service = true").out_of_service);
     }
 
     #[test]

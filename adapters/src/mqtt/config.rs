@@ -29,6 +29,10 @@ pub struct MqttDevice {
     /// Production steps (1-9) this machine performs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<u16>,
+    /// Taken out of service by the operator (maintenance, a breakdown): its Machinery
+    /// `MachineryItemState` is OutOfService whatever the connection says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub out_of_service: bool,
     /// `host:port` of the broker (port 1883 when omitted).
     pub broker: String,
     /// MQTT client id; `fabrique-<device>-<pid>` when omitted.

@@ -26,6 +26,10 @@ pub struct OctoPrintDevice {
     /// Production steps (1-9) this machine performs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<u16>,
+    /// Taken out of service by the operator (maintenance, a breakdown): its Machinery
+    /// `MachineryItemState` is OutOfService whatever the connection says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub out_of_service: bool,
     /// Base URL of the OctoPrint server, `http://host:port` (a path prefix is kept, for an
     /// OctoPrint behind a reverse proxy).
     pub url: String,

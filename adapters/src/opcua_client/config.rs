@@ -33,6 +33,10 @@ pub struct OpcUaDevice {
     /// Production steps (1-9) this machine performs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<u16>,
+    /// Taken out of service by the operator (maintenance, a breakdown): its Machinery
+    /// `MachineryItemState` is OutOfService whatever the connection says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub out_of_service: bool,
     /// The partner server's endpoint URL, `opc.tcp://host:port/path`.
     pub endpoint: String,
     /// How often the partner sends the changes of a subscription.

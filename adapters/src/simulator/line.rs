@@ -5,144 +5,19 @@
 
 use std::collections::VecDeque;
 
-use rand::Rng;
-use serde::{Deserialize, Serialize};
-
 use crate::adapter::{CallError, TagRegistrar};
 use crate::bus::Publisher;
+use crate::line::{LineTags, OrderSlotTags, StepState};
 use crate::point::{Timestamp, Value};
-use crate::tag::{CatalogError, DataType, TagId, TagSpec};
+use crate::tag::{CatalogError, TagId};
+use rand::Rng;
+
+// The line's domain moved to `crate::line`; these paths stay for code written before.
+pub use crate::line::{LineConfig, OrderState, METROLOGY_STEP, STEP_COUNT, STEP_NAMES};
 
 use super::noise::normal;
 
-/// Number of production steps, from design to delivery.
-pub const STEP_COUNT: usize = 9;
-
-/// The route of the smartphone holder, in order.
-pub const STEP_NAMES: [&str; STEP_COUNT] = [
-    "Design",
-    "Programming and planning",
-    "Material supply",
-    "Additive manufacturing",
-    "Machining",
-    "Laser engraving",
-    "Robotic assembly",
-    "Metrology check",
-    "Packaging and delivery",
-];
-
-/// The step at which parts are measured and scrapped when out of tolerance.
-pub const METROLOGY_STEP: usize = 8;
-
-/// `[line]`: what the kiosk offers and how long each step takes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LineConfig {
-    /// Models the kiosk offers; `SubmitOrder` refuses any other.
-    pub models: Vec<String>,
-    /// Longest personalisation text, in characters (the engraving area is small).
-    pub max_text_length: usize,
-    /// How many recent orders are shown under `Orders/Recent`.
-    pub recent_orders: usize,
-    /// Nominal duration of each of the 9 steps, in simulated seconds.
-    pub step_durations_s: Vec<f64>,
-}
-
-impl Default for LineConfig {
-    fn default() -> Self {
-        LineConfig {
-            models: ["Classic", "Wave", "Hexa", "Minimal"]
-                .map(String::from)
-                .to_vec(),
-            max_text_length: 20,
-            recent_orders: 20,
-            step_durations_s: vec![30.0, 20.0, 15.0, 240.0, 90.0, 45.0, 40.0, 30.0, 25.0],
-        }
-    }
-}
-
-impl LineConfig {
-    /// Checks what serde cannot: returns the offending key and why.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.models.is_empty() || self.models.iter().any(|m| m.trim().is_empty()) {
-            return Err((
-                "line.models",
-                "needs at least one non-empty model name".into(),
-            ));
-        }
-        if self.max_text_length == 0 || self.max_text_length > 200 {
-            return Err(("line.max_text_length", "must be between 1 and 200".into()));
-        }
-        if self.recent_orders == 0 || self.recent_orders > 1000 {
-            return Err(("line.recent_orders", "must be between 1 and 1000".into()));
-        }
-        if self.step_durations_s.len() != STEP_COUNT {
-            return Err((
-                "line.step_durations_s",
-                format!(
-                    "needs exactly {STEP_COUNT} durations, got {}",
-                    self.step_durations_s.len()
-                ),
-            ));
-        }
-        if self
-            .step_durations_s
-            .iter()
-            .any(|d| !(d.is_finite() && *d > 0.0))
-        {
-            return Err((
-                "line.step_durations_s",
-                "durations must be positive seconds".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Check a kiosk order; the error is what the client is told.
-    pub fn check_order(&self, model: &str, text: &str) -> Result<(), CallError> {
-        if !self.models.iter().any(|m| m == model) {
-            return Err(CallError::InvalidArgument(format!(
-                "unknown model `{model}`; the line makes {}",
-                self.models.join(", ")
-            )));
-        }
-        // Blank, invisible-only, bidi tricks, control characters: the shared text check.
-        if let Err(issue) = crate::text::check_visible(text) {
-            return Err(CallError::InvalidArgument(format!(
-                "the personalisation text {issue}"
-            )));
-        }
-        let text = text.trim();
-        let length = text.chars().count();
-        if length > self.max_text_length {
-            return Err(CallError::InvalidArgument(format!(
-                "the personalisation text has {length} characters; at most {} fit",
-                self.max_text_length
-            )));
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderState {
-    Queued,
-    InProgress,
-    Delivered,
-    Scrapped,
-}
-
-impl OrderState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderState::Queued => "Queued",
-            OrderState::InProgress => "InProgress",
-            OrderState::Delivered => "Delivered",
-            OrderState::Scrapped => "Scrapped",
-        }
-    }
-}
-
+/// An order on the simulated line.
 #[derive(Debug, Clone)]
 pub struct Order {
     pub id: String,
@@ -178,40 +53,6 @@ impl Order {
 pub enum LineEvent {
     Entered { step: usize, order: Order },
     Left { step: usize, order: Order },
-}
-
-struct StepTags {
-    state: TagId,
-    current_order: TagId,
-    progress: TagId,
-    last_cycle_time: TagId,
-    count: TagId,
-    number: TagId,
-    name: TagId,
-}
-
-struct OrderSlotTags {
-    id: TagId,
-    model: TagId,
-    text: TagId,
-    step: TagId,
-    state: TagId,
-    submitted_at: TagId,
-    completed_at: TagId,
-    verdict: TagId,
-}
-
-struct LineTags {
-    state: TagId,
-    mode: TagId,
-    queued: TagId,
-    in_progress: TagId,
-    delivered: TagId,
-    scrapped: TagId,
-    last_order_id: TagId,
-    submitted: TagId,
-    steps: Vec<StepTags>,
-    recent: Vec<OrderSlotTags>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -271,152 +112,7 @@ impl Line {
     }
 
     pub fn declare_tags(&mut self, tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
-        fn reg(
-            tags: &mut TagRegistrar<'_>,
-            path: String,
-            dt: DataType,
-            text: &str,
-        ) -> Result<TagId, CatalogError> {
-            tags.register(TagSpec::new(path, dt).describe(text))
-        }
-        let steps = (1..=STEP_COUNT)
-            .map(|n| {
-                let p = |tag: &str| format!("Line/Steps/Step{n}/{tag}");
-                Ok(StepTags {
-                    number: tags.register(
-                        TagSpec::new(p("Number"), DataType::UInt16)
-                            .property()
-                            .describe("Position of the step on the route"),
-                    )?,
-                    name: tags.register(
-                        TagSpec::new(p("Name"), DataType::String)
-                            .property()
-                            .describe("What happens at this step"),
-                    )?,
-                    state: reg(tags, p("State"), DataType::String, "Idle, Busy or Blocked")?,
-                    current_order: reg(
-                        tags,
-                        p("CurrentOrder"),
-                        DataType::String,
-                        "Order at this step, empty when idle",
-                    )?,
-                    progress: tags.register(
-                        TagSpec::new(p("Progress"), DataType::Float64)
-                            .unit("%")
-                            .range(0.0, 100.0)
-                            .describe("Progress of the current order through this step"),
-                    )?,
-                    last_cycle_time: tags.register(
-                        TagSpec::new(p("LastCycleTime"), DataType::Float64)
-                            .unit("s")
-                            .describe("Duration of the last completed cycle, simulated seconds"),
-                    )?,
-                    count: reg(
-                        tags,
-                        p("Count"),
-                        DataType::UInt32,
-                        "Orders completed at this step",
-                    )?,
-                })
-            })
-            .collect::<Result<Vec<_>, CatalogError>>()?;
-        let recent = (1..=self.config.recent_orders)
-            .map(|n| {
-                let p = |tag: &str| format!("Orders/Recent/Order{n:02}/{tag}");
-                Ok(OrderSlotTags {
-                    id: reg(
-                        tags,
-                        p("Id"),
-                        DataType::String,
-                        "Order id, empty while the slot is unused",
-                    )?,
-                    model: reg(tags, p("Model"), DataType::String, "Model ordered")?,
-                    text: reg(tags, p("Text"), DataType::String, "Personalisation text")?,
-                    step: reg(
-                        tags,
-                        p("Step"),
-                        DataType::UInt16,
-                        "Current step, 0 while queued",
-                    )?,
-                    state: reg(
-                        tags,
-                        p("State"),
-                        DataType::String,
-                        "Empty, Queued, InProgress, Delivered or Scrapped",
-                    )?,
-                    submitted_at: reg(
-                        tags,
-                        p("SubmittedAt"),
-                        DataType::DateTime,
-                        "When the order was placed",
-                    )?,
-                    completed_at: reg(
-                        tags,
-                        p("CompletedAt"),
-                        DataType::DateTime,
-                        "When it was delivered or scrapped",
-                    )?,
-                    verdict: reg(
-                        tags,
-                        p("Verdict"),
-                        DataType::String,
-                        "Metrology verdict: OK, NOK or empty",
-                    )?,
-                })
-            })
-            .collect::<Result<Vec<_>, CatalogError>>()?;
-        self.tags = Some(LineTags {
-            state: reg(
-                tags,
-                "Line/State".into(),
-                DataType::String,
-                "Running or Stopped",
-            )?,
-            mode: reg(
-                tags,
-                "Line/Mode".into(),
-                DataType::String,
-                "Where orders and timings come from",
-            )?,
-            queued: reg(
-                tags,
-                "Line/OrdersQueued".into(),
-                DataType::UInt32,
-                "Orders waiting for step 1",
-            )?,
-            in_progress: reg(
-                tags,
-                "Line/OrdersInProgress".into(),
-                DataType::UInt32,
-                "Orders on the line",
-            )?,
-            delivered: reg(
-                tags,
-                "Line/PartsDelivered".into(),
-                DataType::UInt32,
-                "Parts delivered since start",
-            )?,
-            scrapped: reg(
-                tags,
-                "Line/PartsScrapped".into(),
-                DataType::UInt32,
-                "Parts scrapped at metrology since start",
-            )?,
-            last_order_id: reg(
-                tags,
-                "Orders/LastOrderId".into(),
-                DataType::String,
-                "Id of the last order placed",
-            )?,
-            submitted: reg(
-                tags,
-                "Orders/Submitted".into(),
-                DataType::UInt32,
-                "Orders placed since start",
-            )?,
-            steps,
-            recent,
-        });
+        self.tags = Some(LineTags::declare(tags, self.config.recent_orders)?);
         Ok(())
     }
 
@@ -612,15 +308,15 @@ impl Line {
             let order = self.stations[k].as_ref();
             let blocked = order.is_some_and(|o| o.remaining_s <= 0.0);
             let state = match order {
-                None => "Idle",
-                Some(_) if blocked => "Blocked",
-                Some(_) => "Busy",
+                None => StepState::Idle,
+                Some(_) if blocked => StepState::Blocked,
+                Some(_) => StepState::Busy,
             };
             if full {
                 set(step_tags.number, Value::UInt(k as u64 + 1));
                 set(step_tags.name, Value::text(STEP_NAMES[k]));
             }
-            set(step_tags.state, Value::text(state));
+            set(step_tags.state, Value::text(state.as_str()));
             set(
                 step_tags.current_order,
                 Value::text(order.map_or("", |o| o.id.as_str())),

@@ -51,6 +51,7 @@ impl MachineKind {
             kind: Some(kind),
             axes,
             steps: vec![step],
+            out_of_service: false,
         }
     }
 

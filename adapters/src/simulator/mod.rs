@@ -110,6 +110,10 @@ pub struct SimulatedDevice {
     /// `alarms = { NozzleTemperature = { high = 225.0, high_high = 235.0 } }`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub alarms: std::collections::BTreeMap<String, crate::limits::AlarmLimits>,
+    /// Taken out of service by the operator (maintenance, a breakdown): its Machinery
+    /// `MachineryItemState` is OutOfService whatever the connection says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub out_of_service: bool,
 }
 
 impl SimulatedDevice {
@@ -354,6 +358,7 @@ mod tests {
 
     fn device(name: &str, station: &str, kind: MachineKind) -> SimulatedDevice {
         SimulatedDevice {
+            out_of_service: false,
             name: name.into(),
             station: station.into(),
             kind,

@@ -391,6 +391,7 @@ impl Adapter for IndicatorsEngine {
     }
 
     fn declare_tags(&mut self, tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
+        tags.object("Indicators", fabrique_adapters::FabriqueType::Indicators)?;
         let scopes = SCOPES
             .iter()
             .map(|&(scope, name)| Ok((scope, declare_scope(tags, scope, name)?)))

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fabrique_adapters::{
-    Adapter, AdapterContext, CallError, CallRequest, CatalogError, Command, DataType, Publisher,
-    TagId, TagRegistrar, TagSpec, Timestamp, Value, WriteError,
+    Adapter, AdapterContext, ArgumentSpec, CallError, CallRequest, CatalogError, Command, DataType,
+    FabriqueType, MethodSpec, ObjectType, Publisher, TagId, TagRegistrar, TagSpec, Timestamp,
+    Value, WriteError,
 };
 
 use super::Journey;
 
 pub const KIOSK: &str = "Stations/Reception/Kiosk";
-pub const SCANS_TAG: &str = "Stations/Reception/Kiosk/Scans";
 pub const SCAN_METHOD: &str = "Stations/Reception/Kiosk/Scan";
 pub const FIND_ORDER_METHOD: &str = "Orders/FindOrder";
 
@@ -119,6 +119,35 @@ async fn call(journey: &Journey, request: &CallRequest) -> Result<Vec<Value>, Ca
     }
 }
 
+/// The kiosk sits in the reception station. It is the gateway itself, with no nameplate and
+/// no connection status, so it is a plain object: Fabrique's `DeviceType` makes both
+/// mandatory. It serves `Scan`, and `FindOrder` on the line's `Orders`.
+fn declare_objects(tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
+    tags.object("Stations", ObjectType::Folder)?;
+    tags.object("Stations/Reception", FabriqueType::Station)?;
+    tags.object(KIOSK, ObjectType::BaseObject)?;
+    tags.object("Orders", FabriqueType::Orders)?;
+    tags.method(
+        MethodSpec::new(
+            KIOSK,
+            "Scan",
+            "Launch the design with this code as an order. BadNotFound: unknown code; BadAlreadyExists: launched before; BadRequestNotAllowed: expired; BadInvalidState: line stopped; BadInvalidArgument: not a code",
+        )
+        .input(ArgumentSpec::string("Code"))
+        .output(ArgumentSpec::string("OrderId")),
+    )?;
+    let find = MethodSpec::new(
+        "Orders",
+        "FindOrder",
+        "Any order by id, not only those in the Recent slots (CurrentStep empty off the line; BadNotFound: no such order)",
+    )
+    .input(ArgumentSpec::string("OrderId"));
+    let find = ["Model", "Text", "State", "CurrentStep", "DesignCode"]
+        .into_iter()
+        .fold(find, |m, name| m.output(ArgumentSpec::string(name)));
+    tags.method(find)
+}
+
 #[async_trait]
 impl Adapter for KioskAdapter {
     fn name(&self) -> &str {
@@ -126,6 +155,7 @@ impl Adapter for KioskAdapter {
     }
 
     fn declare_tags(&mut self, tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
+        declare_objects(tags)?;
         let mut reg = |name: &str, data_type: DataType, text: &str| {
             tags.register(TagSpec::new(format!("{KIOSK}/{name}"), data_type).describe(text))
         };

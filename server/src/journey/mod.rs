@@ -201,10 +201,6 @@ impl Journey {
     }
 }
 
-/// Methods whose adapter is not the owner of a tag beside them: `Orders/FindOrder` sits with the
-/// line's orders but is answered by the kiosk adapter (anchored on one of its tags).
-pub const METHOD_ANCHORS: [(&str, &str); 1] = [("Orders/FindOrder", adapter::SCANS_TAG)];
-
 /// Each step's trades, for the address space (`Line/Steps/StepN/Trades`, names in French).
 pub fn step_trades(catalogue: &Catalogue) -> Vec<(String, Vec<String>)> {
     (1..=catalogue.steps.len())

@@ -1,22 +1,26 @@
 //! Builds the gateway's instance address space from the tag catalogue and the configuration.
 //!
-//! Every tag becomes a variable at its path under `Objects/Fabrique`; the objects along the
-//! way are created on demand and typed from where they sit (a child of `Stations` is a
-//! station, a child of a station a device, and so on: see [`type_for`]). NodeIds are strings
-//! equal to the browse path, so a NodeId tells a person where the node is.
+//! Every tag becomes a variable at its path under `Objects/Fabrique`. Objects are typed as the
+//! adapter that owns them declared them ([`fabrique_adapters::TagRegistrar::object`]); an
+//! object nobody declared (an intermediate such as `<device>/Axes`) is a `BaseObjectType`.
+//! Methods, with their arguments, are the ones adapters declared
+//! ([`fabrique_adapters::TagRegistrar::method`]). NodeIds are strings equal to the browse
+//! path, so a NodeId tells a person where the node is.
 
 use std::collections::{HashMap, HashSet};
 
 use fabrique_adapters::device::Identification;
-use fabrique_adapters::{Access, TagCatalog, TagId, TagSpec};
+use fabrique_adapters::{
+    Access, ArgumentSpec, FabriqueType, MethodSpec, ObjectType, TagCatalog, TagId, TagSpec,
+};
 use opcua::nodes::{
     AccessLevel, MethodBuilder, NodeType, ObjectBuilder, TypeTree, VariableBuilder,
 };
 use opcua::server::address_space::AddressSpace;
 use opcua::types::{
-    BrowseDirection, DataTypeId, DataValue, ExtensionObject, LocalizedText, NodeId, ObjectId,
-    ObjectTypeId, QualifiedName, Range, ReferenceTypeId, StatusCode, UAString, VariableTypeId,
-    Variant,
+    Argument, BrowseDirection, DataTypeId, DataValue, ExtensionObject, LocalizedText, NodeId,
+    ObjectId, ObjectTypeId, QualifiedName, Range, ReferenceTypeId, StatusCode, UAString,
+    VariableTypeId, Variant,
 };
 
 use super::convert::engineering_units;
@@ -29,50 +33,12 @@ pub const INSTANCES_NAMESPACE: &str = "urn:fabrique-gateway:instances";
 /// Browse name and NodeId of the site object under `Objects`.
 pub const ROOT: &str = "Fabrique";
 
-/// Numeric ids of the object types in the types NodeSet.
-mod types {
-    pub const SITE: u32 = 1001;
-    pub const LINE: u32 = 1002;
-    pub const PRODUCTION_STEP: u32 = 1003;
-    pub const STATION: u32 = 1004;
-    pub const DEVICE: u32 = 1005;
-    pub const ORDER: u32 = 1006;
-    pub const INDICATORS: u32 = 1007;
-    pub const VISITS: u32 = 1008;
-    pub const DEVICE_STATUS: u32 = 1009;
-    pub const ORDERS: u32 = 1010;
-    pub const STOP: u32 = 1011;
-    pub const SURVEY: u32 = 1012;
-}
-
-/// How an object is typed, from where it sits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ObjectKind {
-    Folder,
-    Typed(u32),
-    Plain,
-}
-
-fn type_for(path: &str) -> ObjectKind {
-    let segments: Vec<&str> = path.split('/').collect();
-    match segments.as_slice() {
-        ["Line"] => ObjectKind::Typed(types::LINE),
-        ["Line", "Steps"] | ["Stations"] | ["Orders", "Recent"] => ObjectKind::Folder,
-        ["Line", "Steps", _] => ObjectKind::Typed(types::PRODUCTION_STEP),
-        ["Stations", _] => ObjectKind::Typed(types::STATION),
-        ["Stations", _, _] => ObjectKind::Typed(types::DEVICE),
-        ["Stations", _, _, "Status"] => ObjectKind::Typed(types::DEVICE_STATUS),
-        ["Orders"] => ObjectKind::Typed(types::ORDERS),
-        ["Orders", "Recent", _] => ObjectKind::Typed(types::ORDER),
-        ["Indicators"] => ObjectKind::Typed(types::INDICATORS),
-        ["Visits"] => ObjectKind::Typed(types::VISITS),
-        ["Visits", "Survey"] => ObjectKind::Typed(types::SURVEY),
-        ["Stop"] => ObjectKind::Typed(types::STOP),
-        // The gateway's own diagnostics (diagnostics.rs): plain folders, one per sink.
-        ["Diagnostics"] | ["Diagnostics", "Sinks"] | ["Diagnostics", "Sinks", _] => {
-            ObjectKind::Folder
-        }
-        _ => ObjectKind::Plain,
+/// The TypeDefinition NodeId of a declared object type.
+pub fn type_definition(object_type: ObjectType, types_ns: u16) -> NodeId {
+    match object_type {
+        ObjectType::Folder => ObjectTypeId::FolderType.into(),
+        ObjectType::BaseObject => ObjectTypeId::BaseObjectType.into(),
+        ObjectType::Fabrique(t) => NodeId::new(types_ns, t.id()),
     }
 }
 
@@ -92,78 +58,6 @@ pub struct DeviceNameplate {
     pub protocol: String,
     pub identification: Identification,
 }
-
-/// The methods the gateway offers, by NodeId, with the adapter method they forward to.
-pub struct MethodSpec {
-    pub parent: &'static str,
-    pub name: &'static str,
-    pub inputs: &'static [&'static str],
-    pub outputs: &'static [&'static str],
-    pub description: &'static str,
-}
-
-pub const LINE_METHODS: [MethodSpec; 3] = [
-    MethodSpec {
-        parent: "Line",
-        name: "SubmitOrder",
-        inputs: &["Model", "Text"],
-        outputs: &["OrderId"],
-        description: "Place a personalised order, as the QR code at the kiosk does",
-    },
-    MethodSpec {
-        parent: "Line",
-        name: "Start",
-        inputs: &[],
-        outputs: &[],
-        description: "Start the line",
-    },
-    MethodSpec {
-        parent: "Line",
-        name: "Stop",
-        inputs: &[],
-        outputs: &[],
-        description: "Stop the line; orders keep queueing",
-    },
-];
-
-/// Methods of the visits producer (`server/src/visits`).
-pub const VISITS_METHODS: [MethodSpec; 2] = [
-    MethodSpec {
-        parent: "Stop",
-        name: "SetStop",
-        inputs: &["Town", "Venue", "FirstDay", "LastDay"],
-        outputs: &[],
-        description: "Set the current stop (dates YYYY-MM-DD, first <= last); kept across restarts",
-    },
-    MethodSpec {
-        parent: "Visits",
-        name: "CheckIn",
-        inputs: &["Audience", "Size"],
-        outputs: &[],
-        description: "Check a group in: audience code (middle_school, high_school, student, job_seeker, retraining, teacher, company, general_public) and size",
-    },
-];
-
-/// Methods of the visitor's journey (`server/src/journey`): the kiosk and order lookup.
-pub const JOURNEY_METHODS: [MethodSpec; 2] = [
-    MethodSpec {
-        parent: "Stations/Reception/Kiosk",
-        name: "Scan",
-        inputs: &["Code"],
-        outputs: &["OrderId"],
-        description: "Launch the design with this code as an order. BadNotFound: unknown code; BadAlreadyExists: launched before; BadRequestNotAllowed: expired; BadInvalidState: line stopped; BadInvalidArgument: not a code",
-    },
-    MethodSpec {
-        parent: "Orders",
-        name: "FindOrder",
-        inputs: &["OrderId"],
-        outputs: &["Model", "Text", "State", "CurrentStep", "DesignCode"],
-        description: "Any order by id, not only those in the Recent slots (CurrentStep empty off the line; BadNotFound: no such order)",
-    },
-];
-
-/// Method arguments that are numbers; every other argument is a String.
-const UINT32_ARGUMENTS: [&str; 1] = ["Size"];
 
 /// What the node manager needs to know about the nodes built here.
 pub struct BuiltNodes {
@@ -186,6 +80,8 @@ struct Builder<'a> {
     space: &'a mut AddressSpace,
     ns: u16,
     types_ns: u16,
+    /// Where the object types come from.
+    catalog: &'a TagCatalog,
     objects: HashSet<String>,
 }
 
@@ -198,6 +94,12 @@ impl Builder<'_> {
         QualifiedName::new(self.ns, text)
     }
 
+    fn object_type(&self, path: &str) -> ObjectType {
+        self.catalog
+            .object_type(path)
+            .unwrap_or(ObjectType::BaseObject)
+    }
+
     /// Create the object at `path` and its missing ancestors; returns its NodeId.
     fn ensure_object(&mut self, path: &str) -> NodeId {
         let id = self.id(path);
@@ -207,14 +109,10 @@ impl Builder<'_> {
         }
         let (parent_path, name) = path.rsplit_once('/').unwrap_or(("", path));
         let parent = self.ensure_object(parent_path);
-        let kind = type_for(path);
-        let type_id = match kind {
-            ObjectKind::Folder => ObjectTypeId::FolderType.into(),
-            ObjectKind::Typed(n) => NodeId::new(self.types_ns, n),
-            ObjectKind::Plain => ObjectTypeId::BaseObjectType.into(),
-        };
+        let type_id = type_definition(self.object_type(path), self.types_ns);
         let builder = ObjectBuilder::new(&id, self.name(name), name).has_type_definition(type_id);
-        let builder = if parent_path.is_empty() || type_for(parent_path) != ObjectKind::Folder {
+        let folder = ObjectType::Folder;
+        let builder = if parent_path.is_empty() || self.object_type(parent_path) != folder {
             builder.component_of(parent)
         } else {
             builder.organized_by(parent)
@@ -228,7 +126,7 @@ impl Builder<'_> {
         let id = self.id("");
         ObjectBuilder::new(&id, self.name(ROOT), ROOT)
             .description("The mobile mini-factory at its current stop")
-            .has_type_definition(NodeId::new(self.types_ns, types::SITE))
+            .has_type_definition(NodeId::new(self.types_ns, FabriqueType::Site.id()))
             .organized_by(ObjectId::ObjectsFolder)
             .insert(self.space);
         self.objects.insert(String::new());
@@ -386,24 +284,26 @@ impl Builder<'_> {
     }
 
     fn method(&mut self, spec: &MethodSpec) -> NodeId {
-        let parent = self.ensure_object(spec.parent);
-        let path = format!("{}/{}", spec.parent, spec.name);
+        let parent = self.ensure_object(&spec.object);
+        let path = spec.path();
         let id = self.id(&path);
-        let args = |names: &[&str]| -> Vec<opcua::types::Argument> {
-            names
+        let args = |specs: &[ArgumentSpec]| -> Vec<Argument> {
+            specs
                 .iter()
-                .map(|n| {
-                    let data_type = if UINT32_ARGUMENTS.contains(n) {
-                        DataTypeId::UInt32
-                    } else {
-                        DataTypeId::String
-                    };
-                    (*n, data_type).into()
+                .map(|a| Argument {
+                    name: UAString::from(a.name.as_str()),
+                    data_type: data_type_id(a.data_type).into(),
+                    value_rank: -1,
+                    array_dimensions: None,
+                    description: a
+                        .description
+                        .as_deref()
+                        .map_or_else(LocalizedText::null, |d| LocalizedText::new("en", d)),
                 })
                 .collect()
         };
-        let mut builder = MethodBuilder::new(&id, self.name(spec.name), spec.name)
-            .description(LocalizedText::new("en", spec.description))
+        let mut builder = MethodBuilder::new(&id, self.name(&spec.name), spec.name.as_str())
+            .description(LocalizedText::new("en", &spec.description))
             .executable(true)
             .user_executable(true)
             .component_of(parent);
@@ -411,14 +311,14 @@ impl Builder<'_> {
             builder = builder.input_args(
                 self.space,
                 &self.id(&format!("{path}/InputArguments")),
-                &args(spec.inputs),
+                &args(&spec.inputs),
             );
         }
         if !spec.outputs.is_empty() {
             builder = builder.output_args(
                 self.space,
                 &self.id(&format!("{path}/OutputArguments")),
-                &args(spec.outputs),
+                &args(&spec.outputs),
             );
         }
         builder.insert(self.space);
@@ -438,6 +338,7 @@ pub fn build(
         space,
         ns,
         types_ns,
+        catalog,
         objects: HashSet::new(),
     };
     b.root();
@@ -448,18 +349,9 @@ pub fn build(
         DataTypeId::String,
         true,
     );
-    // The top-level objects exist even before anything fills them.
-    for path in [
-        "Stop",
-        "Line",
-        "Line/Steps",
-        "Stations",
-        "Orders",
-        "Orders/Recent",
-        "Indicators",
-        "Visits",
-    ] {
-        b.ensure_object(path);
+    // Declared objects exist even before anything fills them.
+    for object in catalog.objects() {
+        b.ensure_object(&object.path);
     }
     let models: Vec<UAString> = model
         .line_models
@@ -493,11 +385,9 @@ pub fn build(
         node_tags.insert(id.clone(), tag);
         tag_nodes[tag.index()] = id;
     }
-    let methods = LINE_METHODS
-        .iter()
-        .chain(VISITS_METHODS.iter())
-        .chain(JOURNEY_METHODS.iter())
-        .map(|m| (b.method(m), format!("{}/{}", m.parent, m.name)))
+    let methods = catalog
+        .methods()
+        .map(|(_, m)| (b.method(m), m.path()))
         .collect();
     BuiltNodes {
         tag_nodes,
@@ -508,10 +398,11 @@ pub fn build(
 
 /// Add devices and tags to a running address space (a reload): the same nodes, with the same
 /// NodeIds, as a start with that configuration would have built. Returns each tag's node.
+/// Objects are typed from `catalog`, the grown catalogue.
 pub fn add(
     space: &mut AddressSpace,
-    ns: u16,
-    types_ns: u16,
+    (ns, types_ns): (u16, u16),
+    catalog: &TagCatalog,
     devices: &[DeviceNameplate],
     tags: &[(TagId, &TagSpec)],
 ) -> Vec<(TagId, NodeId)> {
@@ -519,6 +410,7 @@ pub fn add(
         space,
         ns,
         types_ns,
+        catalog,
         objects: HashSet::new(),
     };
     for device in devices {
@@ -560,35 +452,4 @@ pub fn remove_subtree(
         space.delete(node, true);
     }
     doomed.len()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn objects_are_typed_from_where_they_sit() {
-        assert_eq!(
-            type_for("Line/Steps/Step4"),
-            ObjectKind::Typed(types::PRODUCTION_STEP)
-        );
-        assert_eq!(
-            type_for("Stations/Printing"),
-            ObjectKind::Typed(types::STATION)
-        );
-        assert_eq!(
-            type_for("Stations/Printing/Printer3D"),
-            ObjectKind::Typed(types::DEVICE)
-        );
-        assert_eq!(
-            type_for("Stations/Printing/Printer3D/Status"),
-            ObjectKind::Typed(types::DEVICE_STATUS)
-        );
-        assert_eq!(type_for("Orders/Recent"), ObjectKind::Folder);
-        assert_eq!(type_for("Diagnostics/Sinks/Mqtt"), ObjectKind::Folder);
-        assert_eq!(
-            type_for("Stations/Printing/Printer3D/Axes"),
-            ObjectKind::Plain
-        );
-    }
 }

@@ -76,29 +76,6 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             let nodes = nodes.map(|(i, id)| (TagId(i as u32), id));
             crate::history::ua::mark_historized(space, history, &catalog, nodes);
         }
-        // A method goes to the adapter that owns the tags next to it (`Line/State` for
-        // `Line/SubmitOrder`, `Stop/Town` for `Stop/SetStop`).
-        let method_anchors = built
-            .methods
-            .values()
-            .filter_map(|method| {
-                let parent = method.rsplit_once('/')?.0;
-                let prefix = format!("{parent}/");
-                let anchored = crate::journey::METHOD_ANCHORS
-                    .iter()
-                    .find(|(m, _)| m == method)
-                    .and_then(|(_, tag)| catalog.lookup(tag));
-                let anchor = anchored
-                    .or_else(|| catalog.lookup(&format!("{parent}/State")))
-                    .or_else(|| {
-                        catalog
-                            .iter()
-                            .find(|(_, e)| e.spec.path.starts_with(&prefix))
-                            .map(|(t, _)| t)
-                    })?;
-                Some((method.clone(), anchor))
-            })
-            .collect();
         let companions = fabrique_companion::uri::ALL
             .iter()
             .filter_map(|uri| Some((*uri, space.namespace_index(uri)?)));
@@ -121,7 +98,6 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
                 aliases: Vec::new(),
             })),
             methods: built.methods,
-            method_anchors,
             bus: self.bus,
             router: self.router,
             history: self.history,
@@ -196,9 +172,8 @@ pub struct GatewayNodes {
     ns: u16,
     types_ns: u16,
     tags: Arc<RwLock<TagNodes>>,
+    /// Method NodeId → `<object>/<name>`; the adapter that declared it serves it.
     methods: HashMap<NodeId, String>,
-    /// Method (`Parent/Name`) → a tag of the adapter that serves it.
-    method_anchors: HashMap<String, TagId>,
     bus: PointBus,
     router: CommandRouter,
     history: Option<Arc<crate::history::Historian>>,
@@ -271,8 +246,8 @@ impl GatewayNodes {
             changes.added_tags.iter().map(|(t, s)| (*t, s)).collect();
         let added = address_space::add(
             &mut space,
-            self.ns,
-            self.types_ns,
+            (self.ns, self.types_ns),
+            &self.bus.catalog(),
             &changes.added_devices,
             &specs,
         );
@@ -384,7 +359,7 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
         let bindings = standard::build(&core_space, space, ns, &self.machines, &self.bus.catalog());
         let build_ms = started.elapsed().as_millis() as u64;
         // The server checks itself: a violation is a bug of ours (or of a partner's axes list).
-        let violations = standard::check(&core_space, space, ns);
+        let violations = standard::check(&core_space, space, ns, false);
         for v in violations.iter().take(20) {
             tracing::error!(path = %v.path, node = %v.node, problem = %v.problem, "standard address space does not conform");
         }
@@ -563,10 +538,6 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                 call.set_status(StatusCode::BadUserAccessDenied);
                 continue;
             }
-            let Some(&anchor) = self.method_anchors.get(method) else {
-                call.set_status(StatusCode::BadNotImplemented);
-                continue;
-            };
             let args: Option<Vec<Value>> = call
                 .arguments()
                 .iter()
@@ -582,7 +553,7 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                 call.set_status(StatusCode::BadTypeMismatch);
                 continue;
             };
-            match self.router.call(anchor, method.clone(), args).await {
+            match self.router.call_method(method.clone(), args).await {
                 Ok(outputs) => {
                     call.set_outputs(outputs.iter().map(natural_variant).collect());
                     call.set_status(StatusCode::Good);

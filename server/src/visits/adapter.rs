@@ -664,6 +664,32 @@ impl Writer {
     }
 }
 
+/// The current stop with `SetStop`, the visits with `CheckIn`, and the survey.
+fn declare_objects(tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
+    use fabrique_adapters::{ArgumentSpec, FabriqueType, MethodSpec};
+    tags.object("Stop", FabriqueType::Stop)?;
+    tags.object("Visits", FabriqueType::Visits)?;
+    tags.object("Visits/Survey", FabriqueType::Survey)?;
+    let set_stop = MethodSpec::new(
+        "Stop",
+        "SetStop",
+        "Set the current stop (dates YYYY-MM-DD, first <= last); kept across restarts",
+    );
+    let set_stop = ["Town", "Venue", "FirstDay", "LastDay"]
+        .into_iter()
+        .fold(set_stop, |m, name| m.input(ArgumentSpec::string(name)));
+    tags.method(set_stop)?;
+    tags.method(
+        MethodSpec::new(
+            "Visits",
+            "CheckIn",
+            "Check a group in: audience code (middle_school, high_school, student, job_seeker, retraining, teacher, company, general_public) and size",
+        )
+        .input(ArgumentSpec::string("Audience"))
+        .input(ArgumentSpec::new("Size", DataType::UInt32)),
+    )
+}
+
 #[async_trait]
 impl Adapter for VisitsAdapter {
     fn name(&self) -> &str {
@@ -671,6 +697,7 @@ impl Adapter for VisitsAdapter {
     }
 
     fn declare_tags(&mut self, tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
+        declare_objects(tags)?;
         self.tags = Some(Tags::declare(tags, &self.handle.shared.trades)?);
         Ok(())
     }

@@ -7,7 +7,7 @@
 use std::collections::{HashSet, VecDeque};
 
 use opcua::nodes::NodeType;
-use opcua::types::{BrowseDirection, NodeId, ReferenceTypeId};
+use opcua::types::{BrowseDirection, NodeId, QualifiedName, ReferenceTypeId};
 
 use super::types::{Rule, Types};
 
@@ -43,13 +43,33 @@ const AGGREGATES: [ReferenceTypeId; 4] = [
     ReferenceTypeId::HasOrderedComponent,
 ];
 
+/// Which namespaces serve as what, for the check.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The namespace indexes the server serves: every TypeDefinition must be in one.
+    pub served: HashSet<u16>,
+    /// `(types, instances)`: the gateway's own instances name their children in the instances
+    /// namespace while `Fabrique.NodeSet2.xml` declares them in the types namespace (README,
+    /// "Known gap"; moving them would change every browse path clients use). A declared
+    /// `<types>:Name` is therefore also met by an instance's `<instances>:Name`, and by
+    /// nothing else: names, node classes and data types are still checked.
+    pub own_names: Option<(u16, u16)>,
+}
+
+impl Scope {
+    fn names_match(&self, found: &QualifiedName, declared: &QualifiedName) -> bool {
+        found == declared
+            || self.own_names.is_some_and(|(types, instances)| {
+                declared.namespace_index == types
+                    && found.namespace_index == instances
+                    && found.name == declared.name
+            })
+    }
+}
+
 /// Check every instance below `roots` (namespace 0 nodes are not walked: the core server's).
-/// `served` are the namespace indexes the server serves. Returns every violation found.
-pub fn check(
-    types: &Types<'_>,
-    roots: &[(String, NodeId)],
-    served: &HashSet<u16>,
-) -> Vec<Violation> {
+/// Returns every violation found.
+pub fn check(types: &Types<'_>, roots: &[(String, NodeId)], scope: &Scope) -> Vec<Violation> {
     let mut violations = Vec::new();
     let mut seen = HashSet::new();
     let mut queue: VecDeque<(String, NodeId)> = roots.iter().cloned().collect();
@@ -73,7 +93,7 @@ pub fn check(
         if types.rule(&node).is_some() {
             continue;
         }
-        check_instance(types, &path, &node, served, &mut violations);
+        check_instance(types, &path, &node, scope, &mut violations);
         for reference_type in HIERARCHY {
             for child in types.targets(&node, reference_type, BrowseDirection::Forward) {
                 if child.namespace == 0 || seen.contains(&child) {
@@ -94,7 +114,7 @@ fn check_instance(
     types: &Types<'_>,
     path: &str,
     node: &NodeId,
-    served: &HashSet<u16>,
+    scope: &Scope,
     violations: &mut Vec<Violation>,
 ) {
     let mut fail = |problem: String| {
@@ -108,7 +128,7 @@ fn check_instance(
         fail("has no HasTypeDefinition".into());
         return;
     };
-    if !served.contains(&type_id.namespace) {
+    if !scope.served.contains(&type_id.namespace) {
         fail(format!(
             "TypeDefinition {type_id} is in a namespace the server does not serve"
         ));
@@ -133,7 +153,7 @@ fn check_instance(
         let found = children
             .iter()
             .filter_map(|c| types.find(c))
-            .find(|c| c.as_node().browse_name() == name);
+            .find(|c| scope.names_match(c.as_node().browse_name(), name));
         let Some(found) = found else {
             fail(format!(
                 "mandatory {} `{}` of {type_id} is missing",

@@ -22,11 +22,13 @@ const PERIOD: Duration = Duration::from_millis(100);
 /// How a state machine's current state follows the bus.
 #[derive(Debug, Clone)]
 pub enum StateRule {
-    /// Machinery's MachineryItemState: NotAvailable while the device is not connected,
-    /// Executing while an order is at one of its steps, NotExecuting otherwise.
+    /// Machinery's MachineryItemState: OutOfService when the configuration says so,
+    /// NotAvailable while the device is not connected, Executing while an order is at one of
+    /// its steps, NotExecuting otherwise.
     ItemState {
         connected: Option<TagId>,
         busy: Vec<TagId>,
+        out_of_service: bool,
     },
     /// Machinery's MachineryOperationMode: Processing while the line runs, Setup while it is
     /// stopped (workshops, changeovers).
@@ -82,7 +84,13 @@ impl StateRule {
     /// The name of the current state.
     pub fn state(&self, bus: &PointBus) -> &'static str {
         match self {
-            StateRule::ItemState { connected, busy } => {
+            StateRule::ItemState {
+                out_of_service: true,
+                ..
+            } => "OutOfService",
+            StateRule::ItemState {
+                connected, busy, ..
+            } => {
                 let up = match connected {
                     Some(tag) => {
                         let point = bus.latest(*tag);
@@ -253,5 +261,36 @@ pub async fn run(
                     .map(|(node, value)| (value.clone(), node, AttributeId::Value)),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fabrique_adapters::{AdapterId, DataType, TagCatalogBuilder, TagSpec, Timestamp};
+
+    use super::*;
+
+    #[test]
+    fn a_machine_out_of_service_says_so_whatever_its_connection() {
+        let mut catalog = TagCatalogBuilder::new();
+        let connected = catalog
+            .register(
+                AdapterId(0),
+                TagSpec::new("S/D/Status/Connected", DataType::Bool),
+            )
+            .unwrap();
+        let bus = PointBus::new(Arc::new(catalog.build()), 4);
+        let rule = |out_of_service| StateRule::ItemState {
+            connected: Some(connected),
+            busy: Vec::new(),
+            out_of_service,
+        };
+        assert_eq!(rule(false).state(&bus), "NotAvailable");
+        assert_eq!(rule(true).state(&bus), "OutOfService");
+        let mut out = bus.publisher();
+        out.set(connected, Value::Bool(true), Timestamp::now());
+        out.flush();
+        assert_eq!(rule(false).state(&bus), "NotExecuting");
+        assert_eq!(rule(true).state(&bus), "OutOfService");
     }
 }

@@ -3,7 +3,7 @@
 //! provides (see the README, "Companion specifications").
 
 use fabrique_adapters::device::{Identification, StandardKind, StandardShape};
-use fabrique_adapters::{TagCatalog, TagId};
+use fabrique_adapters::{FabriqueType, TagCatalog, TagId};
 use fabrique_companion::ids;
 use opcua::nodes::NodeBase;
 use opcua::types::{
@@ -51,8 +51,8 @@ pub struct Namespaces {
 }
 
 /// Fabrique types (nodesets/Fabrique.NodeSet2.xml).
-const MACHINE_TYPE: u32 = 1013;
-const FIELD_DEVICE_TYPE: u32 = 1014;
+const MACHINE_TYPE: u32 = FabriqueType::Machine.id();
+const FIELD_DEVICE_TYPE: u32 = FabriqueType::FieldDevice.id();
 const PERFORMED_BY: u32 = 4001;
 
 /// What the node manager needs besides the nodes.
@@ -300,6 +300,7 @@ impl Planner<'_, '_> {
                 StateRule::ItemState {
                     connected,
                     busy: busy.clone(),
+                    out_of_service: machine.shape.out_of_service,
                 },
             ),
             (
@@ -435,6 +436,7 @@ impl Planner<'_, '_> {
                 );
                 self.out
                     .reference(&spindle, &speed_node, ReferenceTypeId::HasComponent);
+                self.spindle_override(machine, &path);
             }
         }
         // The active program: the program or job the machine runs, running while an order
@@ -498,6 +500,36 @@ impl Planner<'_, '_> {
                 self.bind(&format!("{path}/PartsProducedInLifetime"), parts);
             }
         }
+    }
+
+    /// The spindle's `Override` (percent): the device's `SpindleOverride` tag when it has
+    /// one. The simulated mill has no spindle override knob (only `FeedOverride`, which is the
+    /// feed's, not the spindle's): its spindle turns at the programmed speed, 100 %.
+    fn spindle_override(&mut self, machine: &MachineDecl, spindle: &str) {
+        if self.optional(spindle, "Override").is_none() {
+            return;
+        }
+        let path = format!("{spindle}/Override");
+        let tag = self.tag(machine, "SpindleOverride");
+        let range = tag
+            .and_then(|t| self.catalog.get(t))
+            .and_then(|e| e.spec.range)
+            .map_or((0.0, 150.0), |r| (r.low, r.high));
+        match tag {
+            Some(tag) => self.bind(&path, Some(tag)),
+            None => self.out.set(&path, 100.0f64),
+        }
+        self.out.set(
+            &format!("{path}/EngineeringUnits"),
+            ExtensionObject::from_message(engineering_units("%")),
+        );
+        self.out.set(
+            &format!("{path}/EURange"),
+            ExtensionObject::from_message(opcua::types::Range {
+                low: range.0,
+                high: range.1,
+            }),
+        );
     }
 
     /// Robotics: one motion device with its axes, a controller with its task, safety states.

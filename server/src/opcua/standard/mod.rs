@@ -106,28 +106,44 @@ pub fn remove_machine(
 
 /// Check every instance under `Objects/Machines` and DI's `DeviceSet` against its
 /// TypeDefinition (see [`conformance`]). `core` holds namespace 0.
+/// Check the standard structure (`Machines`, `DeviceSet`) and, with `own_tree`, the gateway's
+/// own `Objects/Fabrique` against its own types too: every tag variable is walked then, so the
+/// server leaves that to `check` and the tests rather than pay it at every start.
 pub fn check(
     core: &AddressSpace,
     space: &AddressSpace,
     ns: Namespaces,
+    own_tree: bool,
 ) -> Vec<conformance::Violation> {
-    let served: std::collections::HashSet<u16> = core
+    use opcua::types::NodeId;
+    let served = core
         .namespaces()
         .keys()
         .chain(space.namespaces().keys())
         .copied()
         .collect();
-    let roots = [
+    let scope = conformance::Scope {
+        served,
+        own_names: Some((ns.types, ns.instances)),
+    };
+    let mut roots = vec![
         (
             "Machines".to_owned(),
-            opcua::types::NodeId::new(ns.machinery, fabrique_companion::ids::machinery::MACHINES),
+            NodeId::new(ns.machinery, fabrique_companion::ids::machinery::MACHINES),
         ),
         (
             "DeviceSet".to_owned(),
-            opcua::types::NodeId::new(ns.di, fabrique_companion::ids::di::DEVICE_SET),
+            NodeId::new(ns.di, fabrique_companion::ids::di::DEVICE_SET),
         ),
     ];
-    conformance::check(&types::Types::new(vec![core, space]), &roots, &served)
+    if own_tree {
+        // The gateway's own tree against its own types (nodesets/Fabrique.NodeSet2.xml).
+        roots.push((
+            super::address_space::ROOT.to_owned(),
+            super::address_space::instance_node_id(ns.instances, ""),
+        ));
+    }
+    conformance::check(&types::Types::new(vec![core, space]), &roots, &scope)
 }
 
 /// The address spaces a server started with `config` would build (the core namespace, and the
@@ -181,7 +197,7 @@ impl DryRun {
     }
 
     pub fn check(&self) -> Vec<conformance::Violation> {
-        check(&self.core, &self.space, self.ns)
+        check(&self.core, &self.space, self.ns, true)
     }
 }
 
@@ -198,7 +214,7 @@ pub fn check_config(
             }
             if violations.is_empty() {
                 println!(
-                    "standard address space OK: {} machines and devices conform to their companion types",
+                    "standard address space OK: {} machines and devices conform to their companion types, Objects/Fabrique to the gateway's types",
                     dry.machines
                 );
                 std::process::ExitCode::SUCCESS
@@ -268,6 +284,21 @@ mod tests {
                 "Printer3D"
             ]
         );
+        // The mill's spindle override: 100 %, the simulated mill has no spindle override knob.
+        let spindle_override = NodeId::new(
+            b.ns.instances,
+            "Machines/CncMill/Monitoring/Spindle/Override",
+        );
+        let Some(opcua::nodes::NodeType::Variable(v)) = b.space.find(&spindle_override) else {
+            panic!("no spindle Override");
+        };
+        let value = v.value(
+            opcua::types::TimestampsToReturn::Neither,
+            &opcua::types::NumericRange::None,
+            &opcua::types::DataEncoding::Binary,
+            0.0,
+        );
+        assert_eq!(value.value, Some(opcua::types::Variant::Double(100.0)));
         let axes = NodeId::new(b.ns.instances, "Machines/Cobot/MotionDevices/Arm/Axes");
         assert_eq!(
             children(&b, &axes, ReferenceTypeId::HasComponent),
@@ -287,6 +318,92 @@ mod tests {
         let found = children(&b, &device_set, ReferenceTypeId::HasComponent);
         assert!(found.contains(&"sensor".to_owned()), "{found:?}");
         assert!(found.contains(&"arm".to_owned()), "{found:?}");
+    }
+
+    #[test]
+    fn the_fabrique_tree_is_typed_as_its_adapters_declared_it() {
+        use fabrique_adapters::FabriqueType;
+        let b = build_for(None);
+        let types = types::Types::new(vec![&b.core, &b.space]);
+        let node = |path: &str| NodeId::new(b.ns.instances, format!("Fabrique/{path}"));
+        let type_of = |path: &str| types.type_definition(&node(path));
+        let own = |t: FabriqueType| Some(NodeId::new(b.ns.types, t.id()));
+        let folder = Some(opcua::types::ObjectTypeId::FolderType.into());
+        let base = Some(opcua::types::ObjectTypeId::BaseObjectType.into());
+        assert_eq!(type_of("Line"), own(FabriqueType::Line));
+        assert_eq!(type_of("Line/Steps"), folder);
+        assert_eq!(
+            type_of("Line/Steps/Step4"),
+            own(FabriqueType::ProductionStep)
+        );
+        assert_eq!(type_of("Orders/Recent/Order01"), own(FabriqueType::Order));
+        assert_eq!(type_of("Stations/Printing"), own(FabriqueType::Station));
+        assert_eq!(
+            type_of("Stations/Printing/Printer3D"),
+            own(FabriqueType::Device)
+        );
+        assert_eq!(
+            type_of("Stations/Printing/Printer3D/Status"),
+            own(FabriqueType::DeviceStatus)
+        );
+        assert_eq!(type_of("Stations/Reception/Kiosk"), base);
+        assert_eq!(type_of("Visits/Survey"), own(FabriqueType::Survey));
+        // Nobody declares the indicators' groups: plain objects.
+        assert_eq!(type_of("Indicators/InProgress"), base);
+        // A folder organises its children; a typed object has them as components.
+        let recent = children(&b, &node("Orders/Recent"), ReferenceTypeId::Organizes);
+        assert_eq!(recent.len(), 20);
+        let line = children(&b, &node("Line"), ReferenceTypeId::HasComponent);
+        for method in ["SubmitOrder", "Start", "Stop", "Steps"] {
+            assert!(line.iter().any(|c| c == method), "{line:?}");
+        }
+        // Methods carry the arguments their adapter declared, with their types.
+        let inputs = node("Visits/CheckIn/InputArguments");
+        let Some(opcua::nodes::NodeType::Variable(inputs)) = types.find(&inputs) else {
+            panic!("no CheckIn/InputArguments");
+        };
+        let value = inputs.value(
+            opcua::types::TimestampsToReturn::Neither,
+            &opcua::types::NumericRange::None,
+            &opcua::types::DataEncoding::Binary,
+            0.0,
+        );
+        let Some(opcua::types::Variant::Array(array)) = value.value else {
+            panic!("InputArguments is not an array");
+        };
+        let arguments: Vec<(String, NodeId)> = array
+            .values
+            .iter()
+            .filter_map(|v| match v {
+                opcua::types::Variant::ExtensionObject(o) => {
+                    let a = o.inner_as::<opcua::types::Argument>()?;
+                    Some((a.name.to_string(), a.data_type.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            arguments,
+            [
+                (
+                    "Audience".to_owned(),
+                    opcua::types::DataTypeId::String.into()
+                ),
+                ("Size".to_owned(), opcua::types::DataTypeId::UInt32.into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_mandatory_child_of_the_fabrique_tree_is_a_violation() {
+        let mut b = build_for(None);
+        let state = NodeId::new(b.ns.instances, "Fabrique/Line/Steps/Step4/State");
+        assert!(b.space.delete(&state, true).is_some());
+        let v = violations(&b);
+        assert_eq!(v.len(), 1, "{}", show(&v));
+        assert_eq!(v[0].path, "Fabrique/Line/Steps/Step4");
+        assert!(v[0].problem.contains("mandatory Variable"), "{}", v[0]);
+        assert!(v[0].problem.contains("State"), "{}", v[0]);
     }
 
     #[test]
