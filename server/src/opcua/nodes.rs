@@ -47,6 +47,9 @@ pub struct GatewayNodesBuilder {
     pub router: CommandRouter,
     /// The historian behind HistoryRead; `None` when `[history] enabled = false`.
     pub history: Option<Arc<crate::history::Historian>>,
+    /// `opcua.tag_node_manager`: the tag node manager (tags/) serves the tag variables, so
+    /// none are built here.
+    pub tag_node_manager: bool,
 }
 
 impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
@@ -67,7 +70,9 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
         space.add_namespace(TYPES_NAMESPACE, types_ns);
         space.add_namespace(INSTANCES_NAMESPACE, ns);
         let catalog = self.bus.catalog().clone();
-        let built = address_space::build(space, ns, types_ns, &self.model, &catalog);
+        let tag_variables = !self.tag_node_manager;
+        let built =
+            address_space::build(space, ns, types_ns, &self.model, &catalog, tag_variables);
         let devices: Vec<String> = self.model.devices.iter().map(|d| d.path.clone()).collect();
         super::events::set_up_notifiers(space, ns, &devices);
         if let Some(history) = &self.history {
@@ -133,6 +138,7 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             watched,
             alarms: Default::default(),
             machines: self.model.machines,
+            tag_variables,
             derived: Arc::default(),
             standard: OnceLock::new(),
         }
@@ -209,6 +215,8 @@ pub struct GatewayNodes {
     alarms: Arc<crate::alarms::Alarms>,
     /// Machines placed in the standard structure when the server starts (`init`).
     machines: Vec<MachineDecl>,
+    /// Whether tag variables are nodes of this address space (false: the tag node manager's).
+    tag_variables: bool,
     /// Their computed variables (empty until `init` has run); a reload swaps the list.
     derived: Arc<RwLock<Arc<Vec<Derived>>>>,
     /// What a reload needs to place machines: namespace 0's space and the indexes, from `init`.
@@ -274,6 +282,7 @@ impl GatewayNodes {
             self.types_ns,
             &changes.added_devices,
             &specs,
+            self.tag_variables,
         );
         let devices: Vec<String> = changes
             .added_devices
@@ -328,7 +337,7 @@ struct PendingWrite {
 }
 
 /// Drop the timestamps the client did not ask for.
-fn keep_timestamps(mut value: DataValue, wanted: TimestampsToReturn) -> DataValue {
+pub(super) fn keep_timestamps(mut value: DataValue, wanted: TimestampsToReturn) -> DataValue {
     match wanted {
         TimestampsToReturn::Source => value.server_timestamp = None,
         TimestampsToReturn::Server => value.source_timestamp = None,
@@ -341,7 +350,7 @@ fn keep_timestamps(mut value: DataValue, wanted: TimestampsToReturn) -> DataValu
     value
 }
 
-fn write_status(error: &WriteError) -> StatusCode {
+pub(super) fn write_status(error: &WriteError) -> StatusCode {
     match error {
         WriteError::NotWritable => StatusCode::BadNotWritable,
         WriteError::OutOfRange { .. } => StatusCode::BadOutOfRange,
