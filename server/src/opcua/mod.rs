@@ -9,7 +9,7 @@ pub mod peers;
 pub mod pki;
 pub mod security;
 pub mod standard;
-mod tags;
+pub(crate) mod tags;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,7 +84,7 @@ impl Default for OpcUaConfig {
             trust_client_certificates: false,
             subscription_poll_interval_ms: 10,
             command_timeout_ms: 5000,
-            tag_node_manager: false,
+            tag_node_manager: true,
             limits: LimitsConfig::default(),
         }
     }
