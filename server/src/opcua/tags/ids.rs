@@ -85,3 +85,60 @@ impl Children {
         children
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fabrique_adapters::{AdapterId, DataType, TagCatalogBuilder, TagSpec};
+
+    fn catalog() -> (Arc<TagCatalog>, TagId, TagId) {
+        let mut b = TagCatalogBuilder::new();
+        let nozzle = TagSpec::new("Stations/P/Printer/Nozzle", DataType::Double)
+            .unit("°C")
+            .range(0.0, 300.0);
+        let nozzle = b.register(AdapterId(0), nozzle).unwrap();
+        let name = TagSpec::new("Name2", DataType::String).property();
+        let name = b.register(AdapterId(0), name).unwrap();
+        (Arc::new(b.build()), nozzle, name)
+    }
+
+    #[test]
+    fn node_ids_name_tags_and_their_properties() {
+        let (catalog, nozzle, name) = catalog();
+        let id = |s: &str| NodeId::new(3, s);
+        let parse = |s: &str| parse(3, &catalog, &id(s));
+        assert_eq!(
+            parse("Fabrique/Stations/P/Printer/Nozzle"),
+            Some(TagNode::Variable(nozzle))
+        );
+        assert_eq!(parse("Fabrique/Name2"), Some(TagNode::Variable(name)));
+        assert_eq!(
+            parse("Fabrique/Stations/P/Printer/Nozzle/EURange"),
+            Some(TagNode::Property(nozzle, Property::EURange))
+        );
+        // A property the tag does not have, an object, another namespace: not a tag node.
+        assert_eq!(parse("Fabrique/Name2/EngineeringUnits"), None);
+        assert_eq!(parse("Fabrique/Stations/P/Printer"), None);
+        assert_eq!(parse("Fabrique"), None);
+        assert_eq!(ids_in_other_namespace(&catalog), None);
+        assert_eq!(path_of(3, &id("Fabrique")), Some(""));
+        assert_eq!(path_of(3, &id("FabriqueX/Y")), None);
+        assert_eq!(path_of(3, &id("Fabrique/Line")), Some("Line"));
+    }
+
+    fn ids_in_other_namespace(catalog: &TagCatalog) -> Option<TagNode> {
+        parse(4, catalog, &NodeId::new(3, "Fabrique/Name2"))
+    }
+
+    #[test]
+    fn children_are_indexed_by_parent_and_rebuilt_for_a_new_catalogue() {
+        let (catalog, nozzle, name) = catalog();
+        let children = Children::default();
+        let index = children.of(&catalog);
+        assert_eq!(index.get("Stations/P/Printer"), Some(&vec![nozzle]));
+        assert_eq!(index.get(""), Some(&vec![name]));
+        assert!(Arc::ptr_eq(&index, &children.of(&catalog)));
+        let (other, _, _) = self::catalog();
+        assert!(!Arc::ptr_eq(&index, &children.of(&other)));
+    }
+}
