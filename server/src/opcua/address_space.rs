@@ -14,9 +14,8 @@ use opcua::nodes::{
 };
 use opcua::server::address_space::AddressSpace;
 use opcua::types::{
-    BrowseDirection, DataTypeId, DataValue, LocalizedText, NodeId, ObjectId,
-    ObjectTypeId, QualifiedName, ReferenceTypeId, StatusCode, UAString, VariableTypeId,
-    Variant,
+    BrowseDirection, DataTypeId, DataValue, LocalizedText, NodeId, ObjectId, ObjectTypeId,
+    QualifiedName, ReferenceTypeId, StatusCode, UAString, VariableTypeId, Variant,
 };
 
 use super::tags::variable;

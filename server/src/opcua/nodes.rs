@@ -71,8 +71,7 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
         space.add_namespace(INSTANCES_NAMESPACE, ns);
         let catalog = self.bus.catalog().clone();
         let tag_variables = !self.tag_node_manager;
-        let built =
-            address_space::build(space, ns, types_ns, &self.model, &catalog, tag_variables);
+        let built = address_space::build(space, ns, types_ns, &self.model, &catalog, tag_variables);
         let devices: Vec<String> = self.model.devices.iter().map(|d| d.path.clone()).collect();
         super::events::set_up_notifiers(space, ns, &devices);
         if let Some(history) = &self.history {

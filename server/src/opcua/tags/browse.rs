@@ -7,8 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use fabrique_adapters::{TagCatalog, TagId, TagSpec};
 use opcua::nodes::{ReferenceDirection, TypeTree};
 use opcua::server::node_manager::{
-    AddReferenceResult, BrowseNode, BrowsePathItem, ExternalReference, NodeMetadata,
-    RequestContext,
+    AddReferenceResult, BrowseNode, BrowsePathItem, ExternalReference, NodeMetadata, RequestContext,
 };
 use opcua::types::{
     LocalizedText, NodeClass, NodeId, QualifiedName, ReferenceDescription, ReferenceTypeId,
@@ -84,11 +83,9 @@ fn own_references(
                 })
                 .collect()
         }
-        From::Tag(TagNode::Property(tag, _)) => vec![(
-            TagNode::Variable(*tag),
-            ReferenceTypeId::HasProperty,
-            false,
-        )],
+        From::Tag(TagNode::Property(tag, _)) => {
+            vec![(TagNode::Variable(*tag), ReferenceTypeId::HasProperty, false)]
+        }
     }
 }
 
@@ -138,7 +135,9 @@ pub fn browse(
         let Some(meta) = metadata(ns, catalog, target) else {
             continue;
         };
-        if let AddReferenceResult::Full(r) = node.add(type_tree, meta.into_ref_desc(forward, reference)) {
+        if let AddReferenceResult::Full(r) =
+            node.add(type_tree, meta.into_ref_desc(forward, reference))
+        {
             full.push_back(r);
         }
     }
@@ -200,7 +199,8 @@ pub fn translate(
         let Some(node) = ids::parse(ns, catalog, &id) else {
             return;
         };
-        let matches = metadata(ns, catalog, node).is_some_and(|m| name.is_null() || m.browse_name == *name);
+        let matches =
+            metadata(ns, catalog, node).is_some_and(|m| name.is_null() || m.browse_name == *name);
         if !matches {
             return;
         }

@@ -63,11 +63,15 @@ pub fn parse(ns: u16, catalog: &TagCatalog, id: &NodeId) -> Option<TagNode> {
 /// catalogue changes (a reload), which costs one pass over it.
 #[derive(Default)]
 pub struct Children {
-    cached: RwLock<Option<(Arc<TagCatalog>, Arc<HashMap<String, Vec<TagId>>>)>>,
+    /// The catalogue the index was built from, and the index.
+    cached: RwLock<Option<(Arc<TagCatalog>, ChildIndex)>>,
 }
 
+/// Object path → the tags directly below it.
+pub type ChildIndex = Arc<HashMap<String, Vec<TagId>>>;
+
 impl Children {
-    pub fn of(&self, catalog: &Arc<TagCatalog>) -> Arc<HashMap<String, Vec<TagId>>> {
+    pub fn of(&self, catalog: &Arc<TagCatalog>) -> ChildIndex {
         if let Some((seen, children)) = &*self.cached.read() {
             if Arc::ptr_eq(seen, catalog) {
                 return children.clone();
@@ -93,7 +97,7 @@ mod tests {
 
     fn catalog() -> (Arc<TagCatalog>, TagId, TagId) {
         let mut b = TagCatalogBuilder::new();
-        let nozzle = TagSpec::new("Stations/P/Printer/Nozzle", DataType::Double)
+        let nozzle = TagSpec::new("Stations/P/Printer/Nozzle", DataType::Float64)
             .unit("°C")
             .range(0.0, 300.0);
         let nozzle = b.register(AdapterId(0), nozzle).unwrap();

@@ -110,12 +110,14 @@ impl TagNodeManager {
         let ns = self.ns()?;
         let spec = &catalog.get(node.tag())?.spec;
         Some(match node {
-            TagNode::Variable(tag) => {
-                NodeType::Variable(Box::new(variable::variable(ns, spec, self.historized(catalog, tag))))
-            }
-            TagNode::Property(_, property) => {
-                NodeType::Variable(Box::new(variable::property_builder(ns, spec, property)?.build()))
-            }
+            TagNode::Variable(tag) => NodeType::Variable(Box::new(variable::variable(
+                ns,
+                spec,
+                self.historized(catalog, tag),
+            ))),
+            TagNode::Property(_, property) => NodeType::Variable(Box::new(
+                variable::property_builder(ns, spec, property)?.build(),
+            )),
         })
     }
 
@@ -217,7 +219,9 @@ impl NodeManager for TagNodeManager {
 
     async fn init(&self, type_tree: &mut DefaultTypeTree, context: ServerContext) {
         let Some(ns) = type_tree.namespaces().get_index(INSTANCES_NAMESPACE) else {
-            tracing::error!("the instances namespace is missing: the tag node manager serves nothing");
+            tracing::error!(
+                "the instances namespace is missing: the tag node manager serves nothing"
+            );
             return;
         };
         let _ = self.ns.set(ns);
@@ -451,7 +455,13 @@ impl NodeManager for TagNodeManager {
             .ok_or(StatusCode::BadHistoryOperationUnsupported)?;
         let resolve = |id: &NodeId| self.resolve(id);
         crate::history::ua::blocking(|| {
-            crate::history::ua::read_raw(history, details, &mut nodes, timestamps_to_return, &resolve)
+            crate::history::ua::read_raw(
+                history,
+                details,
+                &mut nodes,
+                timestamps_to_return,
+                &resolve,
+            )
         });
         Ok(())
     }
