@@ -120,7 +120,13 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             types_ns,
             tags: Arc::new(RwLock::new(TagNodes {
                 by_tag: built.tag_nodes,
-                by_node: built.node_tags,
+                // With the tag node manager, requests for tag variables never reach this node
+                // manager: only the aliases need the way back (about 10 MB at 100,000 tags).
+                by_node: if tag_variables {
+                    built.node_tags
+                } else {
+                    HashMap::new()
+                },
                 aliases: Vec::new(),
             })),
             methods: built.methods,
@@ -298,7 +304,9 @@ impl GatewayNodes {
                 tags.by_tag.resize(tag.index() + 1, NodeId::null());
             }
             tags.by_tag[tag.index()] = node.clone();
-            tags.by_node.insert(node, tag);
+            if self.tag_variables {
+                tags.by_node.insert(node, tag);
+            }
         }
         // Added machines take their place in the standard structure, as at start.
         if let Some((core, ns)) = self.standard.get() {
