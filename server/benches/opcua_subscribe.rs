@@ -244,7 +244,17 @@ async fn main() {
         Instant::now(),
     );
     let own0 = cpu_ticks(std::process::id());
-    tokio::time::sleep(Duration::from_secs_f64(o.seconds)).await;
+    // Notifications per one-second window, to see bursts and gaps (delivery should be smooth).
+    let mut windows = Vec::new();
+    let mut last = n0;
+    let end = t0 + Duration::from_secs_f64(o.seconds);
+    while Instant::now() + Duration::from_secs(1) <= end {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = received.load(Ordering::Relaxed);
+        windows.push(now - last);
+        last = now;
+    }
+    tokio::time::sleep(end.saturating_duration_since(Instant::now())).await;
     let (n1, cpu1, elapsed) = (
         received.load(Ordering::Relaxed),
         cpu_ticks(pid),
@@ -267,6 +277,17 @@ async fn main() {
     println!(
         "delivered_per_s={delivered:.0} expected_per_s={expected:.0} ratio={:.3}",
         delivered / expected
+    );
+    let expected_window = f64::from(o.tags) * o.rate_hz;
+    let min_window = windows.iter().copied().min().unwrap_or(0);
+    let max_window = windows.iter().copied().max().unwrap_or(0);
+    let below_half = windows
+        .iter()
+        .filter(|&&w| (w as f64) < expected_window / 2.0)
+        .count();
+    println!(
+        "one_second_windows={} min_per_s={min_window} max_per_s={max_window} windows_below_half_expected={below_half}",
+        windows.len()
     );
     println!("gateway_cpu_pct={cpu:.0} gateway_rss_mb={rss_mb:.0} gateway_peak_rss_mb={peak_mb:.0} client_cpu_pct={own_cpu:.0}");
     println!(

@@ -192,6 +192,7 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
             bus: bus.clone(),
             router: router.clone(),
             history: history.clone(),
+            tag_node_manager: config.opcua.tag_node_manager,
         },
     )?;
 

@@ -11,19 +11,18 @@ use std::collections::{HashMap, HashSet};
 
 use fabrique_adapters::device::Identification;
 use fabrique_adapters::{
-    Access, ArgumentSpec, FabriqueType, MethodSpec, ObjectType, TagCatalog, TagId, TagSpec,
+    ArgumentSpec, FabriqueType, MethodSpec, ObjectType, TagCatalog, TagId, TagSpec,
 };
 use opcua::nodes::{
     AccessLevel, MethodBuilder, NodeType, ObjectBuilder, TypeTree, VariableBuilder,
 };
 use opcua::server::address_space::AddressSpace;
 use opcua::types::{
-    Argument, BrowseDirection, DataTypeId, DataValue, ExtensionObject, LocalizedText, NodeId,
-    ObjectId, ObjectTypeId, QualifiedName, Range, ReferenceTypeId, StatusCode, UAString,
-    VariableTypeId, Variant,
+    Argument, BrowseDirection, DataTypeId, DataValue, LocalizedText, NodeId, ObjectId,
+    ObjectTypeId, QualifiedName, ReferenceTypeId, StatusCode, UAString, VariableTypeId, Variant,
 };
 
-use super::convert::engineering_units;
+use super::tags::variable;
 use fabrique_adapters::ua::data_type_id;
 
 /// Namespace of the gateway's types (`nodesets/Fabrique.NodeSet2.xml`).
@@ -174,35 +173,15 @@ impl Builder<'_> {
         builder.insert(self.space);
     }
 
-    fn tag(&mut self, spec: &TagSpec) -> NodeId {
+    /// The tag's variable and its standard properties (`tags::variable` says what they are);
+    /// with `variables` false (the tag node manager serves them) only the objects above it.
+    fn tag(&mut self, spec: &TagSpec, variables: bool) -> NodeId {
         let parent = self.ensure_object(spec.parent());
         let id = self.id(&spec.path);
-        let name = spec.name();
-        let access = match spec.access {
-            Access::Read => AccessLevel::CURRENT_READ,
-            Access::ReadWrite => AccessLevel::CURRENT_READ | AccessLevel::CURRENT_WRITE,
-        };
-        let analog = spec.data_type.is_numeric() && (spec.unit.is_some() || spec.range.is_some());
-        let type_definition = if spec.property {
-            VariableTypeId::PropertyType
-        } else if analog && spec.range.is_some() {
-            VariableTypeId::AnalogItemType
-        } else if analog {
-            // AnalogItemType makes EURange mandatory; a unit without a range is a BaseAnalogType.
-            VariableTypeId::BaseAnalogType
-        } else {
-            VariableTypeId::BaseDataVariableType
-        };
-        let mut builder = VariableBuilder::new(&id, self.name(name), name)
-            .data_type(data_type_id(spec.data_type))
-            .value_rank(-1)
-            .access_level(access)
-            .user_access_level(access)
-            .minimum_sampling_interval(0.0)
-            .has_type_definition(type_definition);
-        if let Some(text) = &spec.description {
-            builder = builder.description(LocalizedText::new("en", text));
+        if !variables {
+            return id;
         }
+        let builder = variable::builder(self.ns, spec);
         let builder = if spec.property {
             builder.property_of(parent)
         } else {
@@ -216,51 +195,12 @@ impl Builder<'_> {
                 ..DataValue::null()
             });
         }
-        if let Some(unit) = &spec.unit {
-            let eu = ExtensionObject::from_message(engineering_units(unit));
-            self.standard_property(
-                &id,
-                &spec.path,
-                "EngineeringUnits",
-                Variant::ExtensionObject(eu),
-                DataTypeId::EUInformation,
-            );
-        }
-        if let Some(range) = spec.range {
-            let range = ExtensionObject::from_message(Range {
-                low: range.low,
-                high: range.high,
-            });
-            self.standard_property(
-                &id,
-                &spec.path,
-                "EURange",
-                Variant::ExtensionObject(range),
-                DataTypeId::Range,
-            );
+        for property in variable::Property::ALL {
+            if let Some(builder) = variable::property_builder(self.ns, spec, property) {
+                builder.property_of(id.clone()).insert(self.space);
+            }
         }
         id
-    }
-
-    /// A property defined by OPC UA itself (browse name in namespace 0).
-    fn standard_property(
-        &mut self,
-        owner: &NodeId,
-        owner_path: &str,
-        name: &str,
-        value: Variant,
-        data_type: DataTypeId,
-    ) {
-        let id = self.id(&format!("{owner_path}/{name}"));
-        VariableBuilder::new(&id, QualifiedName::new(0, name), name)
-            .data_type(data_type)
-            .value_rank(-1)
-            .value(value)
-            .access_level(AccessLevel::CURRENT_READ)
-            .user_access_level(AccessLevel::CURRENT_READ)
-            .has_type_definition(VariableTypeId::PropertyType)
-            .property_of(owner.clone())
-            .insert(self.space);
     }
 
     /// The device object with its identification properties.
@@ -333,6 +273,7 @@ pub fn build(
     types_ns: u16,
     model: &StaticModel,
     catalog: &TagCatalog,
+    tag_variables: bool,
 ) -> BuiltNodes {
     let mut b = Builder {
         space,
@@ -381,7 +322,7 @@ pub fn build(
     let mut tag_nodes = vec![NodeId::null(); catalog.len()];
     let mut node_tags = HashMap::with_capacity(catalog.len());
     for (tag, entry) in catalog.iter() {
-        let id = b.tag(&entry.spec);
+        let id = b.tag(&entry.spec, tag_variables);
         node_tags.insert(id.clone(), tag);
         tag_nodes[tag.index()] = id;
     }
@@ -405,6 +346,7 @@ pub fn add(
     catalog: &TagCatalog,
     devices: &[DeviceNameplate],
     tags: &[(TagId, &TagSpec)],
+    tag_variables: bool,
 ) -> Vec<(TagId, NodeId)> {
     let mut b = Builder {
         space,
@@ -416,7 +358,9 @@ pub fn add(
     for device in devices {
         b.nameplate(device);
     }
-    tags.iter().map(|&(tag, spec)| (tag, b.tag(spec))).collect()
+    tags.iter()
+        .map(|&(tag, spec)| (tag, b.tag(spec, tag_variables)))
+        .collect()
 }
 
 /// Remove the object at `path` and every node below it (hierarchical references, in our

@@ -9,6 +9,7 @@ pub mod peers;
 pub mod pki;
 pub mod security;
 pub mod standard;
+pub(crate) mod tags;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,6 +61,9 @@ pub struct OpcUaConfig {
     pub subscription_poll_interval_ms: u64,
     /// How long a write or method call waits for its device before answering BadTimeout.
     pub command_timeout_ms: u64,
+    /// Serve tag variables from the tag catalogue through the tag node manager (tags/), with
+    /// no node object per tag, instead of as nodes of the in-memory address space.
+    pub tag_node_manager: bool,
     pub limits: LimitsConfig,
 }
 
@@ -80,6 +84,7 @@ impl Default for OpcUaConfig {
             trust_client_certificates: false,
             subscription_poll_interval_ms: 10,
             command_timeout_ms: 5000,
+            tag_node_manager: true,
             limits: LimitsConfig::default(),
         }
     }
@@ -278,8 +283,17 @@ pub fn build_server(
         .max_string_length(limits.max_string_length)
         .max_sessions(limits.max_sessions)
         .diagnostics_enabled(true)
-        .capabilities(crate::history::ua::capabilities(nodes.history.as_deref()))
-        .with_node_manager(InMemoryNodeManagerBuilder::new(nodes));
+        .capabilities(crate::history::ua::capabilities(nodes.history.as_deref()));
+    if config.tag_node_manager {
+        // Before the in-memory node manager, which owns the whole instances namespace: a
+        // request for a tag goes to the first node manager that owns it.
+        builder = builder.with_node_manager(tags::TagNodeManagerBuilder {
+            bus: nodes.bus.clone(),
+            router: nodes.router.clone(),
+            history: nodes.history.clone(),
+        });
+    }
+    builder = builder.with_node_manager(InMemoryNodeManagerBuilder::new(nodes));
     for endpoint in security.endpoints {
         builder = builder.add_endpoint(endpoint.id(), endpoint.server_endpoint());
     }

@@ -47,6 +47,9 @@ pub struct GatewayNodesBuilder {
     pub router: CommandRouter,
     /// The historian behind HistoryRead; `None` when `[history] enabled = false`.
     pub history: Option<Arc<crate::history::Historian>>,
+    /// `opcua.tag_node_manager`: the tag node manager (tags/) serves the tag variables, so
+    /// none are built here.
+    pub tag_node_manager: bool,
 }
 
 impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
@@ -67,7 +70,8 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
         space.add_namespace(TYPES_NAMESPACE, types_ns);
         space.add_namespace(INSTANCES_NAMESPACE, ns);
         let catalog = self.bus.catalog().clone();
-        let built = address_space::build(space, ns, types_ns, &self.model, &catalog);
+        let tag_variables = !self.tag_node_manager;
+        let built = address_space::build(space, ns, types_ns, &self.model, &catalog, tag_variables);
         let devices: Vec<String> = self.model.devices.iter().map(|d| d.path.clone()).collect();
         let events_stored = self.history.as_ref().is_some_and(|h| h.events.is_some());
         super::events::set_up_notifiers(space, ns, &devices, events_stored);
@@ -94,7 +98,13 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             types_ns,
             tags: Arc::new(RwLock::new(TagNodes {
                 by_tag: built.tag_nodes,
-                by_node: built.node_tags,
+                // With the tag node manager, requests for tag variables never reach this node
+                // manager: only the aliases need the way back (about 10 MB at 100,000 tags).
+                by_node: if tag_variables {
+                    built.node_tags
+                } else {
+                    HashMap::new()
+                },
                 aliases: Vec::new(),
             })),
             methods: built.methods,
@@ -110,6 +120,7 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             watched,
             alarms: Default::default(),
             machines: self.model.machines,
+            tag_variables,
             derived: Arc::default(),
             standard: OnceLock::new(),
         }
@@ -185,6 +196,8 @@ pub struct GatewayNodes {
     alarms: Arc<crate::alarms::Alarms>,
     /// Machines placed in the standard structure when the server starts (`init`).
     machines: Vec<MachineDecl>,
+    /// Whether tag variables are nodes of this address space (false: the tag node manager's).
+    tag_variables: bool,
     /// Their computed variables (empty until `init` has run); a reload swaps the list.
     derived: Arc<RwLock<Arc<Vec<Derived>>>>,
     /// What a reload needs to place machines: namespace 0's space and the indexes, from `init`.
@@ -250,6 +263,7 @@ impl GatewayNodes {
             &self.bus.catalog(),
             &changes.added_devices,
             &specs,
+            self.tag_variables,
         );
         let devices: Vec<String> = changes
             .added_devices
@@ -267,7 +281,9 @@ impl GatewayNodes {
                 tags.by_tag.resize(tag.index() + 1, NodeId::null());
             }
             tags.by_tag[tag.index()] = node.clone();
-            tags.by_node.insert(node, tag);
+            if self.tag_variables {
+                tags.by_node.insert(node, tag);
+            }
         }
         // Added machines take their place in the standard structure, as at start.
         if let Some((core, ns)) = self.standard.get() {
@@ -305,7 +321,7 @@ struct PendingWrite {
 }
 
 /// Drop the timestamps the client did not ask for.
-fn keep_timestamps(mut value: DataValue, wanted: TimestampsToReturn) -> DataValue {
+pub(super) fn keep_timestamps(mut value: DataValue, wanted: TimestampsToReturn) -> DataValue {
     match wanted {
         TimestampsToReturn::Source => value.server_timestamp = None,
         TimestampsToReturn::Server => value.source_timestamp = None,
@@ -318,7 +334,7 @@ fn keep_timestamps(mut value: DataValue, wanted: TimestampsToReturn) -> DataValu
     value
 }
 
-fn write_status(error: &WriteError) -> StatusCode {
+pub(super) fn write_status(error: &WriteError) -> StatusCode {
     match error {
         WriteError::NotWritable => StatusCode::BadNotWritable,
         WriteError::OutOfRange { .. } => StatusCode::BadOutOfRange,
@@ -359,7 +375,13 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
         let bindings = standard::build(&core_space, space, ns, &self.machines, &self.bus.catalog());
         let build_ms = started.elapsed().as_millis() as u64;
         // The server checks itself: a violation is a bug of ours (or of a partner's axes list).
-        let violations = standard::check(&core_space, space, ns, false);
+        let mut violations = standard::check(&core_space, space, ns, false);
+        if !self.tag_variables {
+            // Tag variables are the tag node manager's, not nodes of this space; the dry run
+            // (`fabrique-gateway check`) builds them and checks them.
+            let catalog = self.bus.catalog();
+            violations.retain(|v| super::tags::ids::parse(self.ns, &catalog, &v.node).is_none());
+        }
         for v in violations.iter().take(20) {
             tracing::error!(path = %v.path, node = %v.node, problem = %v.problem, "standard address space does not conform");
         }

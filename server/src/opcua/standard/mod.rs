@@ -180,7 +180,7 @@ impl DryRun {
         let ns = map.add_namespace(INSTANCES_NAMESPACE);
         space.add_namespace(TYPES_NAMESPACE, types_ns);
         space.add_namespace(INSTANCES_NAMESPACE, ns);
-        super::address_space::build(&mut space, ns, types_ns, &model, catalog);
+        super::address_space::build(&mut space, ns, types_ns, &model, catalog, true);
         let namespaces =
             namespaces(&space, ns, types_ns).ok_or("the companion namespaces are missing")?;
         build(&core, &mut space, namespaces, &model.machines, catalog);

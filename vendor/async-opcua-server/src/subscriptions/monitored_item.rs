@@ -411,8 +411,6 @@ impl MonitoredItem {
             return true;
         };
 
-        let elapsed = new.as_chrono().signed_duration_since(old.as_chrono());
-
         match self.sampling_interval {
             SamplingInterval::Subscription => {
                 // If the sampling interval is set to subscription, we use the subscription's
@@ -425,7 +423,9 @@ impl MonitoredItem {
             // If the sampling interval is set to zero, we always allow notifications through.
             SamplingInterval::Zero => true,
             SamplingInterval::NonZero(interval) => {
-                // If the sampling interval is set to non-zero, we use that.
+                // If the sampling interval is set to non-zero, we use that. Only here: the
+                // date arithmetic is a measurable share of report-by-exception's cost.
+                let elapsed = new.as_chrono().signed_duration_since(old.as_chrono());
                 elapsed >= interval
             }
         }

@@ -612,6 +612,7 @@ impl Subscription {
     fn tick_monitored_item(
         monitored_item: &mut MonitoredItem,
         now: &DateTimeUtc,
+        now_ua: &DateTime,
         resend_data: bool,
         max_notifications: usize,
         triggers: &mut Vec<(u32, u32)>,
@@ -619,7 +620,7 @@ impl Subscription {
         messages: &mut Vec<NotificationMessage>,
         sequence_numbers: &mut Handle,
     ) {
-        monitored_item.maybe_enqueue_skipped_value(&(*now).into());
+        monitored_item.maybe_enqueue_skipped_value(now_ua);
 
         if monitored_item.is_sampling() && monitored_item.has_new_notifications() {
             triggers.extend(
@@ -658,6 +659,8 @@ impl Subscription {
         let mut notifications = Vec::new();
         let mut messages = Vec::new();
         let mut triggers = Vec::new();
+        // Converted once per tick rather than once per monitored item.
+        let now_ua = DateTime::from(*now);
 
         // If resend data is true, we must visit ever monitored item
         if resend_data {
@@ -665,6 +668,7 @@ impl Subscription {
                 Self::tick_monitored_item(
                     monitored_item,
                     now,
+                    &now_ua,
                     resend_data,
                     self.max_notifications_per_publish,
                     &mut triggers,
@@ -681,6 +685,7 @@ impl Subscription {
                 Self::tick_monitored_item(
                     monitored_item,
                     now,
+                    &now_ua,
                     resend_data,
                     self.max_notifications_per_publish,
                     &mut triggers,

@@ -14,7 +14,7 @@ pub use core::{CoreNodeManager, CoreNodeManagerBuilder, CoreNodeManagerImpl};
 pub use memory_mgr_impl::*;
 use opcua_core::{trace_read_lock, trace_write_lock};
 pub use simple::*;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -320,20 +320,22 @@ impl<TImpl: InMemoryNodeManagerImpl> InMemoryNodeManager<TImpl> {
             }
             let target_node = address_space.find_node(reference.target_node);
             let Some(target_node) = target_node else {
+                // A node of one of our namespaces may be served by another node manager
+                // placed before this one (a namespace shared by two node managers): let the
+                // node managers resolve it; a reference nobody resolves is dropped.
                 if namespaces.contains_key(&reference.target_node.namespace) {
-                    warn!(
-                        "Target node {} in reference from {} of type {} does not exist",
+                    debug!(
+                        "Target node {} in reference from {} of type {} is not in this address space",
                         reference.target_node,
                         node.node_id(),
                         reference.reference_type
                     );
-                } else {
-                    node.push_external_reference(ExternalReference::new(
-                        reference.target_node.into(),
-                        reference.reference_type.clone(),
-                        reference.direction,
-                    ))
                 }
+                node.push_external_reference(ExternalReference::new(
+                    reference.target_node.into(),
+                    reference.reference_type.clone(),
+                    reference.direction,
+                ));
 
                 continue;
             };
@@ -365,7 +367,7 @@ impl<TImpl: InMemoryNodeManagerImpl> InMemoryNodeManager<TImpl> {
         address_space: &AddressSpace,
         type_tree: &DefaultTypeTree,
         context: &RequestContext,
-        namespaces: &hashbrown::HashMap<u16, String>,
+        _namespaces: &hashbrown::HashMap<u16, String>,
         item: &mut BrowsePathItem,
     ) {
         if let Some(name) = item.unmatched_browse_name() {
@@ -408,13 +410,13 @@ impl<TImpl: InMemoryNodeManagerImpl> InMemoryNodeManager<TImpl> {
                 ) {
                     if !next_matching_nodes.contains(rf.target_node) {
                         let Some(node) = address_space.find_node(rf.target_node) else {
-                            if !namespaces.contains_key(&rf.target_node.namespace) {
-                                results.push((
-                                    rf.target_node,
-                                    depth,
-                                    Some(element.target_name.clone()),
-                                ));
-                            }
+                            // As in browse: the node may be another node manager's, even in
+                            // one of our namespaces; that node manager matches the name.
+                            results.push((
+                                rf.target_node,
+                                depth,
+                                Some(element.target_name.clone()),
+                            ));
                             continue;
                         };
 
