@@ -21,6 +21,7 @@ use security::{EndpointConfig, GatewayAuth, Profile, SecuritySettings, UserConfi
 
 pub use address_space::{DeviceNameplate, StaticModel, INSTANCES_NAMESPACE};
 pub use bridge::Bridge;
+pub use security::{UserTables, Users};
 pub use nodes::{GatewayNodes, GatewayNodesBuilder, NodeChanges};
 
 /// `[opcua]`
@@ -247,6 +248,8 @@ pub struct OpcUaServer {
     pub server: Server,
     pub handle: ServerHandle,
     pub nodes: Arc<InMemoryNodeManager<GatewayNodes>>,
+    /// The users logins are checked against; a reload replaces them.
+    pub users: Users,
 }
 
 pub fn build_server(
@@ -258,6 +261,7 @@ pub fn build_server(
     pki::ensure_own_certificate(config)?;
     let auth = GatewayAuth::new(security.anonymous, security.users)
         .map_err(|e| anyhow::anyhow!("OPC UA users: {e}"))?;
+    let users = auth.users();
     let mut builder = ServerBuilder::new()
         .application_name(&config.application_name)
         .application_uri(&config.application_uri)
@@ -313,5 +317,6 @@ pub fn build_server(
         server,
         handle,
         nodes,
+        users,
     })
 }
