@@ -90,6 +90,10 @@ pub fn classify(old: &GatewayConfig, new: &GatewayConfig) -> Parts {
             },
         }
     }
+    // In registry order, as the gateway starts them.
+    parts
+        .sinks
+        .sort_by_key(|kind| SINKS.iter().position(|k| k.name == kind.name));
     parts
 }
 
