@@ -214,7 +214,7 @@ impl GatewayConfig {
         });
         if let (Some(path), Some(text)) = (file, &file_text) {
             // The file alone first: its own errors then point at its own lines and keys.
-            toml::from_str::<GatewayConfig>(&text).map_err(|e| ConfigError::File {
+            toml::from_str::<GatewayConfig>(text).map_err(|e| ConfigError::File {
                 path: path.to_owned(),
                 message: e.to_string().trim_end().to_owned(),
             })?;

@@ -219,16 +219,18 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
     };
 
     let shutdown = CancellationToken::new();
-    let reloader = Arc::new(Reloader::new(
-        config_path,
-        config.clone(),
-        bus.clone(),
-        router.clone(),
-        opcua.nodes.clone(),
-        opcua.handle.clone(),
-        shutdown.clone(),
-    )
-    .with_parts(opcua.users.clone(), visits.clone()));
+    let reloader = Arc::new(
+        Reloader::new(
+            config_path,
+            config.clone(),
+            bus.clone(),
+            router.clone(),
+            opcua.nodes.clone(),
+            opcua.handle.clone(),
+            shutdown.clone(),
+        )
+        .with_parts(opcua.users.clone(), visits.clone()),
+    );
     let mut tasks = JoinSet::new();
     for (i, (adapter, commands)) in adapters.into_iter().zip(receivers).enumerate() {
         // A partner device gets its own stop token and task handle: a reload may stop it.

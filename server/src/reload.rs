@@ -304,9 +304,9 @@ impl Reloader {
         // 1. Check everything on copies: nothing running changes until this succeeded.
         let devices = self.prepare_devices(&state, devices)?;
         let users = match parts.users {
-            true => Some(
-                UserTables::new(config.opcua.security().users).map_err(ReloadError::Users)?,
-            ),
+            true => {
+                Some(UserTables::new(config.opcua.security().users).map_err(ReloadError::Users)?)
+            }
             false => None,
         };
 

@@ -21,8 +21,8 @@ use security::{EndpointConfig, GatewayAuth, Profile, SecuritySettings, UserConfi
 
 pub use address_space::{DeviceNameplate, StaticModel, INSTANCES_NAMESPACE};
 pub use bridge::Bridge;
-pub use security::{UserTables, Users};
 pub use nodes::{GatewayNodes, GatewayNodesBuilder, NodeChanges};
+pub use security::{UserTables, Users};
 
 /// `[opcua]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -139,8 +139,8 @@ impl SinkSet {
             spool_fsync: Duration::from_millis(config.streams.spool_fsync_ms),
             shutdown: stop.clone(),
         };
-        let built = (sink.kind.build)(config, &ctx)
-            .with_context(|| format!("sink {}", sink.kind.name))?;
+        let built =
+            (sink.kind.build)(config, &ctx).with_context(|| format!("sink {}", sink.kind.name))?;
         let task = tokio::spawn(built.run(ctx));
         Ok(Running { stop, task })
     }
@@ -195,11 +195,19 @@ impl SinkSet {
                     (running, config)
                 }
                 Err(error) => {
-                    tracing::error!(sink = kind.name, error = format!("{error:#}"), "cannot start the sink with its new section; it runs with the old one");
+                    tracing::error!(
+                        sink = kind.name,
+                        error = format!("{error:#}"),
+                        "cannot start the sink with its new section; it runs with the old one"
+                    );
                     match self.spawn_sink(old, index, &stop_town) {
                         Ok(running) => (running, old),
                         Err(error) => {
-                            tracing::error!(sink = kind.name, error = format!("{error:#}"), "cannot start the sink again; restart the gateway");
+                            tracing::error!(
+                                sink = kind.name,
+                                error = format!("{error:#}"),
+                                "cannot start the sink again; restart the gateway"
+                            );
                             continue;
                         }
                     }

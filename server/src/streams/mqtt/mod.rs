@@ -869,7 +869,8 @@ mod tests {
 
     #[test]
     fn a_full_memory_queue_overflows_to_the_disk_buffer_in_order() {
-        let dir = std::env::temp_dir().join(format!("fabrique-mqtt-overflow-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("fabrique-mqtt-overflow-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut link = new_link(2, Some(Spool::open(&dir, 1 << 20).unwrap()));
         for n in 0..5 {
