@@ -3,28 +3,20 @@
 //! name a key or a line.
 #![no_main]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::path::Path;
 
 use fabrique_gateway::config::{ConfigError, GatewayConfig};
 use libfuzzer_sys::fuzz_target;
-
-/// One file per fuzzing process, rewritten for every input: the loader reads a path.
-fn scratch() -> &'static PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        std::env::temp_dir().join(format!("fabrique-fuzz-config-{}.toml", std::process::id()))
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     // The loader reads text; bytes that are not UTF-8 are refused before any parsing.
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let path = scratch();
-    std::fs::write(path, text).expect("temp dir writable");
-    match GatewayConfig::load_with_env(Some(path), std::iter::empty()) {
+    // The text goes to the loader as the file's: no file is written (the process ends with
+    // `exit`, so a scratch file was left in the temp dir by every run).
+    let file = (Path::new("fuzz.toml"), text.to_owned());
+    match GatewayConfig::load_text_with_env(Some(file), std::iter::empty()) {
         Ok(config) => {
             // `check` goes on to build the plan (adapters, tag catalogue): it may refuse
             // (duplicate tags...), never panic.

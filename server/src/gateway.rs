@@ -37,9 +37,9 @@ use crate::journey::{Journey, KioskAdapter};
 use crate::monitoring::Monitoring;
 use crate::opcua::{build_server, Bridge, DeviceNameplate, GatewayNodesBuilder, StaticModel};
 use crate::reload::Reloader;
-use crate::streams::sink::{SinkContext, SinkKind};
+use crate::streams::sink::SinkKind;
 use crate::streams::SinkCounters;
-use crate::visits::{MqttInbound, VisitsAdapter, VisitsHandle};
+use crate::visits::{VisitsAdapter, VisitsHandle};
 
 /// The gateway's own information model, parsed at start.
 pub(crate) const TYPES_NODESET: &str = include_str!("../../nodesets/Fabrique.NodeSet2.xml");
@@ -198,7 +198,8 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
 
     let data_dir = config.storage.ensure_dir()?;
     tracing::debug!(data_dir = %data_dir.display(), "data directory ready");
-    let stop = visits
+    // The current stop it settles is what the sinks start with (reload/sinks.rs).
+    visits
         .open(
             &config.storage,
             &crate::visits::configured_stop(&config.stop),
@@ -219,15 +220,18 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
     };
 
     let shutdown = CancellationToken::new();
-    let reloader = Arc::new(Reloader::new(
-        config_path,
-        config.clone(),
-        bus.clone(),
-        router.clone(),
-        opcua.nodes.clone(),
-        opcua.handle.clone(),
-        shutdown.clone(),
-    ));
+    let reloader = Arc::new(
+        Reloader::new(
+            config_path,
+            config.clone(),
+            bus.clone(),
+            router.clone(),
+            opcua.nodes.clone(),
+            opcua.handle.clone(),
+            shutdown.clone(),
+        )
+        .with_parts(opcua.users.clone(), visits.clone()),
+    );
     let mut tasks = JoinSet::new();
     for (i, (adapter, commands)) in adapters.into_iter().zip(receivers).enumerate() {
         // A partner device gets its own stop token and task handle: a reload may stop it.
@@ -303,39 +307,24 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
         opcua.handle.subscriptions().clone(),
         shutdown.clone(),
     ));
-    // A fleet shares its broker: refuse an id that another running gateway holds, before any
-    // sink publishes (streams/presence.rs).
-    if config.mqtt.enabled {
-        let presence =
-            crate::streams::presence::Presence::claim(&config.mqtt, &config.site.id).await?;
-        tasks.spawn(presence.run(shutdown.clone()));
-    }
-    for (kind, counters) in sinks {
-        let ctx = SinkContext {
+    // The sinks, the MQTT presence claim and the survey subscriber, restartable by a reload
+    // (reload/sinks.rs).
+    let sink_set = crate::reload::sinks::SinkSet::start(
+        &config,
+        crate::reload::sinks::SinkBase {
             bus: bus.clone(),
             site: config.site.id.clone(),
-            stop: stop.town.clone(),
             router: router.clone(),
-            counters,
-            buffer_dir: data_dir.join("buffer").join(kind.buffer),
-            spool_fsync: Duration::from_millis(config.streams.spool_fsync_ms),
+            data_dir: data_dir.to_path_buf(),
+            visits: visits.clone(),
+            line_state: catalog.lookup("Line/State"),
             shutdown: shutdown.clone(),
             alarms: opcua.nodes.inner().alarms(),
-        };
-        let sink = (kind.build)(&config, &ctx).with_context(|| format!("sink {}", kind.name))?;
-        tasks.spawn(sink.run(ctx));
-    }
-    // Survey responses and orders arrive on the broker of `[mqtt]` (visits/mqtt_inbound.rs).
-    if config.mqtt.enabled && config.visits.mqtt_subscribe {
-        let inbound = MqttInbound::new(
-            config.mqtt.clone(),
-            &config.site.id,
-            visits.clone(),
-            router.clone(),
-            catalog.lookup("Line/State"),
-        );
-        tasks.spawn(inbound.run(shutdown.clone()));
-    }
+        },
+        sinks,
+    )
+    .await?;
+    reloader.hold_sinks(sink_set).await;
 
     if let Some(http) = http {
         tracing::info!(url = %format!("http://{}", http.local_addr()), "HTTP server listening");

@@ -1,6 +1,8 @@
-//! Reloading the configuration (SIGHUP, `POST /api/admin/reload`): partner devices
-//! (`[[devices]]`) are added, removed or changed without a restart; any other change is
-//! refused, naming the sections that need one.
+//! Reloading the configuration (SIGHUP, `POST /api/admin/reload`) without a restart, part by
+//! part, each applied by a function of its own (`apply_*`): partner devices (`[[devices]]`)
+//! are added, removed or changed; the running sinks are restarted with their new sections
+//! (reload/sinks.rs); the OPC UA users are replaced for new logins; `[stop]` becomes the
+//! current stop. Any other change refuses the reload, naming its keys (reload/keys.rs).
 //!
 //! A reload is checked completely before anything running is touched: the file is loaded and
 //! validated like at start, the new adapters are built and declare their tags into a copy of
@@ -31,11 +33,16 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod keys;
+pub mod sinks;
+
 use crate::commands::CommandRouter;
 use crate::config::{ConfigError, GatewayConfig};
 use crate::http::Guards;
 use crate::monitoring::Monitoring;
-use crate::opcua::{DeviceNameplate, GatewayNodes, NodeChanges};
+use crate::opcua::{DeviceNameplate, GatewayNodes, NodeChanges, UserTables, Users};
+use crate::visits::VisitsHandle;
+use sinks::SinkSet;
 
 /// How long a stopped device's adapter gets to finish before the reload goes on without it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,8 +51,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum ReloadError {
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("changes to {} need a restart (only `devices` can be reloaded)", quoted(.0))]
+    #[error("changes to {} need a restart (a reload applies `devices`, `stop`, `opcua.users` and the sections of running sinks)", quoted(.0))]
     NeedsRestart(Vec<String>),
+    #[error("`opcua.users`: {0}")]
+    Users(String),
     #[error("device `{device}`: {reason}")]
     Device { device: String, reason: String },
     #[error("more than 65535 adapters since the start: restart the gateway")]
@@ -72,21 +81,18 @@ fn path_of(device: &DeviceConfig) -> String {
     device_path(device.station(), device.name())
 }
 
-/// Compare two valid configurations: the partner devices that differ, or the sections that
+/// What a reload applies, part by part.
+#[derive(Default)]
+pub struct Plan {
+    pub devices: DeviceDiff,
+    pub parts: keys::Parts,
+}
+
+/// Compare two valid configurations: what each reloadable part has to do, or the keys that
 /// need a restart. Simulated machines run inside the one simulator, so changing which ones run
 /// (a `[[devices]]` block hiding a station's simulated machines, too) needs a restart.
-pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> Result<DeviceDiff, ReloadError> {
-    let mut restart: Vec<String> = match (toml::Value::try_from(old), toml::Value::try_from(new)) {
-        (Ok(toml::Value::Table(a)), Ok(toml::Value::Table(b))) => {
-            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            keys.into_iter()
-                .filter(|k| k.as_str() != "devices" && a.get(*k) != b.get(*k))
-                .cloned()
-                .collect()
-        }
-        // Cannot happen for a configuration that loaded; refuse rather than guess.
-        _ => vec!["the configuration".to_owned()],
-    };
+pub fn plan(old: &GatewayConfig, new: &GatewayConfig) -> Result<Plan, ReloadError> {
+    let mut parts = keys::classify(old, new);
     let simulated = |c: &GatewayConfig| -> Vec<DeviceConfig> {
         c.effective_devices()
             .into_iter()
@@ -94,14 +100,26 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> Result<DeviceDiff, Relo
             .collect()
     };
     if simulated(old) != simulated(new) {
-        restart.push(
+        parts.restart.push(
             "devices with protocol = \"simulator\" (or the simulated machines a device replaces)"
                 .to_owned(),
         );
     }
-    if !restart.is_empty() {
-        return Err(ReloadError::NeedsRestart(restart));
+    if !parts.restart.is_empty() {
+        return Err(ReloadError::NeedsRestart(parts.restart));
     }
+    Ok(Plan {
+        devices: device_diff(old, new),
+        parts,
+    })
+}
+
+/// The partner devices that differ, as long as nothing needs a restart.
+pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> Result<DeviceDiff, ReloadError> {
+    plan(old, new).map(|plan| plan.devices)
+}
+
+fn device_diff(old: &GatewayConfig, new: &GatewayConfig) -> DeviceDiff {
     let partners = |c: &GatewayConfig| -> HashMap<String, DeviceConfig> {
         c.devices
             .iter()
@@ -129,16 +147,24 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> Result<DeviceDiff, Relo
             diff.removed.push(device.clone());
         }
     }
-    Ok(diff)
+    diff
 }
 
-/// The answer of a reload: device paths.
+/// The answer of a reload: device paths, then the other parts it applied.
 #[derive(Debug, Default, Serialize, PartialEq)]
 pub struct ReloadSummary {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub changed: Vec<String>,
     pub tags: usize,
+    /// Sinks restarted with their new section (`Mqtt`, `InfluxDB`, `Sparkplug`).
+    pub sinks: Vec<String>,
+    /// OPC UA users added, removed or changed, by name.
+    pub users: Vec<String>,
+    /// The town of `[stop]`, when it became the current stop.
+    pub stop: Option<String>,
+    /// Parts that could not be applied (the rest was), with the reason; also logged.
+    pub failed: Vec<String>,
 }
 
 /// A partner device's running adapter.
@@ -151,6 +177,8 @@ struct RunningDevice {
 struct Current {
     config: GatewayConfig,
     devices: HashMap<String, RunningDevice>,
+    /// Set once the sinks run (gateway.rs).
+    sinks: Option<SinkSet>,
 }
 
 /// Everything a reload touches; one reload at a time.
@@ -164,6 +192,10 @@ pub struct Reloader {
     shutdown: CancellationToken,
     /// Its device probes follow the devices (set once the HTTP server is up).
     monitoring: OnceLock<Monitoring>,
+    /// The OPC UA server's users, replaced by a reload.
+    users: OnceLock<Users>,
+    /// Where `[stop]` goes when it changes.
+    visits: OnceLock<VisitsHandle>,
     state: Mutex<Current>,
 }
 
@@ -185,11 +217,26 @@ impl Reloader {
             server,
             shutdown,
             monitoring: OnceLock::new(),
+            users: OnceLock::new(),
+            visits: OnceLock::new(),
             state: Mutex::new(Current {
                 config,
                 devices: HashMap::new(),
+                sinks: None,
             }),
         }
+    }
+
+    /// The OPC UA users and the visits writer, which a reload updates.
+    pub fn with_parts(self, users: Users, visits: VisitsHandle) -> Self {
+        let _ = self.users.set(users);
+        let _ = self.visits.set(visits);
+        self
+    }
+
+    /// Take over the running sinks: a reload restarts them, `join_all` awaits them.
+    pub async fn hold_sinks(&self, sinks: SinkSet) {
+        self.state.lock().await.sinks = Some(sinks);
     }
 
     /// Keep `monitoring`'s device probes in step with reloads.
@@ -221,6 +268,9 @@ impl Reloader {
             device.stop.cancel();
             let _ = device.task.await;
         }
+        if let Some(sinks) = &mut state.sinks {
+            sinks.join_all().await;
+        }
     }
 
     /// Reload, and log the outcome either way.
@@ -233,6 +283,10 @@ impl Reloader {
                 removed = ?s.removed,
                 changed = ?s.changed,
                 tags = s.tags,
+                sinks = ?s.sinks,
+                users = ?s.users,
+                stop = ?s.stop,
+                failed = ?s.failed,
                 "configuration reloaded"
             ),
             Err(error) => {
@@ -245,9 +299,49 @@ impl Reloader {
     async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
         let mut state = self.state.lock().await;
         let config = GatewayConfig::load(self.config_path.as_deref())?;
-        let diff = diff(&state.config, &config)?;
+        let Plan { devices, parts } = plan(&state.config, &config)?;
 
         // 1. Check everything on copies: nothing running changes until this succeeded.
+        let devices = self.prepare_devices(&state, devices)?;
+        let users = match parts.users {
+            true => {
+                Some(UserTables::new(config.opcua.security().users).map_err(ReloadError::Users)?)
+            }
+            false => None,
+        };
+
+        // 2. Apply, part by part.
+        let mut summary = self.apply_devices(&mut state, devices, &config).await?;
+        if let Some(tables) = users {
+            summary.users = self.apply_users(&state.config, &config, tables);
+        }
+        if parts.stop {
+            match self.apply_stop(&config).await {
+                Ok(town) => summary.stop = Some(town),
+                Err(error) => summary.failed.push(error),
+            }
+        }
+        if !parts.sinks.is_empty() {
+            summary.sinks = self.apply_sinks(&mut state, &parts.sinks, &config).await;
+            for kind in &parts.sinks {
+                if !summary.sinks.iter().any(|name| name == kind.name) {
+                    summary.failed.push(format!(
+                        "sink {}: not started with its new section (see the log)",
+                        kind.name
+                    ));
+                }
+            }
+        }
+        state.config = config;
+        Ok(summary)
+    }
+
+    /// Devices: the new adapters built and their tags declared into a copy of the catalogue.
+    fn prepare_devices(
+        &self,
+        state: &Current,
+        diff: DeviceDiff,
+    ) -> Result<PreparedDevices, ReloadError> {
         let mut catalog = TagCatalogBuilder::from_catalog(&self.bus.catalog());
         let mut changes = NodeChanges::default();
         for device in diff.removed.iter().chain(&diff.changed) {
@@ -293,10 +387,30 @@ impl Reloader {
                 .push(crate::opcua::standard::MachineDecl::of(device));
             starting.push((path_of(device), owner, adapter));
         }
-        let catalog = Arc::new(catalog.build());
+        Ok(PreparedDevices {
+            diff,
+            catalog: Arc::new(catalog.build()),
+            changes,
+            starting,
+        })
+    }
 
-        // 2. Apply. The bus first (it cannot refuse a continuation of its own catalogue, but
-        // should it, nothing has changed yet): retired tags take no more values from then on.
+    /// Devices: grow the bus, stop the removed and changed adapters, edit the address space,
+    /// start the new adapters.
+    async fn apply_devices(
+        &self,
+        state: &mut Current,
+        prepared: PreparedDevices,
+        config: &GatewayConfig,
+    ) -> Result<ReloadSummary, ReloadError> {
+        let PreparedDevices {
+            diff,
+            catalog,
+            changes,
+            starting,
+        } = prepared;
+        // The bus first (it cannot refuse a continuation of its own catalogue, but should it,
+        // nothing has changed yet): retired tags take no more values from then on.
         self.bus
             .grow(catalog.clone())
             .map_err(|e| ReloadError::Device {
@@ -339,19 +453,81 @@ impl Reloader {
         }
         self.router.extend(catalog.clone(), senders);
         if let Some(monitoring) = self.monitoring.get() {
-            monitoring.reload_devices(&crate::gateway::device_protocols(&config));
+            monitoring.reload_devices(&crate::gateway::device_protocols(config));
         }
-        state.config = config;
         Ok(ReloadSummary {
             added: diff.added.iter().map(path_of).collect(),
             removed: diff.removed.iter().map(path_of).collect(),
             changed: diff.changed.iter().map(path_of).collect(),
             tags: catalog.live(),
+            ..ReloadSummary::default()
         })
+    }
+
+    /// OPC UA users: new logins are checked against the new tables; open sessions keep the
+    /// identity (and role) they were activated with. The names of the users that changed.
+    fn apply_users(
+        &self,
+        old: &GatewayConfig,
+        new: &GatewayConfig,
+        tables: UserTables,
+    ) -> Vec<String> {
+        if let Some(users) = self.users.get() {
+            users.replace(tables);
+        }
+        let (before, after) = (old.opcua.security().users, new.opcua.security().users);
+        let names: BTreeSet<&String> = before.iter().chain(after).map(|u| &u.name).collect();
+        names
+            .into_iter()
+            .filter(|name| {
+                before.iter().find(|u| &u.name == *name) != after.iter().find(|u| &u.name == *name)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// `[stop]`: the current stop, stored (as the configured one too) before the answer.
+    async fn apply_stop(&self, config: &GatewayConfig) -> Result<String, String> {
+        let stop = crate::visits::configured_stop(&config.stop);
+        let town = stop.town.clone();
+        let Some(visits) = self.visits.get() else {
+            return Err("stop: the visits writer is not running".into());
+        };
+        visits
+            .configure_stop(stop)
+            .await
+            .map(|_| town)
+            .map_err(|error| {
+                tracing::error!(%error, "reload: cannot store the new stop");
+                format!("stop: {error}")
+            })
+    }
+
+    /// Sinks: each changed one restarted with its new section, its buffer kept.
+    async fn apply_sinks(
+        &self,
+        state: &mut Current,
+        kinds: &[&'static crate::streams::sink::SinkKind],
+        config: &GatewayConfig,
+    ) -> Vec<String> {
+        let old = state.config.clone();
+        match &mut state.sinks {
+            Some(sinks) => sinks.restart(kinds, &old, config).await,
+            None => Vec::new(),
+        }
     }
 }
 
-/// `POST /api/admin/reload` (admin token): 200 with the summary, 400 with the reason.
+/// Devices checked on copies, ready to apply.
+struct PreparedDevices {
+    diff: DeviceDiff,
+    catalog: Arc<fabrique_adapters::TagCatalog>,
+    changes: NodeChanges,
+    starting: Vec<(String, AdapterId, Box<dyn fabrique_adapters::Adapter>)>,
+}
+
+/// `POST /api/admin/reload` (admin token): 200 with the summary, 400 with the reason (and
+/// `needs_restart`, the keys, when that is the reason).
 pub fn routes(reloader: Arc<Reloader>, guards: &Guards) -> Router {
     Router::new()
         .route("/api/admin/reload", guards.admin(post(post_reload)))
@@ -366,10 +542,11 @@ async fn post_reload(
         .await
         .map(Json)
         .map_err(|error| {
-            (
-                StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({ "error": error.to_string() })),
-            )
+            let mut body = serde_json::json!({ "error": error.to_string() });
+            if let ReloadError::NeedsRestart(keys) = &error {
+                body["needs_restart"] = serde_json::json!(keys);
+            }
+            (StatusCode::BAD_REQUEST, Json(body))
         })
 }
 
@@ -464,9 +641,9 @@ mod tests {
         new.mqtt.enabled = !new.mqtt.enabled;
         new.bus.capacity += 1;
         let error = diff(&old, &new).unwrap_err().to_string();
-        assert_eq!(
-            error,
-            "changes to `bus`, `mqtt` need a restart (only `devices` can be reloaded)"
+        assert!(
+            error.starts_with("changes to `bus.capacity`, `mqtt.enabled` need a restart"),
+            "{error}"
         );
     }
 

@@ -138,7 +138,7 @@ async def _answers_unknown(opc, device: str) -> bool:
     "broken, reason",
     [
         ("bad register", "devices[1].tags[0].register"),
-        ("restart needed", "changes to `bus` need a restart"),
+        ("restart needed", "changes to `bus.capacity` need a restart"),
         ("not TOML", "reload.toml"),
     ],
 )

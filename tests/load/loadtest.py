@@ -366,7 +366,12 @@ async def churn_sessions(url: str, n: int, parallel: int = 4) -> tuple[int, int]
 
 
 def session_churn(gws: Gateways, report: Report, sessions: int) -> None:
-    gw = gws.start("churn", FAST_SIMULATION_ENV)
+    # A session dropped without CloseSession keeps its slot until its timeout (OPC UA lets the
+    # client come back to it), so one in five of 1,000 churns would fill the default 50 slots
+    # and refuse every later session with BadTooManySessions: room for all of them here, the
+    # limit itself is tested in tests/integration/test_rejected_sessions.py.
+    env = {**FAST_SIMULATION_ENV, "FABRIQUE__OPCUA__LIMITS__MAX_SESSIONS": str(sessions // 5 + 50)}
+    gw = gws.start("churn", env)
     before = rss_mb(gw.proc.pid)
     started = time.monotonic()
     done, failures = asyncio.run(churn_sessions(gw.url, sessions))
@@ -387,7 +392,11 @@ def session_churn(gws: Gateways, report: Report, sessions: int) -> None:
 
 
 def slowloris(gws: Gateways, report: Report, connections: int, seconds: float) -> None:
-    gw = gws.start("slowloris", FAST_SIMULATION_ENV)
+    # The slow and the normal clients share 127.0.0.1 here, where a real slowloris comes from
+    # another host: the per-client connection cap (32 by default, tested in
+    # test_http_hardening.py) would refuse the normal requests because of the slow ones.
+    env = {**FAST_SIMULATION_ENV, "FABRIQUE__HTTP__MAX_CONNECTIONS_PER_CLIENT": str(connections + 16)}
+    gw = gws.start("slowloris", env)
     host, port = "127.0.0.1", gw.http_port
     socks: list[socket.socket] = []
     for _ in range(connections):

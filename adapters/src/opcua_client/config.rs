@@ -417,9 +417,15 @@ pub fn parse_node_id(text: &str) -> Result<NodeRef, String> {
     } else {
         (Namespace::Index(0), text)
     };
-    let identifier = Identifier::from_str(id).map_err(|()| {
+    let not_an_identifier = || {
         format!("`{text}`: `{id}` is not an identifier; use i=<number>, s=<text>, g=<guid> or b=<base64>")
-    })?;
+    };
+    // async-opcua slices the first two bytes as the kind (`s=`...): a multi-byte character
+    // there made it panic (found by the `config` fuzz target), so only an ASCII kind goes on.
+    if !id.is_char_boundary(2.min(id.len())) {
+        return Err(not_an_identifier());
+    }
+    let identifier = Identifier::from_str(id).map_err(|()| not_an_identifier())?;
     if matches!(&identifier, Identifier::String(s) if s.is_empty()) {
         return Err(format!("`{text}`: the string identifier is empty"));
     }
@@ -500,6 +506,15 @@ fn namespace_uri(escaped: &str, text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multibyte_character_in_the_identifier_kind_is_refused_not_a_panic() {
+        for text in ["sêabel", "ns=2;sêabel", "é", "nsu=urn:x;ê=1"] {
+            let error = parse_node_id(text).unwrap_err();
+            assert!(error.contains("is not an identifier"), "{text}: {error}");
+        }
+        assert!(parse_node_id("s=être").is_ok());
+    }
 
     fn device(tags: &str) -> OpcUaDevice {
         let text = format!(

@@ -23,6 +23,7 @@ use security::{EndpointConfig, GatewayAuth, Profile, SecuritySettings, UserConfi
 pub use address_space::{DeviceNameplate, StaticModel, INSTANCES_NAMESPACE};
 pub use bridge::Bridge;
 pub use nodes::{GatewayNodes, GatewayNodesBuilder, NodeChanges};
+pub use security::{UserTables, Users};
 
 /// `[opcua]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +253,8 @@ pub struct OpcUaServer {
     pub server: Server,
     pub handle: ServerHandle,
     pub nodes: Arc<InMemoryNodeManager<GatewayNodes>>,
+    /// The users logins are checked against; a reload replaces them.
+    pub users: Users,
 }
 
 pub fn build_server(
@@ -263,6 +266,7 @@ pub fn build_server(
     pki::ensure_own_certificate(config)?;
     let auth = GatewayAuth::new(security.anonymous, security.users)
         .map_err(|e| anyhow::anyhow!("OPC UA users: {e}"))?;
+    let users = auth.users();
     let mut builder = ServerBuilder::new()
         .application_name(&config.application_name)
         .application_uri(&config.application_uri)
@@ -328,5 +332,6 @@ pub fn build_server(
         server,
         handle,
         nodes,
+        users,
     })
 }

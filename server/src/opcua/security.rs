@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -20,7 +21,7 @@ use opcua::server::ServerEndpoint;
 use opcua::types::{
     Error, MessageSecurityMode, NodeId, StatusCode, UAString, UserTokenPolicy, UserTokenType,
 };
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 /// Policy id of the X.509 user token (async-opcua checks a token against this exact id).
@@ -474,37 +475,74 @@ impl FailedLogins {
     }
 }
 
-/// async-opcua's `AuthManager` for the gateway: users from config, roles in the token.
-pub struct GatewayAuth {
-    anonymous: bool,
+/// Who may log in: the `[[opcua.users]]` tables, built from the configuration.
+#[derive(Default)]
+pub struct UserTables {
     /// name → (Argon2 PHC string, role)
     passwords: HashMap<String, (String, Role)>,
     /// SHA-1 thumbprint (lowercase hex) → (name, role)
     certificates: HashMap<String, (String, Role)>,
-    failures: FailedLogins,
 }
 
-impl GatewayAuth {
-    pub fn new(anonymous: bool, users: &[UserConfig]) -> Result<Self, String> {
-        let mut passwords = HashMap::new();
-        let mut certificates = HashMap::new();
+impl UserTables {
+    /// Reads the users' certificate files: an unreadable one is an error naming the user.
+    pub fn new(users: &[UserConfig]) -> Result<Self, String> {
+        let mut tables = UserTables::default();
         for user in users {
             if let Some(hash) = &user.password_hash {
-                passwords.insert(user.name.clone(), (hash.clone(), user.role));
+                tables
+                    .passwords
+                    .insert(user.name.clone(), (hash.clone(), user.role));
             }
             if let Some(thumbprint) = user
                 .certificate_thumbprint()
                 .map_err(|e| format!("user `{}`: {e}", user.name))?
             {
-                certificates.insert(thumbprint, (user.name.clone(), user.role));
+                tables
+                    .certificates
+                    .insert(thumbprint, (user.name.clone(), user.role));
             }
         }
+        Ok(tables)
+    }
+}
+
+/// The users the server checks logins against, replaceable while it runs (a reload): a new
+/// login sees the new tables; an open session keeps the identity it was activated with.
+#[derive(Clone, Default)]
+pub struct Users(Arc<RwLock<Arc<UserTables>>>);
+
+impl Users {
+    pub fn replace(&self, tables: UserTables) {
+        *self.0.write() = Arc::new(tables);
+    }
+
+    fn get(&self) -> Arc<UserTables> {
+        self.0.read().clone()
+    }
+}
+
+/// async-opcua's `AuthManager` for the gateway: users from config, roles in the token.
+pub struct GatewayAuth {
+    anonymous: bool,
+    users: Users,
+    failures: FailedLogins,
+}
+
+impl GatewayAuth {
+    pub fn new(anonymous: bool, users: &[UserConfig]) -> Result<Self, String> {
+        let tables = Users::default();
+        tables.replace(UserTables::new(users)?);
         Ok(GatewayAuth {
             anonymous,
-            passwords,
-            certificates,
+            users: tables,
             failures: FailedLogins::new(Duration::from_secs(10)),
         })
+    }
+
+    /// The handle a reload replaces the users through.
+    pub fn users(&self) -> Users {
+        self.users.clone()
     }
 
     /// Log a refused login (never the password), at most once per client IP address per
@@ -549,7 +587,7 @@ impl AuthManager for GatewayAuth {
         username: &str,
         password: &Password,
     ) -> Result<UserToken, Error> {
-        let Some((hash, role)) = self.passwords.get(username).cloned() else {
+        let Some((hash, role)) = self.users.get().passwords.get(username).cloned() else {
             return Err(self.refuse("password", username, endpoint, "unknown user"));
         };
         // Argon2 takes tens of milliseconds of CPU on purpose: keep it off the I/O threads.
@@ -570,7 +608,7 @@ impl AuthManager for GatewayAuth {
         signing_thumbprint: &Thumbprint,
     ) -> Result<UserToken, Error> {
         let hex = signing_thumbprint.as_hex_string();
-        match self.certificates.get(&hex) {
+        match self.users.get().certificates.get(&hex) {
             Some((name, role)) => Ok(role.token(name)),
             None => Err(self.refuse(
                 "certificate",
@@ -601,6 +639,7 @@ impl AuthManager for GatewayAuth {
     }
 
     fn user_token_policies(&self, endpoint: &ServerEndpoint) -> Vec<UserTokenPolicy> {
+        let users = self.users.get();
         let mut policies = Vec::with_capacity(3);
         if self.anonymous {
             policies.push(UserTokenPolicy {
@@ -611,7 +650,7 @@ impl AuthManager for GatewayAuth {
                 security_policy_uri: UAString::null(),
             });
         }
-        if !self.passwords.is_empty() {
+        if !users.passwords.is_empty() {
             policies.push(UserTokenPolicy {
                 policy_id: user_pass_security_policy_id(endpoint),
                 token_type: UserTokenType::UserName,
@@ -626,7 +665,7 @@ impl AuthManager for GatewayAuth {
         }
         // A certificate token is signed with the endpoint's policy; the None endpoint has none.
         let policy = endpoint.security_policy();
-        if !self.certificates.is_empty() && policy != SecurityPolicy::None {
+        if !users.certificates.is_empty() && policy != SecurityPolicy::None {
             policies.push(UserTokenPolicy {
                 policy_id: UAString::from(POLICY_ID_X509),
                 token_type: UserTokenType::Certificate,

@@ -107,11 +107,13 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
 
 /// Scans a segment: its valid length and the weight and end offset of every record.
 fn scan(path: &Path) -> io::Result<(u64, Vec<(u64, u64)>)> {
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let file = File::open(path)?;
+    let length = file.metadata()?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut offset = 0u64;
     let mut records = Vec::new();
     let mut payload = Vec::new();
-    while let Some(weight) = read_record(&mut reader, &mut payload)? {
+    while let Some(weight) = read_record(&mut reader, length - offset, &mut payload)? {
         offset += (HEADER + payload.len()) as u64;
         records.push((offset, u64::from(weight)));
     }
@@ -119,8 +121,14 @@ fn scan(path: &Path) -> io::Result<(u64, Vec<(u64, u64)>)> {
 }
 
 /// The next record into `payload`, with its weight; `None` at the end or at a torn or corrupt
-/// record (the two look the same: the segment ends there).
-fn read_record(reader: &mut impl Read, payload: &mut Vec<u8>) -> io::Result<Option<u32>> {
+/// record (the two look the same: the segment ends there). `left` is what the segment holds
+/// from the reading position on: a corrupt header announcing more than that is found out
+/// before its length is allocated (up to 64 MiB otherwise, for every corrupt header).
+fn read_record(
+    reader: &mut impl Read,
+    left: u64,
+    payload: &mut Vec<u8>,
+) -> io::Result<Option<u32>> {
     let mut header = [0u8; HEADER];
     if !read_full(reader, &mut header)? {
         return Ok(None);
@@ -128,7 +136,7 @@ fn read_record(reader: &mut impl Read, payload: &mut Vec<u8>) -> io::Result<Opti
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let weight = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     let crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    if len > MAX_RECORD {
+    if len > MAX_RECORD || (HEADER + len) as u64 > left {
         return Ok(None);
     }
     payload.resize(len, 0);
@@ -163,7 +171,11 @@ pub fn decode_segment(mut bytes: &[u8]) -> (u64, Vec<(u32, Vec<u8>)>) {
     let mut records = Vec::new();
     let mut payload = Vec::new();
     // Reading from a slice cannot fail.
-    while let Ok(Some(weight)) = read_record(&mut bytes, &mut payload) {
+    loop {
+        let left = bytes.len() as u64;
+        let Ok(Some(weight)) = read_record(&mut bytes, left, &mut payload) else {
+            break;
+        };
         valid += (HEADER + payload.len()) as u64;
         records.push((weight, std::mem::take(&mut payload)));
     }
@@ -428,7 +440,8 @@ impl Spool {
                 self.reader = Some(BufReader::with_capacity(256 << 10, file));
             }
             let reader = self.reader.as_mut().expect("opened just above");
-            match read_record(reader, payload).map_err(io_at(&path))? {
+            let left = segment_bytes - self.read.offset;
+            match read_record(reader, left, payload).map_err(io_at(&path))? {
                 Some(weight) => {
                     self.read.offset += (HEADER + payload.len()) as u64;
                     self.read.seq += u64::from(weight);
@@ -648,6 +661,19 @@ impl Drop for Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_corrupt_header_is_refused_before_its_length_is_allocated() {
+        // A header announcing 64 MiB (the limit) in front of 100 bytes.
+        let mut segment = encode_record(&[7u8; 100], 1);
+        segment[0..4].copy_from_slice(&(MAX_RECORD as u32).to_le_bytes());
+        let mut payload = Vec::new();
+        let mut reader = &segment[..];
+        let left = reader.len() as u64;
+        assert_eq!(read_record(&mut reader, left, &mut payload).unwrap(), None);
+        assert!(payload.capacity() < 1024, "{}", payload.capacity());
+        assert_eq!(decode_segment(&segment), (0, Vec::new()));
+    }
 
     fn tmp(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(

@@ -44,6 +44,8 @@ pub enum Pending {
     Visit(CheckIn, &'static str),
     Survey(super::records::SurveyResponse, &'static str),
     SetStop(Stop),
+    /// `[stop]` of a reloaded configuration (reload.rs).
+    Configure(Stop),
 }
 
 /// A record stored: its row id and the stop it was filed under.
@@ -124,6 +126,11 @@ impl VisitsHandle {
         answer
             .await
             .unwrap_or_else(|_| Err(StoreFailed("the visits writer stopped".into())))
+    }
+
+    /// Make `[stop]` of a reloaded configuration the current stop, durably.
+    pub async fn configure_stop(&self, stop: Stop) -> Result<Stored, StoreFailed> {
+        self.submit(Pending::Configure(stop)).await
     }
 
     pub fn current_stop(&self) -> Stop {
@@ -577,6 +584,11 @@ impl Writer {
                     stop = new.clone();
                     let town = new.town.clone();
                     (Write::SetStop(new), town)
+                }
+                Pending::Configure(new) => {
+                    stop = new.clone();
+                    let town = new.town.clone();
+                    (Write::Configure(new), town)
                 }
             };
             writes.push(write);

@@ -191,6 +191,9 @@ pub enum Write {
         source: &'static str,
     },
     SetStop(Stop),
+    /// `[stop]` of a reloaded configuration: the current stop, and the one the next start
+    /// compares the file with (so a restart does not take the file for a new edit).
+    Configure(Stop),
 }
 
 /// Survey figures over some set of responses.
@@ -497,6 +500,12 @@ impl Store {
                         ids.push(id);
                     }
                     Write::SetStop(stop) => {
+                        save_stop(&tx, "current", stop)?;
+                        ids.push(upsert_stop(&tx, stop)?);
+                        current = stop.clone();
+                    }
+                    Write::Configure(stop) => {
+                        save_stop(&tx, "configured", stop)?;
                         save_stop(&tx, "current", stop)?;
                         ids.push(upsert_stop(&tx, stop)?);
                         current = stop.clone();

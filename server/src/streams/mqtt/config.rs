@@ -49,7 +49,8 @@ pub struct MqttSinkConfig {
     /// Numeric tags: a change smaller than this (absolute) since the last published value is
     /// not published (0: every change). Quality changes are always published.
     pub deadband: f64,
-    /// Messages kept while the broker is away; when full the oldest are dropped and counted.
+    /// Messages kept in memory; when full the oldest go to the disk buffer, or are dropped and
+    /// counted without one (or once it is full).
     pub queue_messages: usize,
     /// On-disk buffer behind the queue, in MiB (`<data_dir>/buffer/mqtt/`); 0: memory only.
     pub disk_buffer_mb: u64,

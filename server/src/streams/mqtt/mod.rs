@@ -541,12 +541,16 @@ impl Link {
             return;
         }
         self.queue.push_back(message);
-        // Connected but the broker is slower than the bus: drop the oldest, counted. The disk
-        // would not help a broker that stays slower than the load (it would fill, then drop
-        // just the same), and writing every message costs more than the sink can spare then.
+        // Connected but the broker is slower than the bus: the oldest message goes to the disk
+        // buffer (as documented for `queue_messages`), which is handed out before the memory
+        // queue, so the order holds. Only without a disk buffer, or once it is full, is a
+        // message dropped (counted). A load test at 10,000 changes/s lost counter values here
+        // while the broker fell behind for a few seconds: a burst is what the disk absorbs.
         if self.queue.len() > self.capacity {
-            self.queue.pop_front();
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(oldest) = self.queue.pop_front() {
+                // Counted as dropped without a disk buffer.
+                self.spill(oldest);
+            }
         }
     }
 
@@ -886,6 +890,71 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn value(n: u32) -> Message {
+        Message {
+            topic: "fabrique/site/Synthetic/Load/T000000".into(),
+            payload: n.to_string().into_bytes(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            status: false,
+            ticket: None,
+        }
+    }
+
+    fn new_link(capacity: usize, spool: Option<Spool>) -> Link {
+        Link {
+            queue: VecDeque::new(),
+            handed: VecDeque::new(),
+            inflight: VecDeque::new(),
+            connected: true,
+            outage: false,
+            capacity,
+            counters: Arc::new(SinkCounters::default()),
+            spool,
+            spool_next: None,
+            from_spool_out: 0,
+            spool_dropped_seen: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_full_memory_queue_overflows_to_the_disk_buffer_in_order() {
+        let dir =
+            std::env::temp_dir().join(format!("fabrique-mqtt-overflow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut link = new_link(2, Some(Spool::open(&dir, 1 << 20).unwrap()));
+        for n in 0..5 {
+            link.push(value(n));
+        }
+        assert_eq!(link.counters.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(link.queue.len(), 2);
+        // Handed out as `pump` does: the disk buffer first, then memory.
+        let mut order = Vec::new();
+        loop {
+            let message = match link.next_from_spool() {
+                FromSpool::Message(m) => m,
+                FromSpool::Skipped => continue,
+                FromSpool::Empty => match link.queue.pop_front() {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            order.push(String::from_utf8(message.payload).unwrap());
+        }
+        assert_eq!(order, ["0", "1", "2", "3", "4"]);
+        drop(link);
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // Without a disk buffer the oldest are dropped, counted.
+        let mut link = new_link(2, None);
+        for n in 0..5 {
+            link.push(value(n));
+        }
+        assert_eq!(link.counters.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(link.queue.len(), 2);
+    }
 
     #[test]
     fn a_message_survives_the_disk_buffer_as_it_was() {
