@@ -196,15 +196,28 @@ flush_ms = 200
             listed = await asyncio.to_thread(retained_list, broker)
             assert [(a["id"], a["acked"]) for a in listed] == [(PRESS_ALARM, True)]
 
-            # The device is back: inactive and acknowledged, the alarm leaves the list.
+            # The device is back: inactive and acknowledged, the alarm stays listed until the
+            # crew confirms it (Part 9: Retain until inactive, acknowledged and confirmed).
             press_peer.start()
             cleared = await asyncio.to_thread(next_on, changes, f"{ALARMS}/{PRESS_ALARM}", 60)
-            assert cleared["active"] is False and cleared["retain"] is False
+            assert cleared["active"] is False and cleared["retain"] is True
+            listed = await asyncio.to_thread(next_on, changes, f"{ALARMS}/active")
+            assert [(a["id"], a["active"]) for a in listed] == [(PRESS_ALARM, False)]
+            confirm = f"/api/alarms/{PRESS_ALARM}/confirm"
+            assert (await call(gw, "POST", confirm, comment))[0] == 401
+            status, body = await call(gw, "POST", confirm, json.dumps({"comment": "checked"}).encode(), ADMIN_TOKEN)
+            assert status == 200, body
+            assert body["confirmed"] is True and body["retain"] is False and body["comment"] == "checked"
+            status, again = await call(gw, "POST", confirm, b"", ADMIN_TOKEN)
+            assert status == 409 and "already confirmed" in again["error"], again
+            confirmed = await asyncio.to_thread(next_on, changes, f"{ALARMS}/{PRESS_ALARM}")
+            assert confirmed["confirmed"] is True and confirmed["retain"] is False
             assert await asyncio.to_thread(next_on, changes, f"{ALARMS}/active") == []
             assert await asyncio.to_thread(retained_list, broker) == []
             status, body = await call(gw, "GET", "/api/alarms")
             assert body["active"] == []
-            assert [(a["active"], a["acked"]) for a in body["recent"]] == [(False, True), (True, True), (True, False)]
+            assert [(a["active"], a["acked"], a["confirmed"]) for a in body["recent"]] == [
+                (False, True, True), (False, True, False), (True, True, False), (True, False, False)]
 
         # InfluxDB: one line per state change, in the measurement `alarms`.
         def rows():
@@ -216,10 +229,11 @@ flush_ms = 200
             return [dict(zip(cols, v)) for v in series[0]["values"]]
 
         deadline = time.monotonic() + 30
-        while len(rows()) < 3 and time.monotonic() < deadline:
+        while len(rows()) < 4 and time.monotonic() < deadline:
             await asyncio.sleep(0.3)
         got = rows()
-        assert [(r["active"], r["acked"]) for r in got] == [(True, False), (True, True), (False, True)], got
+        assert [(r["active"], r["acked"], r["confirmed"]) for r in got] == [
+            (True, False, False), (True, True, False), (False, True, False), (False, True, True)], got
         first = got[0]
         assert first["source"] == "Stations/Partners/press"
         assert first["condition"] == "Communication"

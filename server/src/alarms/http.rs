@@ -81,11 +81,17 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 async fn acknowledge(State(api): State<Api>, Path(path): Path<String>, body: Bytes) -> Response {
-    let Some(id) = path.strip_suffix("/ack") else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "no such endpoint: POST /api/alarms/{id}/ack",
-        );
+    // Acknowledge, then Confirm once the cause is gone: a retained alarm leaves the list
+    // when it is inactive, acknowledged and confirmed (Part 9).
+    let (id, confirm) = match (path.strip_suffix("/ack"), path.strip_suffix("/confirm")) {
+        (Some(id), _) => (id, false),
+        (None, Some(id)) => (id, true),
+        (None, None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint: POST /api/alarms/{id}/ack or /api/alarms/{id}/confirm",
+            )
+        }
     };
     let Some((source, name)) = parse_condition_id(id) else {
         return error(StatusCode::NOT_FOUND, format!("no alarm `{id}`"));
@@ -125,12 +131,16 @@ async fn acknowledge(State(api): State<Api>, Path(path): Path<String>, body: Byt
         },
     };
     let now = fabrique_adapters::Timestamp::now();
-    match api
-        .alarms
-        .acknowledge(source, name, &event_id, &ack.comment, now)
-    {
+    let changed = if confirm {
+        api.alarms
+            .confirm(source, name, &event_id, &ack.comment, now)
+    } else {
+        api.alarms
+            .acknowledge(source, name, &event_id, &ack.comment, now)
+    };
+    match changed {
         Ok(state) => {
-            tracing::info!(alarm = %id, comment = %state.comment, "alarm acknowledged over HTTP");
+            tracing::info!(alarm = %id, comment = %state.comment, confirm, "alarm acknowledged or confirmed over HTTP");
             // As an OPC UA Acknowledge: answered once the new state is on disk.
             api.alarms.durable().await;
             Json(AlarmJson::from(&state)).into_response()
@@ -144,11 +154,12 @@ async fn acknowledge(State(api): State<Api>, Path(path): Path<String>, body: Byt
                     StatusCode::CONFLICT,
                     "event_id is not the alarm's last state: read GET /api/alarms again",
                 ),
-                Refused::AlreadyEnabled | Refused::AlreadyDisabled | Refused::AlreadyConfirmed => {
+                Refused::AlreadyConfirmed => (StatusCode::CONFLICT, "already confirmed"),
+                Refused::AlreadyEnabled | Refused::AlreadyDisabled => {
                     (StatusCode::CONFLICT, "refused")
                 }
             };
-            tracing::info!(alarm = %id, ?refused, "alarm acknowledgement refused");
+            tracing::info!(alarm = %id, ?refused, confirm, "alarm acknowledgement or confirmation refused");
             error(status, format!("{id}: {message}"))
         }
     }
