@@ -84,8 +84,8 @@ impl From<&ConditionState> for AlarmJson {
     }
 }
 
-/// The alarm list: the retained conditions (active or unacknowledged), most severe first,
-/// then newest first.
+/// The alarm list: the retained conditions (active, unacknowledged or unconfirmed), most
+/// severe first, then newest first.
 pub fn active_list(mut conditions: Vec<ConditionState>) -> Vec<AlarmJson> {
     conditions.retain(ConditionState::retain);
     conditions.sort_by(|a, b| {
@@ -304,9 +304,14 @@ mod tests {
             .into_iter()
             .find(|c| c.source == b.source)
             .unwrap();
-        alarms
+        let acked = alarms
             .acknowledge(&saw.source, saw.name, &saw.event_id, "", at(4))
             .expect("acked");
+        // Inactive and acknowledged is still retained until confirmed (Part 9).
+        assert_eq!(active_list(alarms.conditions()).len(), 2);
+        alarms
+            .confirm(&saw.source, saw.name, &acked.event_id, "", at(5))
+            .expect("confirmed");
         let list = active_list(alarms.conditions());
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].id, "Stations/P/press/Communication");
