@@ -37,7 +37,6 @@ use super::events::Audited;
 use super::security::Role;
 use super::standard::{self, live::Derived, MachineDecl};
 use crate::commands::CommandRouter;
-use fabrique_adapters::ua::value_of;
 
 /// Everything needed to build the address space when the server starts.
 pub struct GatewayNodesBuilder {
@@ -488,24 +487,10 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                     node.set_status(StatusCode::BadNotWritable);
                     continue;
                 };
-                if write.attribute_id != AttributeId::Value {
-                    node.set_status(StatusCode::BadNotWritable);
-                    continue;
+                match super::tags::variable::value_to_write(&catalog, tag, write) {
+                    Ok(value) => pending.push(PendingWrite { index, tag, value }),
+                    Err(status) => node.set_status(status),
                 }
-                if write.index_range.has_range() {
-                    node.set_status(StatusCode::BadWriteNotSupported);
-                    continue;
-                }
-                let Some(entry) = catalog.get(tag) else {
-                    node.set_status(StatusCode::BadNodeIdUnknown);
-                    continue;
-                };
-                let written = write.value.value.as_ref().unwrap_or(&Variant::Empty);
-                let Some(value) = value_of(entry.spec.data_type, written) else {
-                    node.set_status(StatusCode::BadTypeMismatch);
-                    continue;
-                };
-                pending.push(PendingWrite { index, tag, value });
             }
         }
         // 2. Ask the devices, all at once. An adapter publishes the accepted value on the bus

@@ -17,7 +17,6 @@ pub mod variable;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use fabrique_adapters::ua::value_of;
 use fabrique_adapters::{PointBus, TagCatalog, TagId, Value};
 use futures::future::join_all;
 use opcua::nodes::{DefaultTypeTree, NodeType};
@@ -33,7 +32,7 @@ use opcua::server::node_manager::{
 use opcua::server::CreateMonitoredItem;
 use opcua::types::{
     AttributeId, DataValue, DateTime, NodeId, ReadAtTimeDetails, ReadProcessedDetails,
-    ReadRawModifiedDetails, StatusCode, TimestampsToReturn, Variant,
+    ReadRawModifiedDetails, StatusCode, TimestampsToReturn,
 };
 
 use super::address_space::INSTANCES_NAMESPACE;
@@ -351,24 +350,10 @@ impl NodeManager for TagNodeManager {
                     node.set_status(StatusCode::BadNotWritable);
                     continue;
                 };
-                if write.attribute_id != AttributeId::Value {
-                    node.set_status(StatusCode::BadNotWritable);
-                    continue;
+                match variable::value_to_write(&catalog, tag, write) {
+                    Ok(value) => pending.push(PendingWrite { index, tag, value }),
+                    Err(status) => node.set_status(status),
                 }
-                if write.index_range.has_range() {
-                    node.set_status(StatusCode::BadWriteNotSupported);
-                    continue;
-                }
-                let Some(entry) = catalog.get(tag) else {
-                    node.set_status(StatusCode::BadNodeIdUnknown);
-                    continue;
-                };
-                let written = write.value.value.as_ref().unwrap_or(&Variant::Empty);
-                let Some(value) = value_of(entry.spec.data_type, written) else {
-                    node.set_status(StatusCode::BadTypeMismatch);
-                    continue;
-                };
-                pending.push(PendingWrite { index, tag, value });
             }
         }
         // Ask the devices, all at once; an adapter publishes the accepted value on the bus

@@ -133,3 +133,23 @@ pub fn property_builder(ns: u16, spec: &TagSpec, property: Property) -> Option<V
             .has_type_definition(VariableTypeId::PropertyType),
     )
 }
+
+/// The value a Write asks of tag `tag`, checked as every tag variable is (the in-memory path and
+/// the tag node manager alike): only the Value attribute, whole, of the tag's type.
+pub fn value_to_write(
+    catalog: &fabrique_adapters::TagCatalog,
+    tag: fabrique_adapters::TagId,
+    write: &opcua::server::node_manager::ParsedWriteValue,
+) -> Result<fabrique_adapters::Value, opcua::types::StatusCode> {
+    use opcua::types::{AttributeId, StatusCode, Variant};
+    if write.attribute_id != AttributeId::Value {
+        return Err(StatusCode::BadNotWritable);
+    }
+    if write.index_range.has_range() {
+        return Err(StatusCode::BadWriteNotSupported);
+    }
+    let entry = catalog.get(tag).ok_or(StatusCode::BadNodeIdUnknown)?;
+    let written = write.value.value.as_ref().unwrap_or(&Variant::Empty);
+    fabrique_adapters::ua::value_of(entry.spec.data_type, written)
+        .ok_or(StatusCode::BadTypeMismatch)
+}
