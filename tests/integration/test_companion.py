@@ -60,8 +60,10 @@ class Standard:
         return await node.get_child([f"{self.ns[uri]}:{name}" for uri, name in path])
 
     async def listed(self, node, ref=ua.ObjectIds.Organizes) -> dict[str, object]:
-        children = await node.get_children(refs=ref)
-        return {(await c.read_browse_name()).Name: c for c in children}
+        # The names come with the Browse itself: reading each child's BrowseName afterwards
+        # races with a reload that removes it in between.
+        refs = await node.get_references(refs=ref, direction=ua.BrowseDirection.Forward)
+        return {r.BrowseName.Name: self.client.get_node(r.NodeId) for r in refs}
 
     async def item_state(self, machine) -> str:
         state = await self.child(
