@@ -738,6 +738,9 @@ impl Adapter for VisitsAdapter {
         let stop = writer.shared.current_stop.lock().clone();
         writer.publish_stop(out, &stop, Timestamp::now());
         writer.publish_rejected(out, Timestamp::now());
+        // The stop is known now; the figures wait for the database. Sinks that are born
+        // meanwhile (a Sparkplug NBIRTH) must already see the town.
+        out.flush();
         writer.refresh(out).await;
         writer.follow_tour(out).await;
         out.flush();
