@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use fabrique_adapters::bus::BusEvent;
 use fabrique_adapters::mqtt::{Connection, Session};
-use fabrique_adapters::{PointUpdate, TagCatalog, TagId, Value};
+use fabrique_adapters::{Point, PointUpdate, Quality, TagCatalog, TagId, Timestamp, Value};
 use prost::Message as _;
 use rumqttc::{AsyncClient, Event, Incoming, LastWill, Outgoing, Publish, QoS};
 use tokio::time::MissedTickBehavior;
@@ -439,7 +439,19 @@ impl Node {
             .filter_map(|&tag| {
                 let place = self.model.place(tag)?;
                 let spec = &self.catalog.get(tag)?.spec;
-                let mut metric = model::metric(tag, place, &self.ctx.bus.latest(tag), Some(spec));
+                let mut point = self.ctx.bus.latest(tag);
+                if let (None, Some((Some(stop_tag), town))) = (&point.value, &self.stop) {
+                    // A birth before the visits module has published the stop still says
+                    // where the truck is: the town this node labels its data with.
+                    if *stop_tag == tag {
+                        point = Point {
+                            value: Some(Value::Text(town.clone())),
+                            quality: Quality::GOOD,
+                            timestamp: Timestamp::now(),
+                        };
+                    }
+                }
+                let mut metric = model::metric(tag, place, &point, Some(spec));
                 if let Some((_, town)) = &self.stop {
                     model::add_stop(&mut metric, town);
                 }
