@@ -52,7 +52,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum ReloadError {
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("changes to {} need a restart (a reload applies `devices`, `stop`, `opcua.users` and the sections of running sinks)", quoted(.0))]
+    #[error("changes to {} need a restart (a reload applies `devices`, `stop`, `opcua.users`, the sections of running sinks and the `alarms` of simulated machines)", quoted(.0))]
     NeedsRestart(Vec<String>),
     #[error("`opcua.users`: {0}")]
     Users(String),
