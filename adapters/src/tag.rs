@@ -368,6 +368,24 @@ impl TagCatalogBuilder {
         self.slots.get(id).map(|e| &e.spec)
     }
 
+    /// Give a live tag new alarm limits (`None`: none), keeping its id: a reload applies the
+    /// limits of simulated machines this way, without restarting the simulator. Returns
+    /// whether they changed (false too for an unknown or retired tag).
+    pub fn set_alarm(&mut self, id: TagId, alarm: Option<crate::limits::AlarmLimits>) -> bool {
+        match self
+            .slots
+            .entries
+            .get_mut(id.index())
+            .and_then(Option::as_mut)
+        {
+            Some(entry) if entry.spec.alarm != alarm => {
+                entry.spec.alarm = alarm;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn build(self) -> TagCatalog {
         TagCatalog { slots: self.slots }
     }

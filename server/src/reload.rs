@@ -24,6 +24,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use fabrique_adapters::device::device_path;
+use fabrique_adapters::limits::AlarmLimits;
 use fabrique_adapters::registry::{build_device_adapter, DeviceConfig};
 use fabrique_adapters::{AdapterContext, AdapterId, PointBus, TagCatalogBuilder, TagRegistrar};
 use opcua::server::node_manager::memory::InMemoryNodeManager;
@@ -51,7 +52,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum ReloadError {
     #[error("{0}")]
     Config(#[from] ConfigError),
-    #[error("changes to {} need a restart (a reload applies `devices`, `stop`, `opcua.users` and the sections of running sinks)", quoted(.0))]
+    #[error("changes to {} need a restart (a reload applies `devices`, `stop`, `opcua.users`, the sections of running sinks and the `alarms` of simulated machines)", quoted(.0))]
     NeedsRestart(Vec<String>),
     #[error("`opcua.users`: {0}")]
     Users(String),
@@ -86,12 +87,20 @@ fn path_of(device: &DeviceConfig) -> String {
 pub struct Plan {
     pub devices: DeviceDiff,
     pub parts: keys::Parts,
+    /// The alarm limits of simulated machines changed.
+    pub simulated_alarms: bool,
 }
 
 /// Compare two valid configurations: what each reloadable part has to do, or the keys that
 /// need a restart. Simulated machines run inside the one simulator, so changing which ones run
 /// (a `[[devices]]` block hiding a station's simulated machines, too) needs a restart.
 pub fn plan(old: &GatewayConfig, new: &GatewayConfig) -> Result<Plan, ReloadError> {
+    // The alarm limits of simulated machines apply without a restart (alarms/reload.rs).
+    let simulated_alarms = crate::alarms::reload::simulated_alarms_changed(old, new);
+    let (old, new) = (
+        &crate::alarms::reload::without_simulated_alarms(old),
+        &crate::alarms::reload::without_simulated_alarms(new),
+    );
     let mut parts = keys::classify(old, new);
     let simulated = |c: &GatewayConfig| -> Vec<DeviceConfig> {
         c.effective_devices()
@@ -111,6 +120,7 @@ pub fn plan(old: &GatewayConfig, new: &GatewayConfig) -> Result<Plan, ReloadErro
     Ok(Plan {
         devices: device_diff(old, new),
         parts,
+        simulated_alarms,
     })
 }
 
@@ -163,6 +173,9 @@ pub struct ReloadSummary {
     pub users: Vec<String>,
     /// The town of `[stop]`, when it became the current stop.
     pub stop: Option<String>,
+    /// Tags of simulated machines whose alarm limits changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alarm_limits: Vec<String>,
     /// Parts that could not be applied (the rest was), with the reason; also logged.
     pub failed: Vec<String>,
 }
@@ -286,6 +299,7 @@ impl Reloader {
                 sinks = ?s.sinks,
                 users = ?s.users,
                 stop = ?s.stop,
+                alarm_limits = ?s.alarm_limits,
                 failed = ?s.failed,
                 "configuration reloaded"
             ),
@@ -299,7 +313,11 @@ impl Reloader {
     async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
         let mut state = self.state.lock().await;
         let config = GatewayConfig::load(self.config_path.as_deref())?;
-        let Plan { devices, parts } = plan(&state.config, &config)?;
+        let Plan {
+            devices,
+            parts,
+            simulated_alarms,
+        } = plan(&state.config, &config)?;
 
         // 1. Check everything on copies: nothing running changes until this succeeded.
         let devices = self.prepare_devices(&state, devices)?;
@@ -310,8 +328,23 @@ impl Reloader {
             false => None,
         };
 
+        let alarm_limits = match simulated_alarms {
+            true => Some(
+                crate::alarms::reload::simulated_limits(&config).map_err(|e| {
+                    ReloadError::Device {
+                        device: "(simulated alarm limits)".into(),
+                        reason: e.to_string(),
+                    }
+                })?,
+            ),
+            false => None,
+        };
+
         // 2. Apply, part by part.
         let mut summary = self.apply_devices(&mut state, devices, &config).await?;
+        if let Some(limits) = alarm_limits {
+            summary.alarm_limits = self.apply_alarm_limits(&limits);
+        }
         if let Some(tables) = users {
             summary.users = self.apply_users(&state.config, &config, tables);
         }
@@ -501,6 +534,22 @@ impl Reloader {
                 tracing::error!(%error, "reload: cannot store the new stop");
                 format!("stop: {error}")
             })
+    }
+
+    /// Simulated machines' alarm limits: the bus gets its catalogue with the new limits (same
+    /// ids), which the limit watch applies at once. The tags whose limits changed.
+    fn apply_alarm_limits(&self, limits: &[(String, Option<AlarmLimits>)]) -> Vec<String> {
+        let Some((catalog, changed)) =
+            crate::alarms::reload::with_limits(&self.bus.catalog(), limits)
+        else {
+            return Vec::new();
+        };
+        // The same ids and length: `grow` cannot refuse it.
+        if let Err(error) = self.bus.grow(Arc::new(catalog)) {
+            tracing::error!(%error, "alarm limits not applied");
+            return Vec::new();
+        }
+        changed
     }
 
     /// Sinks: each changed one restarted with its new section, its buffer kept.

@@ -319,3 +319,71 @@ def test_check_accepts_simulated_limits(gateway_bin, tmp_path):
     path = write_config(tmp_path, text, name="limits.toml")
     proc = run(gateway_bin, "check", "--config", str(path), cwd=tmp_path)
     assert proc.returncode == 0, describe(proc)
+
+
+PRINTER_CONFIG = """
+[[simulation.devices]]
+name = "Printer3D"
+station = "Printing"
+kind = "printer3d"
+alarms = {{ NozzleTemperature = {{ {limits} }} }}
+"""
+NOZZLE = "Stations/Printing/Printer3D/NozzleTemperature"
+
+
+async def test_reloaded_limits_of_a_simulated_machine_apply_without_a_restart(gateway_factory, tmp_path):
+    """The simulated printer's nozzle limits change by POST /api/admin/reload and by SIGHUP:
+    the simulator is not restarted (the same session sees the alarm come and go on the value
+    the nozzle holds); bad limits are refused naming the key and the file, and change nothing."""
+    import signal
+
+    from test_reload import reload_over_http
+
+    config = tmp_path / "printer.toml"
+    config.write_text(PRINTER_CONFIG.format(limits="high = 400.0, high_high = 450.0"))
+    gw = gateway_factory(name="reload-simulated-limits", args=["--config", str(config)])
+    async with connect(gw) as opc:
+        nozzle = opc.node(f"Fabrique/{NOZZLE}")
+        await wait_for(lambda: _finite(nozzle), 30, what="a nozzle temperature")
+        alarms = Collector()
+        await subscribe_limits(opc, alarms, notifier="Fabrique/Stations/Printing")
+
+        # A high limit far below any nozzle temperature: High at once, by the reload alone.
+        config.write_text(PRINTER_CONFIG.format(limits='high = -100.0, high_high = 450.0, severity = 900, message = "Reloaded nozzle"'))
+        status, body = await reload_over_http(gw)
+        assert status == 200, body
+        assert body["alarm_limits"] == [NOZZLE], body
+        assert body["changed"] == [] and body["added"] == [], body
+        await wait_for(lambda: len(alarms.events) >= 1, 30, what="High raised by the reload")
+        raised = fields(alarms.events[0])
+        assert raised["LimitState/CurrentState"].Text == "High"
+        assert raised["HighLimit"] == -100.0
+        assert raised["Severity"] == 900
+        assert raised["Message"].Text.startswith("Reloaded nozzle: High")
+        assert raised["ActiveState/Id"] is True
+
+        # Bad limits: refused with the key and the file; the running limits stay.
+        config.write_text(PRINTER_CONFIG.format(limits="high = 400.0, low = 500.0"))
+        status, body = await reload_over_http(gw)
+        assert status == 400, body
+        assert "simulation.devices[0].alarms.NozzleTemperature.high" in str(body), body
+        assert str(config) in str(body), body
+        # Anything else of a simulated machine still needs a restart.
+        config.write_text(PRINTER_CONFIG.format(limits="high = 400.0").replace('kind = "printer3d"', 'kind = "printer3d"\nout_of_service = true'))
+        status, body = await reload_over_http(gw)
+        assert status == 400, body
+        assert "restart" in str(body), body
+
+        # Back to the first limits by SIGHUP: the alarm goes back to normal.
+        config.write_text(PRINTER_CONFIG.format(limits="high = 400.0, high_high = 450.0"))
+        gw.proc.send_signal(signal.SIGHUP)
+        await wait_for(lambda: any(fields(e)["ActiveState/Id"] is False for e in alarms.events), 30, what="back to normal after SIGHUP")
+        normal = next(fields(e) for e in alarms.events if fields(e)["ActiveState/Id"] is False)
+        assert normal["HighLimit"] == 400.0
+        # The same simulator all along: the nozzle still has its values on this session.
+        assert await _finite(nozzle)
+
+
+async def _finite(node) -> bool:
+    value = await node.read_value()
+    return isinstance(value, float) and value == value

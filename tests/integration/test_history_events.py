@@ -199,3 +199,90 @@ async def test_events_and_alarm_changes_are_read_back_with_a_filter_and_survive_
 async def _active(gw):
     status, body = await call(gw, "GET", "/api/alarms")
     return (status, body) if body["active"] else None
+
+
+ORDER_SUBMITTED = 5001
+SETPOINT = "Fabrique/Stations/Logistics/ConveyorPlc/SpeedSetpoint"
+
+
+# The type that declares each field (async-opcua 0.19 finds a field by the type named in the
+# clause, not by a subtype of it).
+DECLARED_BY = {
+    "ClientUserId": ua.ObjectIds.AuditEventType,
+    "Status": ua.ObjectIds.AuditEventType,
+    "ServerId": ua.ObjectIds.AuditEventType,
+    "AttributeId": ua.ObjectIds.AuditWriteUpdateEventType,
+    "MethodId": ua.ObjectIds.AuditUpdateMethodEventType,
+    "StatusCodeId": ua.ObjectIds.AuditUpdateMethodEventType,
+}
+
+
+def audit_filter(event_type: ua.NodeId, fields: list[str]) -> ua.EventFilter:
+    f = event_filter(of_type(event_type), fields)
+    for op, field in zip(f.SelectClauses, fields):
+        op.TypeDefinitionId = ua.NodeId(DECLARED_BY.get(field, ua.ObjectIds.BaseEventType))
+    return f
+
+
+async def test_audit_events_are_stored_and_server_reads_every_event(gateway):
+    """Writes and method calls leave audit events in the event history (who, what, result),
+    read back on `Fabrique` and on `Server`; `Server`'s history holds every event of the
+    gateway (an order submitted too), a station's none of the audit events."""
+    audit_write = ua.NodeId(ua.ObjectIds.AuditWriteUpdateEventType)
+    audit_call = ua.NodeId(ua.ObjectIds.AuditUpdateMethodEventType)
+    server = ua.NodeId(ua.ObjectIds.Server)
+    async with connect(gateway) as opc:
+        notifier = await opc.client.get_node(server).read_event_notifier()
+        assert ua.EventNotifier.HistoryRead in notifier
+        assert ua.EventNotifier.SubscribeToEvents in notifier
+        start = datetime.now(timezone.utc) - timedelta(seconds=1)
+
+        setpoint = await opc.read(SETPOINT)
+        assert (await opc.write_status(SETPOINT, ua.Variant(setpoint, ua.VariantType.Double))).is_good()
+        refused = await opc.call("Fabrique/Line", "SubmitOrder", ua.Variant("Nope", ua.VariantType.String), ua.Variant("x", ua.VariantType.String))
+        assert not refused.StatusCode.is_good()
+        submitted = await opc.submit_order("Classic", "Audit")
+        assert submitted.StatusCode.is_good(), submitted.StatusCode
+        async with connect(gateway, user=None, password=None) as viewer:
+            denied = await viewer.write_status(SETPOINT, ua.Variant(setpoint, ua.VariantType.Double))
+            assert denied.value == ua.StatusCodes.BadUserAccessDenied
+
+        # Writes: OfType AuditWriteUpdateEventType, with the audit fields selected.
+        write_fields = ["EventType", "ClientUserId", "Status", "SourceNode", "AttributeId", "ServerId", "EventId"]
+        writes_filter = audit_filter(audit_write, write_fields)
+
+        async def writes_on(node):
+            end = datetime.now(timezone.utc) + timedelta(minutes=1)
+            got = rows(await history_events(opc, node, start, end, writes_filter), write_fields)
+            mine = [r for r in got if r["SourceNode"] == opc.nodeid(SETPOINT)]
+            return mine if len(mine) >= 2 else None
+
+        writes = await wait_for(lambda: writes_on(server), 15, what="two stored audit writes on Server")
+        assert [(r["EventType"], r["ClientUserId"], r["Status"], r["AttributeId"]) for r in writes] == [
+            (audit_write, "operator", True, ua.AttributeIds.Value),
+            (audit_write, "ANONYMOUS", False, ua.AttributeIds.Value),
+        ], writes
+        assert writes[0]["ServerId"].startswith("urn:")
+        # The same events on Fabrique (where they are reported live too).
+        on_fabrique = await writes_on(opc.nodeid("Fabrique"))
+        assert [r["EventId"] for r in on_fabrique] == [r["EventId"] for r in writes]
+
+        # Calls: OfType AuditUpdateMethodEventType, the refused one and the order.
+        call_fields = ["EventType", "ClientUserId", "Status", "MethodId", "StatusCodeId", "SourceNode"]
+        calls_filter = audit_filter(audit_call, call_fields)
+        end = datetime.now(timezone.utc) + timedelta(minutes=1)
+        calls = rows(await history_events(opc, server, start, end, calls_filter), call_fields)
+        calls = [r for r in calls if r["MethodId"] == opc.nodeid("Fabrique/Line/SubmitOrder")]
+        assert [(r["ClientUserId"], r["Status"]) for r in calls] == [("operator", False), ("operator", True)], calls
+        assert calls[0]["StatusCodeId"] == refused.StatusCode
+        assert calls[0]["SourceNode"] == opc.nodeid("Fabrique/Line")
+
+        # Server has every event: the order submitted is there, between the audits.
+        order_type = ua.NodeId(ORDER_SUBMITTED, opc.types)
+        everything = rows(await history_events(opc, server, start, end, event_filter(fields=["EventType", "Time"])), ["EventType", "Time"])
+        types = [r["EventType"] for r in everything]
+        assert audit_write in types and audit_call in types and order_type in types, types
+        assert [r["Time"] for r in everything] == sorted(r["Time"] for r in everything)
+        # A station reports none of the audit events.
+        station = rows(await history_events(opc, opc.nodeid("Fabrique/Stations"), start, end, writes_filter), write_fields)
+        assert station == []

@@ -18,6 +18,7 @@ pub mod metrology;
 pub mod north;
 pub mod persist;
 pub mod refresh;
+pub mod reload;
 
 use std::collections::HashMap;
 

@@ -63,28 +63,55 @@ pub fn compute(aggregate: Aggregate, points: &[Point], start: i64, end: i64) -> 
     }
 }
 
+/// The aggregate of each interval `[from + k·step, min(from + (k+1)·step, to))` that starts
+/// before `to`, in order (a processed read's answer).
+pub fn per_interval(
+    aggregate: Aggregate,
+    points: &[Point],
+    from: i64,
+    to: i64,
+    step: i64,
+) -> Vec<Option<f64>> {
+    if step <= 0 || to <= from {
+        return Vec::new();
+    }
+    let intervals = (to - from + step - 1) / step;
+    (0..intervals)
+        .map(|k| {
+            let lo = from + k * step;
+            compute(aggregate, points, lo, (lo + step).min(to))
+        })
+        .collect()
+}
+
 /// Area (value × ticks) under the line through the samples, over the part of `[start, end)`
-/// the data covers, and that covered duration in ticks.
+/// the data covers, and that covered duration in ticks. Walks the line once, without
+/// building it (a day at 1-minute intervals is 1,440 of these).
 fn integrate(points: &[Point], inside: &[Point], start: i64, end: i64) -> Option<(f64, i64)> {
-    let mut line: Vec<Point> = Vec::with_capacity(inside.len() + 2);
-    if let Some(v) = interpolate(points, start) {
-        line.push((start, v));
-    }
+    let start_bound = interpolate(points, start).map(|v| (start, v));
     // A sample exactly at the start is the start bound already.
-    let have_start = !line.is_empty();
-    line.extend(inside.iter().filter(|p| p.0 > start || !have_start));
-    if let Some(v) = interpolate(points, end) {
-        line.push((end, v));
+    let have_start = start_bound.is_some();
+    let line = start_bound
+        .into_iter()
+        .chain(
+            inside
+                .iter()
+                .copied()
+                .filter(|p| p.0 > start || !have_start),
+        )
+        .chain(interpolate(points, end).map(|v| (end, v)));
+    let mut first: Option<i64> = None;
+    let mut prev: Option<Point> = None;
+    let mut area = 0.0;
+    for p in line {
+        match prev {
+            Some(q) => area += (p.0 - q.0) as f64 * (q.1 + p.1) / 2.0,
+            None => first = Some(p.0),
+        }
+        prev = Some(p);
     }
-    if line.len() < 2 {
-        // A single sample and nothing around it: its value over no time.
-        return None;
-    }
-    let area = line
-        .windows(2)
-        .map(|w| (w[1].0 - w[0].0) as f64 * (w[0].1 + w[1].1) / 2.0)
-        .sum();
-    let covered = line[line.len() - 1].0 - line[0].0;
+    // Fewer than two points (a single sample and nothing around it): its value over no time.
+    let covered = prev?.0 - first?;
     (covered > 0).then_some((area, covered))
 }
 
@@ -103,6 +130,15 @@ mod tests {
         assert_eq!(compute(Aggregate::Interpolative, &pts, 10, 20), Some(10.0));
         assert_eq!(compute(Aggregate::TimeAverage, &pts, 0, 10), Some(5.0));
         assert_eq!(compute(Aggregate::Total, &pts, 0, 10), Some(50.0 / 1e7));
+        // Intervals of 10 over [0, 25): the last one is cut at 25.
+        assert_eq!(
+            per_interval(Aggregate::Count, &pts, 0, 25, 10),
+            vec![Some(10.0), Some(10.0), Some(5.0)]
+        );
+        assert_eq!(
+            per_interval(Aggregate::TimeAverage, &pts, 0, 25, 10),
+            vec![Some(5.0), Some(15.0), Some(22.5)]
+        );
     }
 
     #[test]

@@ -70,6 +70,17 @@ impl Kind {
         })
     }
 
+    /// The stored bits as a number, as `Value::as_f64` gives it; `None` for times and texts.
+    fn number(self, bits: u64) -> Option<f64> {
+        match self {
+            Kind::Float => Some(f64::from_bits(bits)),
+            Kind::Int => Some(bits as i64 as f64),
+            Kind::UInt => Some(bits as f64),
+            Kind::Bool => Some(if bits != 0 { 1.0 } else { 0.0 }),
+            Kind::Time | Kind::Text => None,
+        }
+    }
+
     fn value(self, bits: u64) -> Value {
         match self {
             Kind::Float => Value::Float(f64::from_bits(bits)),
@@ -285,6 +296,39 @@ impl<'a> Decoder<'a> {
     }
 
     fn decode(&mut self) -> Option<Sample> {
+        let (ticks, value, quality) = self.decode_raw()?;
+        let value = match value {
+            Raw::None => None,
+            Raw::Text => Some(Value::Text(self.state.prev_text.clone()?)),
+            Raw::Bits(bits) => Some(self.kind.value(bits)),
+        };
+        Some(Sample {
+            ticks,
+            value,
+            quality: Quality(quality),
+        })
+    }
+
+    /// The next sample as a number, without building its `Value`: `(ticks, value)`, the value
+    /// `None` when the sample is not Good or not a number (a text, a time, no value).
+    /// Outer `None`: the end of the chunk (or an undecodable byte, `failed`).
+    pub fn next_number(&mut self) -> Option<(i64, Option<f64>)> {
+        if self.at >= self.bytes.len() || self.failed {
+            return None;
+        }
+        let Some((ticks, value, quality)) = self.decode_raw() else {
+            self.failed = true;
+            return None;
+        };
+        let number = match value {
+            Raw::Bits(bits) if Quality(quality).is_good() => self.kind.number(bits),
+            _ => None,
+        };
+        Some((ticks, number))
+    }
+
+    /// One sample: its ticks, its value as stored, its quality; updates the state.
+    fn decode_raw(&mut self) -> Option<(i64, Raw, u32)> {
         let head = *self.bytes.get(self.at)?;
         self.at += 1;
         let dod = unzigzag(self.varint()?);
@@ -294,7 +338,7 @@ impl<'a> Decoder<'a> {
             self.state.prev_quality = u32::try_from(self.varint()?).ok()?;
         }
         let value = if head & NO_VALUE != 0 {
-            None
+            Raw::None
         } else {
             match self.kind {
                 Kind::Text => {
@@ -302,8 +346,10 @@ impl<'a> Decoder<'a> {
                         let len = usize::try_from(self.varint()?).ok()?;
                         let text = std::str::from_utf8(self.take(len)?).ok()?;
                         self.state.prev_text = Some(Arc::from(text));
+                    } else if self.state.prev_text.is_none() {
+                        return None;
                     }
-                    Some(Value::Text(self.state.prev_text.clone()?))
+                    Raw::Text
                 }
                 Kind::Float => {
                     let bits = head & SAME_FLOAT;
@@ -317,25 +363,29 @@ impl<'a> Decoder<'a> {
                         be[lz..8 - tz].copy_from_slice(self.take(8 - lz - tz)?);
                         self.state.prev_bits ^= u64::from_be_bytes(be);
                     }
-                    Some(self.kind.value(self.state.prev_bits))
+                    Raw::Bits(self.state.prev_bits)
                 }
-                kind => {
+                _ => {
                     if head & SAME == 0 {
                         let diff = unzigzag(self.varint()?);
                         self.state.prev_bits = self.state.prev_bits.wrapping_add(diff as u64);
                     }
-                    Some(kind.value(self.state.prev_bits))
+                    Raw::Bits(self.state.prev_bits)
                 }
             }
         };
         self.state.prev_ticks = ticks;
         self.state.prev_delta = delta;
-        Some(Sample {
-            ticks,
-            value,
-            quality: Quality(self.state.prev_quality),
-        })
+        Some((ticks, value, self.state.prev_quality))
     }
+}
+
+/// A sample's value as the decoder holds it.
+enum Raw {
+    None,
+    /// The previous text (`State::prev_text`).
+    Text,
+    Bits(u64),
 }
 
 /// Every sample of a chunk (stops at the first undecodable byte).

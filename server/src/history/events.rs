@@ -1,6 +1,7 @@
 //! Stored events: what HistoryReadEvents answers from (ua_events.rs).
 //!
-//! Events are rare (a few a minute: orders, devices lost, alarm state changes), so the store is
+//! Events are rare (a few a minute: orders, devices lost, alarm state changes, the audit of
+//! writes and method calls), so the store is
 //! plain: one JSON line per event in `<history dir>/events/ev-<seq>.jsonl`, appended by a
 //! dedicated thread (never the async threads), written at once and synced every
 //! `history.flush_interval_ms` (a kill -9 loses at most that). A file is closed at an eighth of
@@ -80,6 +81,26 @@ pub enum Kind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limits: Option<AlarmLimits>,
     },
+    /// A write or a method call, who made it and how it ended (OPC UA's audit events).
+    Audit(AuditRecord),
+}
+
+/// What an audit event says: enough to rebuild the `AuditWriteUpdateEventType` or
+/// `AuditUpdateMethodEventType` that reported it (opcua/events.rs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The user name of the session (`ClientUserId`).
+    pub user: String,
+    /// The server's application URI (`ServerId`).
+    pub server_id: String,
+    /// The node written, or the object a method was called on (`SourceNode`), as
+    /// `ns=<i>;s=...`.
+    pub node: String,
+    /// The method called (`MethodId`); none for a write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The StatusCode it ended with.
+    pub status: u32,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -160,6 +181,17 @@ impl StoredEvent {
         }
     }
 
+    /// An audit event, reported on `Fabrique` (its `source`, the empty path) and `Server`.
+    pub fn audit(record: AuditRecord, time: Timestamp, event_id: &[u8]) -> Self {
+        StoredEvent {
+            time: time.as_nanos(),
+            received: Timestamp::now().as_nanos(),
+            event_id: hex(event_id),
+            source: String::new(),
+            kind: Kind::Audit(record),
+        }
+    }
+
     pub fn event_id(&self) -> Vec<u8> {
         unhex(&self.event_id)
     }
@@ -183,6 +215,7 @@ impl StoredEvent {
                 error: error.clone(),
             },
             Kind::StopChanged { town } => What::StopChanged { town: town.clone() },
+            Kind::Audit(record) => return Origin::Audit(record.clone()),
             Kind::Condition {
                 name,
                 enabled,
@@ -230,6 +263,7 @@ impl StoredEvent {
 pub enum Origin {
     Happening(Happening),
     Condition(ConditionState),
+    Audit(AuditRecord),
 }
 
 /// Bounds of the store.
@@ -552,8 +586,22 @@ mod tests {
         store.record(happening(1));
         store.record(StoredEvent::condition(&state));
         store.record(happening(9));
-        let all = wait_for(&store, 3);
-        assert_eq!(all.len(), 3);
+        let audit = AuditRecord {
+            user: "operator".into(),
+            server_id: "urn:x".into(),
+            node: "ns=2;s=Fabrique/Line".into(),
+            method: Some("ns=2;s=Fabrique/Line/SubmitOrder".into()),
+            status: 0x8000_0000,
+        };
+        store.record(StoredEvent::audit(
+            audit.clone(),
+            Timestamp::from_nanos(12),
+            &[7],
+        ));
+        let all = wait_for(&store, 4);
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[3].origin(), Origin::Audit(audit));
+        assert_eq!(all[3].source, "");
         let Origin::Happening(first) = all[0].origin() else {
             panic!("a happening: {:?}", all[0]);
         };

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use fabrique_adapters::{Quality, TagId, Value};
 use parking_lot::Mutex;
 
-use super::codec::{decode_all, get_varint, put_varint, ChunkEncoder, Kind, Sample};
+use super::codec::{decode_all, get_varint, put_varint, ChunkEncoder, Decoder, Kind, Sample};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"FGHSEG01";
 const TRAILER_MAGIC: &[u8; 8] = b"FGHEND01";
@@ -131,6 +131,28 @@ impl Segment {
         let mut bytes = vec![0u8; len];
         self.file.read_exact_at(&mut bytes, offset)?;
         Ok(Some(bytes))
+    }
+}
+
+/// Where a read finds samples: a sealed segment, or a copy of an open chunk.
+enum Source {
+    File(Arc<Segment>),
+    Memory(Vec<u8>),
+}
+
+impl Source {
+    /// The chunk bytes of `tag` here, if any (a failed file read is logged, and skipped).
+    fn bytes(&self, tag: TagId) -> Option<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            Source::File(segment) => match segment.chunk(tag) {
+                Ok(bytes) => bytes.map(std::borrow::Cow::Owned),
+                Err(error) => {
+                    tracing::warn!(segment = %segment.path.display(), %error, "history segment read failed");
+                    None
+                }
+            },
+            Source::Memory(bytes) => Some(std::borrow::Cow::Borrowed(bytes)),
+        }
     }
 }
 
@@ -537,32 +559,7 @@ impl Store {
         forward: bool,
         need: usize,
     ) -> Vec<Sample> {
-        enum Source {
-            File(Arc<Segment>),
-            Memory(Vec<u8>),
-        }
-        // Copy what is needed under the lock; read files and decode outside it.
-        let mut sources: Vec<(i64, i64, Source)> = {
-            let inner = self.inner.lock();
-            let mut sources: Vec<(i64, i64, Source)> = inner
-                .segments
-                .iter()
-                .filter(|s| s.max_ticks >= from && s.min_ticks <= to)
-                .map(|s| (s.min_ticks, s.max_ticks, Source::File(s.clone())))
-                .collect();
-            let sealing = inner.sealing.as_ref().and_then(|s| s.get(tag.index()));
-            for open in [sealing, inner.open.get(tag.index())]
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let c = &open.chunk;
-                if c.count > 0 && c.max_ticks >= from && c.min_ticks <= to {
-                    sources.push((c.min_ticks, c.max_ticks, Source::Memory(c.bytes().to_vec())));
-                }
-            }
-            sources
-        };
+        let mut sources = self.sources(tag, from, to);
         if forward {
             sources.sort_by_key(|s| s.0);
         } else {
@@ -571,15 +568,8 @@ impl Store {
         let mut out: Vec<Sample> = Vec::new();
         let keep = |s: &Sample| s.ticks >= from && s.ticks <= to;
         for (i, (_, _, source)) in sources.iter().enumerate() {
-            match source {
-                Source::File(segment) => match segment.chunk(tag) {
-                    Ok(Some(bytes)) => out.extend(decode_all(&bytes).into_iter().filter(keep)),
-                    Ok(None) => {}
-                    Err(error) => {
-                        tracing::warn!(segment = %segment.path.display(), %error, "history segment read failed")
-                    }
-                },
-                Source::Memory(bytes) => out.extend(decode_all(bytes).into_iter().filter(keep)),
+            if let Some(bytes) = source.bytes(tag) {
+                out.extend(decode_all(&bytes).into_iter().filter(keep));
             }
             if out.len() >= need {
                 // Devices' clocks may step back; a stable sort keeps arrival order at equal times.
@@ -601,6 +591,57 @@ impl Store {
             out.sort_by_key(|s| s.ticks);
         }
         out
+    }
+
+    /// The Good numeric samples of `tag` with `from <= ticks <= to`, as `(ticks, value)`, in
+    /// time order: what an aggregate needs, decoded without building a `Sample` each (a
+    /// processed read of a day of a 10 Hz tag goes through 864,000 of them).
+    pub fn read_numbers(&self, tag: TagId, from: i64, to: i64) -> Vec<(i64, f64)> {
+        let mut sources = self.sources(tag, from, to);
+        sources.sort_by_key(|s| s.0);
+        let mut out: Vec<(i64, f64)> = Vec::new();
+        for (_, _, source) in &sources {
+            let Some(bytes) = source.bytes(tag) else {
+                continue;
+            };
+            let Some(mut decoder) = Decoder::new(&bytes) else {
+                continue;
+            };
+            while let Some((ticks, number)) = decoder.next_number() {
+                if let Some(v) = number.filter(|_| ticks >= from && ticks <= to) {
+                    out.push((ticks, v));
+                }
+            }
+        }
+        // As `read_near`: a device's clock may step back; stable, so arrival order is kept.
+        if out.windows(2).any(|w| w[0].0 > w[1].0) {
+            out.sort_by_key(|p| p.0);
+        }
+        out
+    }
+
+    /// The segments and open chunks that may hold samples of `tag` in `[from, to]`, with
+    /// their time ranges. What is needed is copied under the lock; files are read outside it.
+    fn sources(&self, tag: TagId, from: i64, to: i64) -> Vec<(i64, i64, Source)> {
+        let inner = self.inner.lock();
+        let mut sources: Vec<(i64, i64, Source)> = inner
+            .segments
+            .iter()
+            .filter(|s| s.max_ticks >= from && s.min_ticks <= to)
+            .map(|s| (s.min_ticks, s.max_ticks, Source::File(s.clone())))
+            .collect();
+        let sealing = inner.sealing.as_ref().and_then(|s| s.get(tag.index()));
+        for open in [sealing, inner.open.get(tag.index())]
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let c = &open.chunk;
+            if c.count > 0 && c.max_ticks >= from && c.min_ticks <= to {
+                sources.push((c.min_ticks, c.max_ticks, Source::Memory(c.bytes().to_vec())));
+            }
+        }
+        sources
     }
 
     /// The last sample strictly before `t`.

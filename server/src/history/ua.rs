@@ -337,6 +337,21 @@ fn good_number(s: &Sample) -> Option<aggregate::Point> {
     Some((s.ticks, s.value.as_ref()?.as_f64()?))
 }
 
+/// What a processed read of `[from, to]` aggregates: the Good numeric samples of the range,
+/// with one on each side (bounds for interpolation at its ends).
+pub(super) fn processed_points(
+    store: &super::store::Store,
+    tag: TagId,
+    from: i64,
+    to: i64,
+) -> Vec<aggregate::Point> {
+    let mut points: Vec<aggregate::Point> = Vec::new();
+    points.extend(store.before(tag, from).as_ref().and_then(good_number));
+    points.extend(store.read_numbers(tag, from, to));
+    points.extend(store.after(tag, to).as_ref().and_then(good_number));
+    points
+}
+
 /// The aggregate functions a processed read serves.
 const AGGREGATES: [(ObjectId, Aggregate); 7] = [
     (ObjectId::AggregateFunction_Average, Aggregate::Average),
@@ -429,20 +444,18 @@ pub fn read_processed(
         }
         // The samples of the range, with one on each side for interpolation at its ends.
         let store = &historian.store;
-        let mut points: Vec<aggregate::Point> = Vec::new();
-        points.extend(store.before(tag, from).as_ref().and_then(good_number));
-        points.extend(store.read(tag, from, to).iter().filter_map(good_number));
-        points.extend(store.after(tag, to).as_ref().and_then(good_number));
+        let points = processed_points(store, tag, from, to);
         let value_type = if aggregate == Aggregate::Interpolative {
             StatusCodeValueType::Interpolated
         } else {
             StatusCodeValueType::Calculated
         };
+        let results = aggregate::per_interval(aggregate, &points, from, to, step);
         let mut values: Vec<DataValue> = (0..intervals)
-            .map(|k| {
+            .zip(results)
+            .map(|(k, result)| {
                 let lo = from + k * step;
-                let hi = (lo + step).min(to);
-                match aggregate::compute(aggregate, &points, lo, hi) {
+                match result {
                     Some(v) => stamped(
                         DataValue {
                             value: Some(Variant::Double(v)),

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::address_space::{instance_node_id, TYPES_NAMESPACE};
 use crate::events::{Detector, Happening, What};
+use crate::history::events::AuditRecord;
 
 mod types {
     //! The event types, as the derive macro wants them: field `order_id` is the property
@@ -106,6 +107,16 @@ pub fn set_up_notifiers(space: &mut AddressSpace, ns: u16, device_paths: &[Strin
         if space.node_exists(&parent) && space.node_exists(&child) {
             space.insert_reference(&parent, &child, ReferenceTypeId::HasNotifier);
         }
+    }
+}
+
+/// The `Server` object (in the core node manager's `space`) reports that its events are
+/// stored: HistoryReadEvents on it reads them all (the gateway's node manager answers it,
+/// `owns_server_events`).
+pub fn server_history_read(space: &mut AddressSpace) {
+    let server: NodeId = ObjectId::Server.into();
+    if let Some(NodeType::Object(object)) = space.find_mut(&server) {
+        object.set_event_notifier(object.event_notifier() | EventNotifier::HISTORY_READ);
     }
 }
 
@@ -365,6 +376,11 @@ pub(crate) fn stored_event(
             &happening,
             ByteString::from(stored.event_id()),
         ),
+        Origin::Audit(record) => audit_event(
+            &record,
+            fabrique_adapters::Timestamp::from_nanos(stored.time),
+            ByteString::from(stored.event_id()),
+        ),
         Origin::Condition(state) => {
             let source_node = instance_node_id(ns, &state.source);
             let condition_id = condition_node_id(ns, &state.source, state.name);
@@ -438,7 +454,8 @@ pub(crate) fn happening_event(
 }
 
 /// Audit events for writes and method calls (who, what, result): reported on `Server` and
-/// `Fabrique`, as OPC UA's own `AuditWriteUpdateEventType` and `AuditUpdateMethodEventType`.
+/// `Fabrique`, as OPC UA's own `AuditWriteUpdateEventType` and `AuditUpdateMethodEventType`,
+/// and stored with the other events (HistoryReadEvents on `Fabrique` or `Server`).
 pub struct Audit {
     pub subscriptions: Arc<SubscriptionCache>,
     /// The instances namespace index.
@@ -446,6 +463,8 @@ pub struct Audit {
     /// The server's application URI (`ServerId`).
     pub server_id: String,
     pub watched: Arc<Watched>,
+    /// Where events are stored; `None` without event history.
+    pub history: Option<Arc<crate::history::events::EventStore>>,
 }
 
 pub enum Audited<'a> {
@@ -464,57 +483,90 @@ impl Audit {
     /// `token`: the session's user token, `<role>/<user>` (security.rs).
     pub fn report(&self, token: &str, what: Audited<'_>) {
         let user = token.split_once('/').map_or(token, |(_, user)| user);
-        use opcua::core_namespace::events::{
-            AuditEventType, AuditUpdateEventType, AuditUpdateMethodEventType,
-            AuditWriteUpdateEventType,
-        };
-        use opcua::types::{AttributeId, DateTime, ObjectTypeId};
-        let now = DateTime::now();
-        let (source, message, status) = match &what {
-            Audited::Write { node, status } => {
-                (*node, format!("{user} wrote {node}: {status}"), *status)
-            }
+        let record = match what {
+            Audited::Write { node, status } => AuditRecord {
+                user: user.to_owned(),
+                server_id: self.server_id.clone(),
+                node: node.to_string(),
+                method: None,
+                status: status.bits(),
+            },
             Audited::Call {
                 object,
                 method,
                 status,
-            } => (
-                *object,
-                format!("{user} called {method} on {object}: {status}"),
-                *status,
-            ),
+            } => AuditRecord {
+                user: user.to_owned(),
+                server_id: self.server_id.clone(),
+                node: object.to_string(),
+                method: Some(method.to_string()),
+                status: status.bits(),
+            },
         };
-        let audit = |type_id: ObjectTypeId| AuditEventType {
-            base: BaseEventType::new(type_id, event_id(), message.as_str(), now)
-                .set_source_node(source.clone())
-                .set_source_name(UAString::from(source.to_string()))
-                .set_severity(if status.is_good() { 100 } else { 300 }),
-            action_time_stamp: now,
-            client_audit_entry_id: UAString::null(),
-            client_user_id: UAString::from(user),
-            server_id: UAString::from(self.server_id.as_str()),
-            status: status.is_good(),
-        };
-        let event: Box<dyn Event> = match what {
-            Audited::Write { .. } => Box::new(AuditWriteUpdateEventType {
-                base: AuditUpdateEventType {
-                    base: audit(ObjectTypeId::AuditWriteUpdateEventType),
-                },
-                attribute_id: AttributeId::Value as u32,
-                index_range: Default::default(),
-                new_value: Default::default(),
-                old_value: Default::default(),
-            }),
-            Audited::Call { method, .. } => Box::new(AuditUpdateMethodEventType {
-                base: audit(ObjectTypeId::AuditUpdateMethodEventType),
-                input_arguments: Default::default(),
-                method_id: method.clone(),
-                output_arguments: Default::default(),
-                status_code_id: status,
-            }),
-        };
+        let time = fabrique_adapters::Timestamp::now();
+        let id = event_id();
+        let event = audit_event(&record, time, id.clone());
+        if let Some(history) = &self.history {
+            history.record(crate::history::events::StoredEvent::audit(
+                record,
+                time,
+                id.as_ref(),
+            ));
+        }
         let notifiers = [instance_node_id(self.ns, "")];
         self.watched
             .notify(&self.subscriptions, &*event, &notifiers);
+    }
+}
+
+/// The audit event that reports `record` (live, or rebuilt from the event history).
+pub(crate) fn audit_event(
+    record: &AuditRecord,
+    time: fabrique_adapters::Timestamp,
+    event_id: ByteString,
+) -> Box<dyn Event> {
+    use opcua::core_namespace::events::{
+        AuditEventType, AuditUpdateEventType, AuditUpdateMethodEventType, AuditWriteUpdateEventType,
+    };
+    use opcua::types::{AttributeId, ObjectTypeId, StatusCode};
+    // What the live path wrote (`NodeId`'s Display); a record edited by hand that does not
+    // parse becomes a null NodeId rather than a lost event.
+    let node_id = |s: &str| s.parse::<NodeId>().unwrap_or_default();
+    let source = node_id(&record.node);
+    let status = StatusCode::from(record.status);
+    let user = record.user.as_str();
+    let message = match &record.method {
+        None => format!("{user} wrote {source}: {status}"),
+        Some(method) => format!("{user} called {method} on {source}: {status}"),
+    };
+    let now = date_time(time);
+    let audit = |type_id: ObjectTypeId| AuditEventType {
+        base: BaseEventType::new(type_id, event_id.clone(), message.as_str(), now)
+            .set_source_node(source.clone())
+            .set_source_name(UAString::from(source.to_string()))
+            .set_severity(if status.is_good() { 100 } else { 300 }),
+        action_time_stamp: now,
+        client_audit_entry_id: UAString::null(),
+        client_user_id: UAString::from(user),
+        server_id: UAString::from(record.server_id.as_str()),
+        status: status.is_good(),
+    };
+    match &record.method {
+        None => Box::new(AuditWriteUpdateEventType {
+            base: AuditUpdateEventType {
+                base: audit(ObjectTypeId::AuditWriteUpdateEventType),
+            },
+            attribute_id: AttributeId::Value as u32,
+            index_range: Default::default(),
+            new_value: Default::default(),
+            old_value: Default::default(),
+        }),
+        Some(method) => Box::new(AuditUpdateMethodEventType {
+            base: audit(ObjectTypeId::AuditUpdateMethodEventType),
+            input_arguments: Default::default(),
+            method_id: node_id(method),
+            output_arguments: Default::default(),
+            status_code_id: status,
+        }),
     }
 }

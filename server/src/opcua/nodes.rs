@@ -91,6 +91,7 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
             })
             .collect();
         let watched = Arc::new(super::events::Watched::default());
+        let event_history = self.history.as_ref().and_then(|h| h.events.clone());
         GatewayNodes {
             namespaces,
             ns,
@@ -115,6 +116,7 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
                 ns,
                 server_id: context.info.application_uri.to_string(),
                 watched: watched.clone(),
+                history: event_history,
             },
             watched,
             alarms: Default::default(),
@@ -370,6 +372,9 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
             );
             return;
         };
+        if self.owns_server_events() {
+            super::events::server_history_read(&mut core.address_space().write());
+        }
         let core_space = core.address_space().read();
         let bindings = standard::build(&core_space, space, ns, &self.machines, &self.bus.catalog());
         let build_ms = started.elapsed().as_millis() as u64;
@@ -411,6 +416,11 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
     /// ConditionRefresh replays the gateway's conditions (alarms/refresh.rs).
     fn serves_condition_refresh(&self) -> bool {
         true
+    }
+
+    /// HistoryReadEvents on `Server`: every stored event of the gateway.
+    fn owns_server_events(&self) -> bool {
+        self.history.as_ref().is_some_and(|h| h.events.is_some())
     }
 
     fn namespaces(&self) -> Vec<NamespaceMetadata> {
@@ -694,8 +704,9 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
         let (ns, types_ns) = (self.ns, self.types_ns);
         let build =
             |e: &crate::history::events::StoredEvent| super::events::stored_event(types_ns, ns, e);
+        let server: NodeId = opcua::types::ObjectId::Server.into();
         let reported_on = |node: &NodeId, e: &crate::history::events::StoredEvent| {
-            super::events::notifiers(ns, &e.source).contains(node)
+            *node == server || super::events::notifiers(ns, &e.source).contains(node)
         };
         let source = crate::history::ua_events::EventSource {
             store,

@@ -234,6 +234,7 @@ impl NodeManager for TagNodeManager {
             ns,
             server_id: self.server_id.clone(),
             watched,
+            history: self.history.as_ref().and_then(|h| h.events.clone()),
         });
         tracing::info!(
             tags = self.bus.catalog().len(),

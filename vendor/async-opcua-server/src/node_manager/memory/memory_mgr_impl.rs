@@ -59,9 +59,9 @@ pub trait InMemoryNodeManagerImpl: Send + Sync + 'static {
         false
     }
 
-    /// Return whether this node should handle requests to create a node
-    /// for the given parent ID. This is only called if no new node ID is
-    /// requested, otherwise owns_node is called on the requested node ID.
+    /// Return whether this node manager owns the events of the `Server` object: the first
+    /// node manager that does answers HistoryReadEvents (and HistoryUpdate of events) on
+    /// `Server`, which is not in its address space (see `NodeManager::owns_server_events`).
     fn owns_server_events(&self) -> bool {
         false
     }

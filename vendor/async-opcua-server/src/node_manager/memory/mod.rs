@@ -36,7 +36,7 @@ use crate::{
 use opcua_core::sync::RwLock;
 use opcua_types::{
     argument::Argument, AttributeId, BrowseDescriptionResultMask, BrowseDirection, DataEncoding,
-    DataValue, DateTime, ExpandedNodeId, MonitoringMode, NodeClass, NodeId, NumericRange,
+    DataValue, DateTime, ExpandedNodeId, MonitoringMode, NodeClass, NodeId, NumericRange, ObjectId,
     ReadAnnotationDataDetails, ReadAtTimeDetails, ReadEventDetails, ReadProcessedDetails,
     ReadRawModifiedDetails, ReferenceDescription, ReferenceTypeId, StatusCode, TimestampsToReturn,
     Variant,
@@ -447,6 +447,15 @@ impl<TImpl: InMemoryNodeManagerImpl> InMemoryNodeManager<TImpl> {
         let mut valid = Vec::with_capacity(nodes.len());
 
         for history_node in nodes {
+            // The Server object is the core node manager's, not in this address space: the
+            // implementation that owns the server's events answers for it.
+            if is_for_events
+                && history_node.node_id() == &ObjectId::Server
+                && self.inner.owns_server_events()
+            {
+                valid.push(history_node);
+                continue;
+            }
             let Some(node) = address_space.find(history_node.node_id()) else {
                 history_node.set_status(StatusCode::BadNodeIdUnknown);
                 continue;
@@ -669,6 +678,10 @@ impl<TImpl: InMemoryNodeManagerImpl> NodeManager for InMemoryNodeManager<TImpl> 
 
     fn serves_condition_refresh(&self) -> bool {
         self.inner.serves_condition_refresh()
+    }
+
+    fn owns_server_events(&self) -> bool {
+        self.inner.owns_server_events()
     }
 
     #[allow(clippy::await_holding_lock)]
