@@ -126,6 +126,16 @@ impl Instances {
         }
     }
 
+    /// Make the object at `path` an event notifier (clients subscribe to events on it).
+    pub fn subscribe_to_events(&mut self, path: &str) {
+        let Some(made) = self.made.get(path) else {
+            return;
+        };
+        if let Some(NodeType::Object(o)) = self.by_id.get(&made.id).map(|&i| &mut self.nodes[i]) {
+            o.set_event_notifier(EventNotifier::SUBSCRIBE_TO_EVENTS);
+        }
+    }
+
     /// The type definition of the instance at `path`.
     pub fn type_of(&self, path: &str) -> Option<NodeId> {
         self.made.get(path)?.type_definition.clone()

@@ -488,6 +488,7 @@ impl Planner<'_, '_> {
                 self.state_machine(&state, &type_id, StateRule::Program { busy });
             }
         }
+        self.notification(machine, root);
         // Parts made since start.
         let parts = self.any_tag(machine, &["PartCount", "PrintedParts", "Jobs"]);
         if parts.is_some()
@@ -499,6 +500,63 @@ impl Planner<'_, '_> {
             if self.optional(&path, "PartsProducedInLifetime").is_some() {
                 self.bind(&format!("{path}/PartsProducedInLifetime"), parts);
             }
+        }
+    }
+
+    /// `Notification` (Machine Tools 8.6; both children optional in the type, both given):
+    /// `Messages`, an event notifier on which the device's events and alarm conditions (a
+    /// spindle overload) are reported as on the device itself (`opcua/events.rs`), and
+    /// `Prognoses` with `PartUnload`, when the part at the machine's step will be done,
+    /// estimated from the step's progress rate (`live::Derived::Due`).
+    fn notification(&mut self, machine: &MachineDecl, root: &str) {
+        let notification = format!("{root}/Notification");
+        let messages = format!("{notification}/Messages");
+        if self.optional(&notification, "Messages").is_some() {
+            self.out.subscribe_to_events(&messages);
+        }
+        let Some(step) = machine.shape.steps.first() else {
+            return;
+        };
+        let step_tag = |tag: &str| self.catalog.lookup(&format!("Line/Steps/Step{step}/{tag}"));
+        let (Some(order), Some(progress)) = (step_tag("CurrentOrder"), step_tag("Progress")) else {
+            return;
+        };
+        let Some(list) = self.optional(&notification, "Prognoses") else {
+            return;
+        };
+        let path = format!("{notification}/Prognoses/PartUnload");
+        self.out.object(
+            self.types,
+            &path,
+            QualifiedName::new(self.ns.machine_tool, "PartUnload"),
+            Some("The part of the order at this machine's step, to be unloaded at PredictedTime"),
+            &NodeId::new(
+                self.ns.machine_tool,
+                ids::machine_tool::PART_UNLOAD_PROGNOSIS_TYPE,
+            ),
+            &list,
+            ReferenceTypeId::HasComponent,
+        );
+        let station = machine
+            .device_path
+            .split('/')
+            .nth(1)
+            .unwrap_or(&machine.device_path);
+        self.out.set(
+            &format!("{path}/Location"),
+            LocalizedText::new("en", station),
+        );
+        self.out.set(
+            &format!("{path}/PartName"),
+            format!("{} part", machine.name).as_str(),
+        );
+        if self.optional(&path, "PartIdentifier").is_some() {
+            self.bind(&format!("{path}/PartIdentifier"), Some(order));
+        }
+        if let Some(node) = self.out.get(&format!("{path}/PredictedTime")).cloned() {
+            self.bindings
+                .derived
+                .push(Derived::due(node, order, progress));
         }
     }
 

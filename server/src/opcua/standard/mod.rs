@@ -299,6 +299,35 @@ mod tests {
             0.0,
         );
         assert_eq!(value.value, Some(opcua::types::Variant::Double(100.0)));
+        // The mill's Notification: Messages (an event notifier) and a part-unload prognosis.
+        let notification = NodeId::new(b.ns.instances, "Machines/CncMill/Notification");
+        assert_eq!(
+            children(&b, &notification, ReferenceTypeId::HasComponent),
+            ["Messages", "Prognoses"]
+        );
+        let Some(opcua::nodes::NodeType::Object(messages)) = b.space.find(&NodeId::new(
+            b.ns.instances,
+            "Machines/CncMill/Notification/Messages",
+        )) else {
+            panic!("no Messages");
+        };
+        assert!(messages
+            .event_notifier()
+            .contains(opcua::nodes::EventNotifier::SUBSCRIBE_TO_EVENTS));
+        let prognoses = NodeId::new(b.ns.instances, "Machines/CncMill/Notification/Prognoses");
+        assert_eq!(
+            children(&b, &prognoses, ReferenceTypeId::HasComponent),
+            ["PartUnload"]
+        );
+        let unload = NodeId::new(
+            b.ns.instances,
+            "Machines/CncMill/Notification/Prognoses/PartUnload",
+        );
+        let mut properties = children(&b, &unload, ReferenceTypeId::HasProperty);
+        properties.extend(children(&b, &unload, ReferenceTypeId::HasComponent));
+        for name in ["PredictedTime", "Location", "PartName", "PartIdentifier"] {
+            assert!(properties.iter().any(|p| p == name), "{properties:?}");
+        }
         let axes = NodeId::new(b.ns.instances, "Machines/Cobot/MotionDevices/Arm/Axes");
         assert_eq!(
             children(&b, &axes, ReferenceTypeId::HasComponent),
@@ -419,5 +448,17 @@ mod tests {
         assert_eq!(v[0].path, "Machines/CncMill/Identification");
         assert!(v[0].problem.contains("mandatory Variable"), "{}", v[0]);
         assert!(v[0].problem.contains("SerialNumber"), "{}", v[0]);
+    }
+
+    #[test]
+    fn a_prognosis_without_its_mandatory_part_name_is_a_violation() {
+        let mut b = build_for(None);
+        let unload = "Machines/CncMill/Notification/Prognoses/PartUnload";
+        let name = NodeId::new(b.ns.instances, format!("{unload}/PartName"));
+        assert!(b.space.delete(&name, true).is_some());
+        let v = violations(&b);
+        assert_eq!(v.len(), 1, "{}", show(&v));
+        assert_eq!(v[0].path, unload);
+        assert!(v[0].problem.contains("PartName"), "{}", v[0]);
     }
 }
