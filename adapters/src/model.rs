@@ -28,11 +28,12 @@ pub enum FabriqueType {
     Survey,
     Machine,
     FieldDevice,
+    Kiosk,
 }
 
 impl FabriqueType {
     /// Every type, in NodeSet order.
-    pub const ALL: [FabriqueType; 14] = [
+    pub const ALL: [FabriqueType; 15] = [
         FabriqueType::Site,
         FabriqueType::Line,
         FabriqueType::ProductionStep,
@@ -47,6 +48,7 @@ impl FabriqueType {
         FabriqueType::Survey,
         FabriqueType::Machine,
         FabriqueType::FieldDevice,
+        FabriqueType::Kiosk,
     ];
 
     /// The numeric NodeId of the type in the types namespace.
@@ -66,6 +68,7 @@ impl FabriqueType {
             FabriqueType::Survey => 1012,
             FabriqueType::Machine => 1013,
             FabriqueType::FieldDevice => 1014,
+            FabriqueType::Kiosk => 1015,
         }
     }
 
@@ -86,6 +89,7 @@ impl FabriqueType {
             FabriqueType::Survey => "SurveyType",
             FabriqueType::Machine => "MachineType",
             FabriqueType::FieldDevice => "FieldDeviceType",
+            FabriqueType::Kiosk => "KioskType",
         }
     }
 }

@@ -84,7 +84,19 @@ pub fn plan(
             plan.machine(machine, kind);
         }
     }
+    plan.kiosks();
     plan.bindings
+}
+
+/// The kiosk's nameplate: it is the gateway's own function, made by this project.
+fn kiosk_identification() -> Identification {
+    Identification {
+        manufacturer: "Fabrique Gateway".into(),
+        model: "Reception kiosk".into(),
+        serial: "kiosk".into(),
+        software_revision: env!("CARGO_PKG_VERSION").into(),
+        ..Identification::default()
+    }
 }
 
 struct Planner<'p, 't> {
@@ -190,6 +202,33 @@ impl Planner<'_, '_> {
             StandardKind::MachineTool => self.machine_tool(machine, &root),
             StandardKind::Robot => self.robot(machine, &root),
             _ => {}
+        }
+    }
+
+    /// Objects of the gateway's tree typed `KioskType` (a DI `DeviceType`) get DI's
+    /// mandatory nameplate, once (a reload plans again: what exists stays).
+    fn kiosks(&mut self) {
+        let type_id = NodeId::new(self.ns.types, FabriqueType::Kiosk.id());
+        let kiosk = fabrique_adapters::ObjectType::Fabrique(FabriqueType::Kiosk);
+        let paths: Vec<String> = self
+            .catalog
+            .objects()
+            .filter(|o| o.object_type == kiosk)
+            .map(|o| o.path)
+            .collect();
+        for path in paths {
+            let id = instance_node_id(self.ns.instances, &path);
+            let root = match &id.identifier {
+                opcua::types::Identifier::String(s) => s.to_string(),
+                _ => continue,
+            };
+            let done = NodeId::new(self.ns.instances, format!("{root}/SerialNumber"));
+            if self.types.find(&id).is_none() || self.types.find(&done).is_some() {
+                continue;
+            }
+            self.out
+                .adopt(self.types, &root, id, &type_id, self.ns.types);
+            self.device_nameplate(&root, &kiosk_identification());
         }
     }
 

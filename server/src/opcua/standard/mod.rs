@@ -375,7 +375,22 @@ mod tests {
             type_of("Stations/Printing/Printer3D/Status"),
             own(FabriqueType::DeviceStatus)
         );
-        assert_eq!(type_of("Stations/Reception/Kiosk"), base);
+        assert_eq!(
+            type_of("Stations/Reception/Kiosk"),
+            own(FabriqueType::Kiosk)
+        );
+        // The kiosk, a DI DeviceType: DI's nameplate, in DI's namespace, from the type.
+        for name in [
+            "Manufacturer",
+            "SerialNumber",
+            "RevisionCounter",
+            "DeviceManual",
+        ] {
+            let Some(found) = types.find(&node(&format!("Stations/Reception/Kiosk/{name}"))) else {
+                panic!("the kiosk has no {name}");
+            };
+            assert_eq!(found.as_node().browse_name().namespace_index, b.ns.di);
+        }
         assert_eq!(type_of("Visits/Survey"), own(FabriqueType::Survey));
         // Nobody declares the indicators' groups: plain objects.
         assert_eq!(type_of("Indicators/InProgress"), base);
