@@ -94,6 +94,96 @@ impl FabriqueType {
     }
 }
 
+impl FabriqueType {
+    /// The children the type declares (its InstanceDeclarations in
+    /// `nodesets/Fabrique.NodeSet2.xml`; a server test checks the two agree). An instance's
+    /// child of one of these names carries the types namespace in its BrowseName, as declared,
+    /// so a browse path resolved from the type finds it.
+    pub const fn declared_children(self) -> &'static [&'static str] {
+        match self {
+            FabriqueType::Site => &["Name"],
+            FabriqueType::Line => &[
+                "State",
+                "Mode",
+                "Models",
+                "OrdersQueued",
+                "OrdersInProgress",
+                "PartsDelivered",
+                "PartsScrapped",
+            ],
+            FabriqueType::ProductionStep => &[
+                "Number",
+                "Name",
+                "State",
+                "CurrentOrder",
+                "Progress",
+                "LastCycleTime",
+                "Count",
+            ],
+            FabriqueType::Device => &[
+                "Manufacturer",
+                "Model",
+                "SerialNumber",
+                "Protocol",
+                "Status",
+            ],
+            FabriqueType::Order => &[
+                "Id",
+                "Model",
+                "Text",
+                "State",
+                "Verdict",
+                "Step",
+                "SubmittedAt",
+                "CompletedAt",
+            ],
+            FabriqueType::Visits => &[
+                "VisitorsTotal",
+                "VisitorsAtStop",
+                "VisitorsToday",
+                "GroupsTotal",
+                "Survey",
+            ],
+            FabriqueType::DeviceStatus => &[
+                "Connected",
+                "LastError",
+                "Reconnects",
+                "LastReadTime",
+                "RequestsOk",
+                "RequestsFailed",
+            ],
+            FabriqueType::Stop => &["Town", "Venue", "FirstDay", "LastDay"],
+            FabriqueType::Survey => &[
+                "Responses",
+                "SatisfiedPct",
+                "ViewChangedPct",
+                "ResponsesAtStop",
+                "Rejected",
+            ],
+            FabriqueType::Kiosk => &[
+                "Scans",
+                "Launched",
+                "Rejected",
+                "LastScan",
+                "LastCode",
+                "LastResult",
+                "DesignsCreated",
+                "DesignsRefused",
+            ],
+            FabriqueType::Station
+            | FabriqueType::Indicators
+            | FabriqueType::Orders
+            | FabriqueType::Machine
+            | FabriqueType::FieldDevice => &[],
+        }
+    }
+
+    /// Whether the type declares a child `name`.
+    pub fn declares(self, name: &str) -> bool {
+        self.declared_children().contains(&name)
+    }
+}
+
 /// What an object is: its TypeDefinition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ObjectType {

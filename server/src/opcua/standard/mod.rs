@@ -122,10 +122,7 @@ pub fn check(
         .chain(space.namespaces().keys())
         .copied()
         .collect();
-    let scope = conformance::Scope {
-        served,
-        own_names: Some((ns.types, ns.instances)),
-    };
+    let scope = conformance::Scope { served };
     let mut roots = vec![
         (
             "Machines".to_owned(),
@@ -475,5 +472,57 @@ mod tests {
         assert_eq!(v.len(), 1, "{}", show(&v));
         assert_eq!(v[0].path, unload);
         assert!(v[0].problem.contains("PartName"), "{}", v[0]);
+    }
+
+    /// The adapters' table of what each Fabrique type declares (which decides the namespace of
+    /// an instance child's BrowseName) is the NodeSet's, nothing more, nothing less.
+    #[test]
+    fn the_declared_children_are_those_of_the_nodeset() {
+        use fabrique_adapters::FabriqueType;
+        let b = build_for(None);
+        let types = types::Types::new(vec![&b.core, &b.space]);
+        for t in FabriqueType::ALL {
+            let type_id = NodeId::new(b.ns.types, t.id());
+            let mut declared: Vec<String> =
+                [ReferenceTypeId::HasComponent, ReferenceTypeId::HasProperty]
+                    .into_iter()
+                    .flat_map(|r| types.targets(&type_id, r, BrowseDirection::Forward))
+                    .filter_map(|n| types.find(&n))
+                    .map(|n| n.as_node().browse_name().clone())
+                    .filter(|name| name.namespace_index == b.ns.types)
+                    .map(|name| name.name.to_string())
+                    .collect();
+            declared.sort();
+            let mut table: Vec<String> = t
+                .declared_children()
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            table.sort();
+            assert_eq!(table, declared, "{}", t.browse_name());
+        }
+    }
+
+    #[test]
+    fn a_declared_child_in_the_instances_namespace_is_a_violation() {
+        let mut b = build_for(None);
+        let state = NodeId::new(b.ns.instances, "Fabrique/Line/Steps/Step4/State");
+        // The same variable, named in the instances namespace (as before the types' names).
+        assert!(b.space.delete(&state, true).is_some());
+        let step = NodeId::new(b.ns.instances, "Fabrique/Line/Steps/Step4");
+        opcua::nodes::VariableBuilder::new(
+            &state,
+            opcua::types::QualifiedName::new(b.ns.instances, "State"),
+            "State",
+        )
+        .data_type(opcua::types::DataTypeId::String)
+        .value_rank(-1)
+        .has_type_definition(opcua::types::VariableTypeId::BaseDataVariableType)
+        .component_of(step)
+        .insert(&mut b.space);
+        let v = violations(&b);
+        assert_eq!(v.len(), 1, "{}", show(&v));
+        assert_eq!(v[0].path, "Fabrique/Line/Steps/Step4");
+        assert!(v[0].problem.contains("another namespace"), "{}", v[0]);
     }
 }
