@@ -25,6 +25,7 @@ TYPES = [
     (1012, "SurveyType", "Survey", "Post-visit survey figures, computed from the stored responses."),
     (1013, "MachineType", "Machine", "A machine of the line or of a partner that no more specific companion specification describes (Machinery's machine, with DI's component nameplate): found under Objects/Machines."),
     (1014, "FieldDeviceType", "Field device", "A partner device that is not a machine (a sensor, a drive, a controller), shown in DI's DeviceSet."),
+    (1015, "KioskType", "Kiosk", "The reception kiosk where visitors scan their design's code to launch it as an order: a device (DI's nameplate) run by the gateway itself, with its scan counters."),
 ]
 
 # Supertypes other than BaseObjectType (i=58): the gateway's types extend the companion
@@ -33,6 +34,7 @@ SUPERTYPES = {
     1005: "ns=2;i=15063",  # DeviceType: DI ComponentType (a component with a nameplate)
     1013: "ns=2;i=15063",  # MachineType: DI ComponentType
     1014: "ns=2;i=1002",   # FieldDeviceType: DI DeviceType
+    1015: "ns=2;i=1002",   # KioskType: DI DeviceType
 }
 
 # Reference types (ns=1;i=4001..): (id, browse name, inverse name, description).
@@ -106,6 +108,15 @@ DECLS = [
      {"unit": (20529, "%", "percent"), "range": (0.0, 100.0), "eu_ids": (2556, 2557)}),
     (2558, 1012, "V", "ResponsesAtStop", "UInt64", M, "Survey responses at the current stop."),
     (2559, 1012, "V", "Rejected", "UInt64", M, "Invalid responses refused since start."),
+    # KioskType 1015 -> 2701..
+    (2701, 1015, "V", "Scans", "UInt64", M, "Codes scanned since start."),
+    (2702, 1015, "V", "Launched", "UInt64", M, "Scans that launched an order since start."),
+    (2703, 1015, "V", "Rejected", "UInt64", M, "Scans refused since start (unknown, expired or already launched code, line stopped)."),
+    (2704, 1015, "V", "LastScan", "DateTime", M, "When the last code was scanned."),
+    (2705, 1015, "V", "LastCode", "String", O, "The last code scanned, as read."),
+    (2706, 1015, "V", "LastResult", "String", O, "Order id launched by the last scan, or why it was refused."),
+    (2707, 1015, "V", "DesignsCreated", "UInt64", O, "Designs stored since start."),
+    (2708, 1015, "V", "DesignsRefused", "UInt64", O, "Designs and class uploads refused since start."),
     # StopType 1011 -> 2501..
     (2501, 1011, "V", "Town", "String", M, "Town of the stop."),
     (2502, 1011, "V", "Venue", "String", M, "Venue where the truck is parked."),
@@ -153,7 +164,7 @@ def head(kind, nid, bname, disp, desc, attrs="", parent=None):
     w(f'    <Description>{escape(desc)}</Description>')
 
 w('')
-w('  <!-- ObjectTypes (ns=1;i=1001..1014): subtypes of BaseObjectType or of DI\'s (SUPERTYPES). -->')
+w('  <!-- ObjectTypes (ns=1;i=1001..1015): subtypes of BaseObjectType or of DI\'s (SUPERTYPES). -->')
 for nid, bname, disp, desc in TYPES:
     head("UAObjectType", nid, bname, bname, desc)
     w('    <References>')

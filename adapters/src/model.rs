@@ -28,11 +28,12 @@ pub enum FabriqueType {
     Survey,
     Machine,
     FieldDevice,
+    Kiosk,
 }
 
 impl FabriqueType {
     /// Every type, in NodeSet order.
-    pub const ALL: [FabriqueType; 14] = [
+    pub const ALL: [FabriqueType; 15] = [
         FabriqueType::Site,
         FabriqueType::Line,
         FabriqueType::ProductionStep,
@@ -47,6 +48,7 @@ impl FabriqueType {
         FabriqueType::Survey,
         FabriqueType::Machine,
         FabriqueType::FieldDevice,
+        FabriqueType::Kiosk,
     ];
 
     /// The numeric NodeId of the type in the types namespace.
@@ -66,6 +68,7 @@ impl FabriqueType {
             FabriqueType::Survey => 1012,
             FabriqueType::Machine => 1013,
             FabriqueType::FieldDevice => 1014,
+            FabriqueType::Kiosk => 1015,
         }
     }
 
@@ -86,7 +89,98 @@ impl FabriqueType {
             FabriqueType::Survey => "SurveyType",
             FabriqueType::Machine => "MachineType",
             FabriqueType::FieldDevice => "FieldDeviceType",
+            FabriqueType::Kiosk => "KioskType",
         }
+    }
+}
+
+impl FabriqueType {
+    /// The children the type declares (its InstanceDeclarations in
+    /// `nodesets/Fabrique.NodeSet2.xml`; a server test checks the two agree). An instance's
+    /// child of one of these names carries the types namespace in its BrowseName, as declared,
+    /// so a browse path resolved from the type finds it.
+    pub const fn declared_children(self) -> &'static [&'static str] {
+        match self {
+            FabriqueType::Site => &["Name"],
+            FabriqueType::Line => &[
+                "State",
+                "Mode",
+                "Models",
+                "OrdersQueued",
+                "OrdersInProgress",
+                "PartsDelivered",
+                "PartsScrapped",
+            ],
+            FabriqueType::ProductionStep => &[
+                "Number",
+                "Name",
+                "State",
+                "CurrentOrder",
+                "Progress",
+                "LastCycleTime",
+                "Count",
+            ],
+            FabriqueType::Device => &[
+                "Manufacturer",
+                "Model",
+                "SerialNumber",
+                "Protocol",
+                "Status",
+            ],
+            FabriqueType::Order => &[
+                "Id",
+                "Model",
+                "Text",
+                "State",
+                "Verdict",
+                "Step",
+                "SubmittedAt",
+                "CompletedAt",
+            ],
+            FabriqueType::Visits => &[
+                "VisitorsTotal",
+                "VisitorsAtStop",
+                "VisitorsToday",
+                "GroupsTotal",
+                "Survey",
+            ],
+            FabriqueType::DeviceStatus => &[
+                "Connected",
+                "LastError",
+                "Reconnects",
+                "LastReadTime",
+                "RequestsOk",
+                "RequestsFailed",
+            ],
+            FabriqueType::Stop => &["Town", "Venue", "FirstDay", "LastDay"],
+            FabriqueType::Survey => &[
+                "Responses",
+                "SatisfiedPct",
+                "ViewChangedPct",
+                "ResponsesAtStop",
+                "Rejected",
+            ],
+            FabriqueType::Kiosk => &[
+                "Scans",
+                "Launched",
+                "Rejected",
+                "LastScan",
+                "LastCode",
+                "LastResult",
+                "DesignsCreated",
+                "DesignsRefused",
+            ],
+            FabriqueType::Station
+            | FabriqueType::Indicators
+            | FabriqueType::Orders
+            | FabriqueType::Machine
+            | FabriqueType::FieldDevice => &[],
+        }
+    }
+
+    /// Whether the type declares a child `name`.
+    pub fn declares(self, name: &str) -> bool {
+        self.declared_children().contains(&name)
     }
 }
 

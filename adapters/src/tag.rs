@@ -432,6 +432,19 @@ impl TagCatalog {
         self.slots.objects.get(path).map(|o| o.object_type)
     }
 
+    /// Whether the node at `path` (a tag or an object) is a child that its parent's Fabrique
+    /// type declares: its BrowseName is then in the types namespace, as declared.
+    pub fn declared_by_parent(&self, path: &str) -> bool {
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let parent_type = if parent.is_empty() && !path.is_empty() {
+            // Children of the site object itself.
+            Some(ObjectType::Fabrique(crate::model::FabriqueType::Site))
+        } else {
+            self.object_type(parent)
+        };
+        matches!(parent_type, Some(ObjectType::Fabrique(t)) if t.declares(name))
+    }
+
     /// Declared objects, a parent before its children.
     pub fn objects(&self) -> impl Iterator<Item = ObjectSpec> + '_ {
         self.slots

@@ -75,5 +75,7 @@ pub mod ids {
     /// Machine Tools
     pub mod machine_tool {
         pub const MACHINE_TOOL_TYPE: u32 = 13;
+        /// A part to be taken off the machine: PredictedTime, Location, PartName.
+        pub const PART_UNLOAD_PROGNOSIS_TYPE: u32 = 5;
     }
 }

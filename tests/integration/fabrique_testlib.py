@@ -50,6 +50,8 @@ TYPE_IDS = {
     "OrdersType": 1010,
     "StopType": 1011,
     "SurveyType": 1012,
+    "DeviceStatusType": 1009,
+    "KioskType": 1015,
 }
 
 # Namespace-0 data type ids.

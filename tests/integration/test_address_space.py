@@ -85,7 +85,8 @@ async def test_browse_by_names_from_objects_to_a_step_variable(opc):
     current = ua.NodeId(ua.ObjectIds.ObjectsFolder)
     for name in ["Fabrique", "Line", "Steps", "Step4", "Name"]:
         refs = await browse_children(opc.client, current)
-        wanted = ua.QualifiedName(name, opc.inst)
+        # `Name` is declared by ProductionStepType: its BrowseName is the declaration's.
+        wanted = ua.QualifiedName(name, opc.types if name == "Name" else opc.inst)
         # One node; HasNotifier (hierarchical, the event notifier tree) may reach it twice.
         matches = list({r.NodeId.to_string(): r for r in refs if r.BrowseName == wanted}.values())
         assert len(matches) == 1, (
@@ -147,7 +148,10 @@ async def test_tree_shape(opc):
     expect_children(
         "Fabrique/Stations/Reception/Kiosk",
         {"Scans", "Launched", "Rejected", "LastScan", "LastCode", "LastResult", "Scan",
-         "DesignsCreated", "DesignsRefused"},
+         "DesignsCreated", "DesignsRefused"}
+        # KioskType is a DI DeviceType: DI's mandatory nameplate.
+        | {"Manufacturer", "Model", "SerialNumber", "SoftwareRevision", "HardwareRevision",
+           "DeviceRevision", "DeviceManual", "RevisionCounter"},
     )
     expect_class("Fabrique/Stations/Reception/Kiosk/Scan", ua.NodeClass.Method)
     for station in stations:
@@ -181,19 +185,64 @@ async def test_tree_shape(opc):
     assert not problems, "address space shape differs from the contract:\n" + "\n".join(problems)
 
 
+async def declared_names(opc, type_id: ua.NodeId, cache: dict) -> dict[str, ua.QualifiedName]:
+    """The browse names of the children that `type_id` and its supertypes declare, by name."""
+    key = type_id.to_string()
+    if key in cache:
+        return cache[key]
+    names: dict[str, ua.QualifiedName] = {}
+    current = type_id
+    while current is not None and current != ua.NodeId(ua.ObjectIds.BaseObjectType):
+        node = opc.client.get_node(current)
+        for ref_type in (ua.ObjectIds.HasComponent, ua.ObjectIds.HasProperty):
+            for ref in await node.get_references(ref_type, ua.BrowseDirection.Forward, includesubtypes=False):
+                names.setdefault(ref.BrowseName.Name, ref.BrowseName)
+        supers = await node.get_references(ua.ObjectIds.HasSubtype, ua.BrowseDirection.Inverse)
+        current = supers[0].NodeId if supers else None
+    cache[key] = names
+    return names
+
+
+async def mandatory_names(opc, type_id: ua.NodeId) -> set[str]:
+    """Names of the children `type_id` and its supertypes declare Mandatory."""
+    names: set[str] = set()
+    current = type_id
+    while current is not None and current != ua.NodeId(ua.ObjectIds.BaseObjectType):
+        node = opc.client.get_node(current)
+        for ref_type in (ua.ObjectIds.HasComponent, ua.ObjectIds.HasProperty):
+            for ref in await node.get_references(ref_type, ua.BrowseDirection.Forward, includesubtypes=False):
+                rules = await opc.client.get_node(ref.NodeId).get_references(
+                    ua.ObjectIds.HasModellingRule, ua.BrowseDirection.Forward
+                )
+                if any(r.NodeId == ua.NodeId(ua.ObjectIds.ModellingRule_Mandatory) for r in rules):
+                    names.add(ref.BrowseName.Name)
+        supers = await node.get_references(ua.ObjectIds.HasSubtype, ua.BrowseDirection.Inverse)
+        current = supers[0].NodeId if supers else None
+    return names
+
+
 async def test_node_ids_and_browse_names_follow_browse_paths(opc):
-    """Instance NodeIds are ns=<instances>;s=<browse path>, browse names in the instances
-    namespace; standard properties (EngineeringUnits, EURange, method arguments) use ns=0 names."""
+    """Instance NodeIds are ns=<instances>;s=<browse path>. A child that its parent's type
+    declares has the declaration's browse name (the gateway's types namespace for a Fabrique
+    type, DI's for the kiosk's nameplate), so a browse path resolved from the type finds it;
+    any other in the instances namespace; standard properties (EngineeringUnits, EURange,
+    method arguments) use ns=0 names."""
     tree = await browse_tree(opc)
     problems = []
+    cache: dict = {}
     for node in tree.values():
         name = node.browse_name
         if name.Name in STANDARD_PROPERTY_NAMES:
             if name.NamespaceIndex != 0:
                 problems.append(f"{node.path}: standard property browse name in ns={name.NamespaceIndex}")
             continue
-        if name.NamespaceIndex != opc.inst:
-            problems.append(f"{node.path}: browse name {name.to_string()} not in the instances namespace")
+        expected = ua.QualifiedName(name.Name, opc.inst)
+        if node.parent is not None and tree[node.parent].node_class == ua.NodeClass.Object:
+            parent_type = tree[node.parent].type_definition
+            declared = await declared_names(opc, ua.NodeId(parent_type.Identifier, parent_type.NamespaceIndex), cache)
+            expected = declared.get(name.Name, expected)
+        if name != expected:
+            problems.append(f"{node.path}: browse name {name.to_string()}, expected {expected.to_string()}")
         if not same_node(node.nodeid, opc.nodeid(node.path)):
             problems.append(f"{node.path}: NodeId {node.nodeid.to_string()}")
     assert not problems, "\n".join(problems[:50])
@@ -213,6 +262,7 @@ async def test_type_definitions(opc):
         expected[f"Fabrique/Stations/{device}"] = "DeviceType"
     for n in range(1, RECENT_SLOTS + 1):
         expected[slot_path(n)] = "OrderType"
+    expected["Fabrique/Stations/Reception/Kiosk"] = "KioskType"
     paths = sorted(expected)
     missing = [p for p in paths if p not in tree]
     assert not missing, f"nodes missing: {missing}"
@@ -375,3 +425,68 @@ async def test_static_values(opc):
     for device in DEVICE_TAGS:
         for prop in DEVICE_PROPERTIES:
             assert isinstance(await opc.read(f"Fabrique/Stations/{device}/{prop}"), str)
+
+
+async def test_browse_paths_from_the_types_find_the_instances_children(opc):
+    """What a client that knows only Fabrique.NodeSet2.xml does: take a type's declared
+    children (their browse names, in the types namespace) and resolve them from an instance
+    with TranslateBrowsePathsToNodeIds, nested ones too (a device's Status/Connected)."""
+    instances = {
+        "Fabrique": "SiteType",
+        "Fabrique/Line": "LineType",
+        "Fabrique/Line/Steps/Step4": "ProductionStepType",
+        "Fabrique/Orders/Recent/Order01": "OrderType",
+        "Fabrique/Stop": "StopType",
+        "Fabrique/Visits": "VisitsType",
+        "Fabrique/Visits/Survey": "SurveyType",
+        "Fabrique/Stations/Printing/Printer3D": "DeviceType",
+        "Fabrique/Stations/Printing/Printer3D/Status": "DeviceStatusType",
+        "Fabrique/Stations/Reception/Kiosk": "KioskType",
+    }
+    cache: dict = {}
+    paths, wanted = [], []
+    for instance, type_name in instances.items():
+        type_id = ua.NodeId(TYPE_IDS[type_name], opc.types)
+        declared = await declared_names(opc, type_id, cache)
+        assert declared, f"{type_name} declares nothing"
+        # The gateway's own declarations, and the companion types' mandatory ones (the
+        # kiosk's DI nameplate); optional ones of DI are not instantiated.
+        mandatory = await mandatory_names(opc, type_id)
+        for qname in declared.values():
+            if qname.NamespaceIndex != opc.types and qname.Name not in mandatory:
+                continue
+            path = ua.BrowsePath()
+            path.StartingNode = opc.nodeid(instance)
+            element = ua.RelativePathElement()
+            element.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
+            element.IncludeSubtypes = True
+            element.IsInverse = False
+            element.TargetName = qname
+            path.RelativePath = ua.RelativePath()
+            path.RelativePath.Elements = [element]
+            paths.append(path)
+            wanted.append(f"{instance}/{qname.Name}")
+    # Nested: Printer3D -> <types>:Status -> <types>:Connected.
+    nested = ua.BrowsePath()
+    nested.StartingNode = opc.nodeid("Fabrique/Stations/Printing/Printer3D")
+    nested.RelativePath = ua.RelativePath()
+    nested.RelativePath.Elements = []
+    for name in ("Status", "Connected"):
+        element = ua.RelativePathElement()
+        element.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
+        element.IncludeSubtypes = True
+        element.IsInverse = False
+        element.TargetName = ua.QualifiedName(name, opc.types)
+        nested.RelativePath.Elements.append(element)
+    paths.append(nested)
+    wanted.append("Fabrique/Stations/Printing/Printer3D/Status/Connected")
+    results = await opc.client.uaclient.translate_browsepaths_to_nodeids(paths)
+    problems = []
+    for path, result in zip(wanted, results):
+        if not result.StatusCode.is_good() or not result.Targets:
+            problems.append(f"{path}: {result.StatusCode.name}")
+            continue
+        target = result.Targets[0].TargetId
+        if not same_node(ua.NodeId(target.Identifier, target.NamespaceIndex), opc.nodeid(path)):
+            problems.append(f"{path}: resolved to {target.to_string()}")
+    assert not problems, "\n".join(problems)

@@ -119,13 +119,14 @@ async fn call(journey: &Journey, request: &CallRequest) -> Result<Vec<Value>, Ca
     }
 }
 
-/// The kiosk sits in the reception station. It is the gateway itself, with no nameplate and
-/// no connection status, so it is a plain object: Fabrique's `DeviceType` makes both
-/// mandatory. It serves `Scan`, and `FindOrder` on the line's `Orders`.
+/// The kiosk sits in the reception station. It is the gateway itself, with no connection
+/// status (Fabrique's `DeviceType` makes one mandatory), so it is a `KioskType`, a DI
+/// `DeviceType` whose nameplate says so (opcua/standard/kiosk.rs). It serves `Scan`, and
+/// `FindOrder` on the line's `Orders`.
 fn declare_objects(tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
     tags.object("Stations", ObjectType::Folder)?;
     tags.object("Stations/Reception", FabriqueType::Station)?;
-    tags.object(KIOSK, ObjectType::BaseObject)?;
+    tags.object(KIOSK, FabriqueType::Kiosk)?;
     tags.object("Orders", FabriqueType::Orders)?;
     tags.method(
         MethodSpec::new(

@@ -67,6 +67,17 @@ pub struct BuiltNodes {
     pub methods: HashMap<NodeId, String>,
 }
 
+/// The namespace of the BrowseName of the node at `path`: the types namespace for a child
+/// its parent's Fabrique type declares (as the type declares it, so a browse path resolved
+/// from the type finds it), the instances namespace otherwise.
+pub fn browse_namespace(ns: u16, types_ns: u16, catalog: &TagCatalog, path: &str) -> u16 {
+    if catalog.declared_by_parent(path) {
+        types_ns
+    } else {
+        ns
+    }
+}
+
 pub fn instance_node_id(ns: u16, path: &str) -> NodeId {
     if path.is_empty() {
         NodeId::new(ns, ROOT)
@@ -93,6 +104,12 @@ impl Builder<'_> {
         QualifiedName::new(self.ns, text)
     }
 
+    /// The BrowseName of the node at `path`, whose last segment is `text`.
+    fn child_name(&self, path: &str, text: &str) -> QualifiedName {
+        let ns = browse_namespace(self.ns, self.types_ns, self.catalog, path);
+        QualifiedName::new(ns, text)
+    }
+
     fn object_type(&self, path: &str) -> ObjectType {
         self.catalog
             .object_type(path)
@@ -109,7 +126,8 @@ impl Builder<'_> {
         let (parent_path, name) = path.rsplit_once('/').unwrap_or(("", path));
         let parent = self.ensure_object(parent_path);
         let type_id = type_definition(self.object_type(path), self.types_ns);
-        let builder = ObjectBuilder::new(&id, self.name(name), name).has_type_definition(type_id);
+        let builder =
+            ObjectBuilder::new(&id, self.child_name(path, name), name).has_type_definition(type_id);
         let folder = ObjectType::Folder;
         let builder = if parent_path.is_empty() || self.object_type(parent_path) != folder {
             builder.component_of(parent)
@@ -152,7 +170,7 @@ impl Builder<'_> {
         } else {
             -1
         };
-        let mut builder = VariableBuilder::new(&id, self.name(name), name)
+        let mut builder = VariableBuilder::new(&id, self.child_name(&path, name), name)
             .data_type(data_type)
             .value_rank(rank)
             .value(value)
@@ -181,7 +199,8 @@ impl Builder<'_> {
         if !variables {
             return id;
         }
-        let builder = variable::builder(self.ns, spec);
+        let name_ns = browse_namespace(self.ns, self.types_ns, self.catalog, &spec.path);
+        let builder = variable::builder(self.ns, name_ns, spec);
         let builder = if spec.property {
             builder.property_of(parent)
         } else {

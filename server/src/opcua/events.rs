@@ -177,6 +177,14 @@ pub(crate) fn notifiers(ns: u16, source: &str) -> Vec<NodeId> {
             path.push_str(part);
             out.push(instance_node_id(ns, &path));
         }
+        // A machine tool's `Notification/Messages` (standard/machines.rs) reports its
+        // device's events too; nobody watches it on other machines, so nothing goes there.
+        if let Some(device) = source.split('/').nth(2) {
+            out.push(NodeId::new(
+                ns,
+                format!("Machines/{device}/Notification/Messages"),
+            ));
+        }
     } else if source == "Line" {
         out.push(instance_node_id(ns, "Line"));
     }

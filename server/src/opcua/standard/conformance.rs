@@ -7,7 +7,7 @@
 use std::collections::{HashSet, VecDeque};
 
 use opcua::nodes::NodeType;
-use opcua::types::{BrowseDirection, NodeId, QualifiedName, ReferenceTypeId};
+use opcua::types::{BrowseDirection, NodeId, ReferenceTypeId};
 
 use super::types::{Rule, Types};
 
@@ -48,23 +48,6 @@ const AGGREGATES: [ReferenceTypeId; 4] = [
 pub struct Scope {
     /// The namespace indexes the server serves: every TypeDefinition must be in one.
     pub served: HashSet<u16>,
-    /// `(types, instances)`: the gateway's own instances name their children in the instances
-    /// namespace while `Fabrique.NodeSet2.xml` declares them in the types namespace (README,
-    /// "Known gap"; moving them would change every browse path clients use). A declared
-    /// `<types>:Name` is therefore also met by an instance's `<instances>:Name`, and by
-    /// nothing else: names, node classes and data types are still checked.
-    pub own_names: Option<(u16, u16)>,
-}
-
-impl Scope {
-    fn names_match(&self, found: &QualifiedName, declared: &QualifiedName) -> bool {
-        found == declared
-            || self.own_names.is_some_and(|(types, instances)| {
-                declared.namespace_index == types
-                    && found.namespace_index == instances
-                    && found.name == declared.name
-            })
-    }
 }
 
 /// Check every instance below `roots` (namespace 0 nodes are not walked: the core server's).
@@ -153,8 +136,22 @@ fn check_instance(
         let found = children
             .iter()
             .filter_map(|c| types.find(c))
-            .find(|c| scope.names_match(c.as_node().browse_name(), name));
+            .find(|c| c.as_node().browse_name() == name);
         let Some(found) = found else {
+            // The same name in another namespace: a client resolving the type's browse path
+            // would not find it.
+            let namesake = children
+                .iter()
+                .filter_map(|c| types.find(c))
+                .find(|c| c.as_node().browse_name().name == name.name);
+            if let Some(namesake) = namesake {
+                fail(format!(
+                    "mandatory `{}` of {type_id} is there as `{}`: its BrowseName is in another namespace",
+                    name,
+                    namesake.as_node().browse_name()
+                ));
+                continue;
+            }
             fail(format!(
                 "mandatory {} `{}` of {type_id} is missing",
                 class_name(expected),

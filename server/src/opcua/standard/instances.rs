@@ -126,6 +126,35 @@ impl Instances {
         }
     }
 
+    /// Give an object made elsewhere (the gateway's own tree) the mandatory children that its
+    /// type inherits from the companion types: every mandatory declaration not in namespace
+    /// `own` (those the gateway's builder renders itself, from the tags).
+    pub fn adopt(&mut self, types: &Types<'_>, path: &str, id: NodeId, type_id: &NodeId, own: u16) {
+        self.made.insert(
+            path.to_owned(),
+            Made {
+                id: id.clone(),
+                type_definition: Some(type_id.clone()),
+                declaration: None,
+            },
+        );
+        for child in types.children(Some(type_id), None) {
+            if child.rule == Rule::Mandatory && child.browse_name.namespace_index != own {
+                self.make(types, path, &id, &child, 1);
+            }
+        }
+    }
+
+    /// Make the object at `path` an event notifier (clients subscribe to events on it).
+    pub fn subscribe_to_events(&mut self, path: &str) {
+        let Some(made) = self.made.get(path) else {
+            return;
+        };
+        if let Some(NodeType::Object(o)) = self.by_id.get(&made.id).map(|&i| &mut self.nodes[i]) {
+            o.set_event_notifier(EventNotifier::SUBSCRIBE_TO_EVENTS);
+        }
+    }
+
     /// The type definition of the instance at `path`.
     pub fn type_of(&self, path: &str) -> Option<NodeId> {
         self.made.get(path)?.type_definition.clone()

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fabrique_adapters::{PointBus, TagId, Value};
+use fabrique_adapters::{PointBus, TagId, Timestamp, Value};
 use opcua::nodes::NodeType;
 use opcua::server::address_space::AddressSpace;
 use opcua::server::SubscriptionCache;
@@ -65,6 +65,66 @@ pub enum Derived {
     },
     /// True while the tag holds a non-empty text (a program loaded).
     NotEmpty { node: NodeId, tag: TagId },
+    /// When the order at a step will be done (Machine Tools' prognosis `PredictedTime`):
+    /// now plus the remaining progress at the rate observed since the order arrived, to the
+    /// second; the null DateTime while no order is there or too little progress was seen.
+    Due {
+        node: NodeId,
+        order: TagId,
+        progress: TagId,
+        seen: Arc<parking_lot::Mutex<Option<Arrival>>>,
+    },
+}
+
+/// An order's arrival at a step, as first observed: the start of the rate estimate.
+#[derive(Debug)]
+pub struct Arrival {
+    order: Arc<str>,
+    at: Timestamp,
+    progress: f64,
+}
+
+/// Progress (percent points) to observe before the rate is trusted.
+const MIN_PROGRESS_FOR_RATE: f64 = 1.0;
+
+impl Derived {
+    pub fn due(node: NodeId, order: TagId, progress: TagId) -> Self {
+        Derived::Due {
+            node,
+            order,
+            progress,
+            seen: Arc::default(),
+        }
+    }
+}
+
+/// The predicted end of `order` at `progress` percent now, given where it was first seen.
+fn predicted_end(
+    seen: &mut Option<Arrival>,
+    order: Option<Arc<str>>,
+    progress: Option<f64>,
+    now: Timestamp,
+) -> Timestamp {
+    let (Some(order), Some(progress)) = (order.filter(|o| !o.is_empty()), progress) else {
+        *seen = None;
+        return Timestamp::NULL;
+    };
+    let arrival = match seen {
+        Some(a) if a.order == order => a,
+        _ => seen.insert(Arrival {
+            order,
+            at: now,
+            progress,
+        }),
+    };
+    let done = progress - arrival.progress;
+    if done < MIN_PROGRESS_FOR_RATE {
+        return Timestamp::NULL;
+    }
+    let remaining_s = now.secs_since(arrival.at) * (100.0 - progress).max(0.0) / done;
+    // Whole seconds: the estimate does not notify subscribers at every refresh.
+    let end = now.plus_secs_f64(remaining_s);
+    Timestamp::from_nanos(end.as_nanos().div_euclid(1_000_000_000) * 1_000_000_000)
 }
 
 fn text(bus: &PointBus, tag: Option<TagId>) -> Option<Arc<str>> {
@@ -137,7 +197,8 @@ impl Derived {
                 .collect(),
             Derived::OperationMode { node, .. }
             | Derived::Above { node, .. }
-            | Derived::NotEmpty { node, .. } => vec![node],
+            | Derived::NotEmpty { node, .. }
+            | Derived::Due { node, .. } => vec![node],
         }
     }
 
@@ -186,6 +247,28 @@ impl Derived {
             Derived::NotEmpty { node, tag } => {
                 let loaded = text(bus, Some(*tag)).is_some_and(|s| !s.is_empty());
                 out.push((node.clone(), Variant::Boolean(loaded)));
+            }
+            Derived::Due {
+                node,
+                order,
+                progress,
+                seen,
+            } => {
+                let point = bus.latest(*progress);
+                let progress = point
+                    .value
+                    .and_then(|v| v.as_f64())
+                    .filter(|_| point.quality.is_good());
+                let end = predicted_end(
+                    &mut seen.lock(),
+                    text(bus, Some(*order)),
+                    progress,
+                    Timestamp::now(),
+                );
+                out.push((
+                    node.clone(),
+                    Variant::DateTime(Box::new(fabrique_adapters::ua::date_time(end))),
+                ));
             }
         }
     }
@@ -266,7 +349,7 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use fabrique_adapters::{AdapterId, DataType, TagCatalogBuilder, TagSpec, Timestamp};
+    use fabrique_adapters::{AdapterId, DataType, TagCatalogBuilder, TagSpec};
 
     use super::*;
 
@@ -292,5 +375,33 @@ mod tests {
         out.flush();
         assert_eq!(rule(false).state(&bus), "NotExecuting");
         assert_eq!(rule(true).state(&bus), "OutOfService");
+    }
+
+    #[test]
+    fn a_part_is_due_at_the_rate_its_order_progresses() {
+        let t0 = Timestamp::from_nanos(1_800_000_000 * 1_000_000_000);
+        let order = |s: &str| Some(Arc::<str>::from(s));
+        let mut seen = None;
+        // First sight: no rate yet.
+        assert_eq!(
+            predicted_end(&mut seen, order("ORD-1"), Some(20.0), t0),
+            Timestamp::NULL
+        );
+        // 10 points in 5 s: the 70 left take 35 s.
+        let t1 = t0.plus_secs_f64(5.0);
+        assert_eq!(
+            predicted_end(&mut seen, order("ORD-1"), Some(30.0), t1),
+            t1.plus_secs_f64(35.0)
+        );
+        // Another order starts over; an idle step has no prognosis.
+        assert_eq!(
+            predicted_end(&mut seen, order("ORD-2"), Some(0.0), t1),
+            Timestamp::NULL
+        );
+        assert_eq!(
+            predicted_end(&mut seen, order(""), Some(0.0), t1),
+            Timestamp::NULL
+        );
+        assert!(seen.is_none());
     }
 }

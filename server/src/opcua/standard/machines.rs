@@ -84,7 +84,19 @@ pub fn plan(
             plan.machine(machine, kind);
         }
     }
+    plan.kiosks();
     plan.bindings
+}
+
+/// The kiosk's nameplate: it is the gateway's own function, made by this project.
+fn kiosk_identification() -> Identification {
+    Identification {
+        manufacturer: "Fabrique Gateway".into(),
+        model: "Reception kiosk".into(),
+        serial: "kiosk".into(),
+        software_revision: env!("CARGO_PKG_VERSION").into(),
+        ..Identification::default()
+    }
 }
 
 struct Planner<'p, 't> {
@@ -190,6 +202,33 @@ impl Planner<'_, '_> {
             StandardKind::MachineTool => self.machine_tool(machine, &root),
             StandardKind::Robot => self.robot(machine, &root),
             _ => {}
+        }
+    }
+
+    /// Objects of the gateway's tree typed `KioskType` (a DI `DeviceType`) get DI's
+    /// mandatory nameplate, once (a reload plans again: what exists stays).
+    fn kiosks(&mut self) {
+        let type_id = NodeId::new(self.ns.types, FabriqueType::Kiosk.id());
+        let kiosk = fabrique_adapters::ObjectType::Fabrique(FabriqueType::Kiosk);
+        let paths: Vec<String> = self
+            .catalog
+            .objects()
+            .filter(|o| o.object_type == kiosk)
+            .map(|o| o.path)
+            .collect();
+        for path in paths {
+            let id = instance_node_id(self.ns.instances, &path);
+            let root = match &id.identifier {
+                opcua::types::Identifier::String(s) => s.to_string(),
+                _ => continue,
+            };
+            let done = NodeId::new(self.ns.instances, format!("{root}/SerialNumber"));
+            if self.types.find(&id).is_none() || self.types.find(&done).is_some() {
+                continue;
+            }
+            self.out
+                .adopt(self.types, &root, id, &type_id, self.ns.types);
+            self.device_nameplate(&root, &kiosk_identification());
         }
     }
 
@@ -488,6 +527,7 @@ impl Planner<'_, '_> {
                 self.state_machine(&state, &type_id, StateRule::Program { busy });
             }
         }
+        self.notification(machine, root);
         // Parts made since start.
         let parts = self.any_tag(machine, &["PartCount", "PrintedParts", "Jobs"]);
         if parts.is_some()
@@ -499,6 +539,63 @@ impl Planner<'_, '_> {
             if self.optional(&path, "PartsProducedInLifetime").is_some() {
                 self.bind(&format!("{path}/PartsProducedInLifetime"), parts);
             }
+        }
+    }
+
+    /// `Notification` (Machine Tools 8.6; both children optional in the type, both given):
+    /// `Messages`, an event notifier on which the device's events and alarm conditions (a
+    /// spindle overload) are reported as on the device itself (`opcua/events.rs`), and
+    /// `Prognoses` with `PartUnload`, when the part at the machine's step will be done,
+    /// estimated from the step's progress rate (`live::Derived::Due`).
+    fn notification(&mut self, machine: &MachineDecl, root: &str) {
+        let notification = format!("{root}/Notification");
+        let messages = format!("{notification}/Messages");
+        if self.optional(&notification, "Messages").is_some() {
+            self.out.subscribe_to_events(&messages);
+        }
+        let Some(step) = machine.shape.steps.first() else {
+            return;
+        };
+        let step_tag = |tag: &str| self.catalog.lookup(&format!("Line/Steps/Step{step}/{tag}"));
+        let (Some(order), Some(progress)) = (step_tag("CurrentOrder"), step_tag("Progress")) else {
+            return;
+        };
+        let Some(list) = self.optional(&notification, "Prognoses") else {
+            return;
+        };
+        let path = format!("{notification}/Prognoses/PartUnload");
+        self.out.object(
+            self.types,
+            &path,
+            QualifiedName::new(self.ns.machine_tool, "PartUnload"),
+            Some("The part of the order at this machine's step, to be unloaded at PredictedTime"),
+            &NodeId::new(
+                self.ns.machine_tool,
+                ids::machine_tool::PART_UNLOAD_PROGNOSIS_TYPE,
+            ),
+            &list,
+            ReferenceTypeId::HasComponent,
+        );
+        let station = machine
+            .device_path
+            .split('/')
+            .nth(1)
+            .unwrap_or(&machine.device_path);
+        self.out.set(
+            &format!("{path}/Location"),
+            LocalizedText::new("en", station),
+        );
+        self.out.set(
+            &format!("{path}/PartName"),
+            format!("{} part", machine.name).as_str(),
+        );
+        if self.optional(&path, "PartIdentifier").is_some() {
+            self.bind(&format!("{path}/PartIdentifier"), Some(order));
+        }
+        if let Some(node) = self.out.get(&format!("{path}/PredictedTime")).cloned() {
+            self.bindings
+                .derived
+                .push(Derived::due(node, order, progress));
         }
     }
 

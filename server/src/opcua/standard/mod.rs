@@ -122,10 +122,7 @@ pub fn check(
         .chain(space.namespaces().keys())
         .copied()
         .collect();
-    let scope = conformance::Scope {
-        served,
-        own_names: Some((ns.types, ns.instances)),
-    };
+    let scope = conformance::Scope { served };
     let mut roots = vec![
         (
             "Machines".to_owned(),
@@ -299,6 +296,35 @@ mod tests {
             0.0,
         );
         assert_eq!(value.value, Some(opcua::types::Variant::Double(100.0)));
+        // The mill's Notification: Messages (an event notifier) and a part-unload prognosis.
+        let notification = NodeId::new(b.ns.instances, "Machines/CncMill/Notification");
+        assert_eq!(
+            children(&b, &notification, ReferenceTypeId::HasComponent),
+            ["Messages", "Prognoses"]
+        );
+        let Some(opcua::nodes::NodeType::Object(messages)) = b.space.find(&NodeId::new(
+            b.ns.instances,
+            "Machines/CncMill/Notification/Messages",
+        )) else {
+            panic!("no Messages");
+        };
+        assert!(messages
+            .event_notifier()
+            .contains(opcua::nodes::EventNotifier::SUBSCRIBE_TO_EVENTS));
+        let prognoses = NodeId::new(b.ns.instances, "Machines/CncMill/Notification/Prognoses");
+        assert_eq!(
+            children(&b, &prognoses, ReferenceTypeId::HasComponent),
+            ["PartUnload"]
+        );
+        let unload = NodeId::new(
+            b.ns.instances,
+            "Machines/CncMill/Notification/Prognoses/PartUnload",
+        );
+        let mut properties = children(&b, &unload, ReferenceTypeId::HasProperty);
+        properties.extend(children(&b, &unload, ReferenceTypeId::HasComponent));
+        for name in ["PredictedTime", "Location", "PartName", "PartIdentifier"] {
+            assert!(properties.iter().any(|p| p == name), "{properties:?}");
+        }
         let axes = NodeId::new(b.ns.instances, "Machines/Cobot/MotionDevices/Arm/Axes");
         assert_eq!(
             children(&b, &axes, ReferenceTypeId::HasComponent),
@@ -346,7 +372,22 @@ mod tests {
             type_of("Stations/Printing/Printer3D/Status"),
             own(FabriqueType::DeviceStatus)
         );
-        assert_eq!(type_of("Stations/Reception/Kiosk"), base);
+        assert_eq!(
+            type_of("Stations/Reception/Kiosk"),
+            own(FabriqueType::Kiosk)
+        );
+        // The kiosk, a DI DeviceType: DI's nameplate, in DI's namespace, from the type.
+        for name in [
+            "Manufacturer",
+            "SerialNumber",
+            "RevisionCounter",
+            "DeviceManual",
+        ] {
+            let Some(found) = types.find(&node(&format!("Stations/Reception/Kiosk/{name}"))) else {
+                panic!("the kiosk has no {name}");
+            };
+            assert_eq!(found.as_node().browse_name().namespace_index, b.ns.di);
+        }
         assert_eq!(type_of("Visits/Survey"), own(FabriqueType::Survey));
         // Nobody declares the indicators' groups: plain objects.
         assert_eq!(type_of("Indicators/InProgress"), base);
@@ -419,5 +460,69 @@ mod tests {
         assert_eq!(v[0].path, "Machines/CncMill/Identification");
         assert!(v[0].problem.contains("mandatory Variable"), "{}", v[0]);
         assert!(v[0].problem.contains("SerialNumber"), "{}", v[0]);
+    }
+
+    #[test]
+    fn a_prognosis_without_its_mandatory_part_name_is_a_violation() {
+        let mut b = build_for(None);
+        let unload = "Machines/CncMill/Notification/Prognoses/PartUnload";
+        let name = NodeId::new(b.ns.instances, format!("{unload}/PartName"));
+        assert!(b.space.delete(&name, true).is_some());
+        let v = violations(&b);
+        assert_eq!(v.len(), 1, "{}", show(&v));
+        assert_eq!(v[0].path, unload);
+        assert!(v[0].problem.contains("PartName"), "{}", v[0]);
+    }
+
+    /// The adapters' table of what each Fabrique type declares (which decides the namespace of
+    /// an instance child's BrowseName) is the NodeSet's, nothing more, nothing less.
+    #[test]
+    fn the_declared_children_are_those_of_the_nodeset() {
+        use fabrique_adapters::FabriqueType;
+        let b = build_for(None);
+        let types = types::Types::new(vec![&b.core, &b.space]);
+        for t in FabriqueType::ALL {
+            let type_id = NodeId::new(b.ns.types, t.id());
+            let mut declared: Vec<String> =
+                [ReferenceTypeId::HasComponent, ReferenceTypeId::HasProperty]
+                    .into_iter()
+                    .flat_map(|r| types.targets(&type_id, r, BrowseDirection::Forward))
+                    .filter_map(|n| types.find(&n))
+                    .map(|n| n.as_node().browse_name().clone())
+                    .filter(|name| name.namespace_index == b.ns.types)
+                    .map(|name| name.name.to_string())
+                    .collect();
+            declared.sort();
+            let mut table: Vec<String> = t
+                .declared_children()
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            table.sort();
+            assert_eq!(table, declared, "{}", t.browse_name());
+        }
+    }
+
+    #[test]
+    fn a_declared_child_in_the_instances_namespace_is_a_violation() {
+        let mut b = build_for(None);
+        let state = NodeId::new(b.ns.instances, "Fabrique/Line/Steps/Step4/State");
+        // The same variable, named in the instances namespace (as before the types' names).
+        assert!(b.space.delete(&state, true).is_some());
+        let step = NodeId::new(b.ns.instances, "Fabrique/Line/Steps/Step4");
+        opcua::nodes::VariableBuilder::new(
+            &state,
+            opcua::types::QualifiedName::new(b.ns.instances, "State"),
+            "State",
+        )
+        .data_type(opcua::types::DataTypeId::String)
+        .value_rank(-1)
+        .has_type_definition(opcua::types::VariableTypeId::BaseDataVariableType)
+        .component_of(step)
+        .insert(&mut b.space);
+        let v = violations(&b);
+        assert_eq!(v.len(), 1, "{}", show(&v));
+        assert_eq!(v[0].path, "Fabrique/Line/Steps/Step4");
+        assert!(v[0].problem.contains("another namespace"), "{}", v[0]);
     }
 }

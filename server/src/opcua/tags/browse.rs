@@ -14,7 +14,7 @@ use opcua::types::{
     StatusCode, VariableTypeId,
 };
 
-use super::super::address_space::instance_node_id;
+use super::super::address_space::{browse_namespace, instance_node_id};
 use super::ids::{self, TagNode};
 use super::variable::{type_definition, Property};
 
@@ -33,13 +33,20 @@ fn parent_reference(spec: &TagSpec) -> ReferenceTypeId {
 }
 
 /// What a reference to `node` shows of it.
-pub fn metadata(ns: u16, catalog: &TagCatalog, node: TagNode) -> Option<NodeMetadata> {
+pub fn metadata(
+    (ns, types_ns): (u16, u16),
+    catalog: &TagCatalog,
+    node: TagNode,
+) -> Option<NodeMetadata> {
     let spec = &catalog.get(node.tag())?.spec;
     Some(match node {
         TagNode::Variable(_) => NodeMetadata {
             node_id: instance_node_id(ns, &spec.path).into(),
             type_definition: NodeId::from(type_definition(spec)).into(),
-            browse_name: QualifiedName::new(ns, spec.name()),
+            browse_name: QualifiedName::new(
+                browse_namespace(ns, types_ns, catalog, &spec.path),
+                spec.name(),
+            ),
             display_name: LocalizedText::from(spec.name()),
             node_class: NodeClass::Variable,
         },
@@ -104,12 +111,13 @@ fn start<'a>(ns: u16, catalog: &TagCatalog, id: &'a NodeId) -> Option<From<'a>> 
 }
 
 pub fn browse(
-    ns: u16,
+    names: (u16, u16),
     catalog: &TagCatalog,
     children: &HashMap<String, Vec<TagId>>,
     type_tree: &dyn TypeTree,
     node: &mut BrowseNode,
 ) {
+    let ns = names.0;
     if let Some(mut point) = node.take_continuation_point::<Continuation>() {
         while node.remaining() > 0 {
             let Some(reference) = point.refs.pop_front() else {
@@ -132,7 +140,7 @@ pub fn browse(
         if (forward && !node.allows_forward()) || (!forward && !node.allows_inverse()) {
             continue;
         }
-        let Some(meta) = metadata(ns, catalog, target) else {
+        let Some(meta) = metadata(names, catalog, target) else {
             continue;
         };
         if let AddReferenceResult::Full(r) =
@@ -185,13 +193,14 @@ fn reference_matches(
 }
 
 pub fn translate(
-    ns: u16,
+    names: (u16, u16),
     catalog: &TagCatalog,
     children: &HashMap<String, Vec<TagId>>,
     type_tree: &dyn TypeTree,
     context: &RequestContext,
     item: &mut BrowsePathItem,
 ) {
+    let ns = names.0;
     let id = item.node_id().clone();
     // Another node manager followed a reference to one of our nodes without knowing its
     // browse name (the companion structure's references to tags): check it here.
@@ -199,8 +208,8 @@ pub fn translate(
         let Some(node) = ids::parse(ns, catalog, &id) else {
             return;
         };
-        let matches =
-            metadata(ns, catalog, node).is_some_and(|m| name.is_null() || m.browse_name == *name);
+        let matches = metadata(names, catalog, node)
+            .is_some_and(|m| name.is_null() || m.browse_name == *name);
         if !matches {
             return;
         }
@@ -225,7 +234,7 @@ pub fn translate(
                 {
                     continue;
                 }
-                let Some(meta) = metadata(ns, catalog, target) else {
+                let Some(meta) = metadata(names, catalog, target) else {
                     continue;
                 };
                 if element.target_name.is_null() || meta.browse_name == element.target_name {

@@ -18,6 +18,8 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use fabrique_adapters::{PointBus, TagCatalog, TagId, Value};
+
+use super::address_space::{browse_namespace, TYPES_NAMESPACE};
 use futures::future::join_all;
 use opcua::nodes::{DefaultTypeTree, NodeType};
 use opcua::server::address_space::{
@@ -61,6 +63,7 @@ impl NodeManagerBuilder for TagNodeManagerBuilder {
             router: self.router,
             history: self.history,
             ns: OnceLock::new(),
+            types_ns: OnceLock::new(),
             audit: OnceLock::new(),
             children: Children::default(),
             subscriptions: context.subscriptions.clone(),
@@ -75,6 +78,7 @@ pub struct TagNodeManager {
     history: Option<Arc<crate::history::Historian>>,
     /// The instances namespace index (set by `init`).
     ns: OnceLock<u16>,
+    types_ns: OnceLock<u16>,
     /// Audit events for writes, on the same notifiers as the in-memory node manager's.
     audit: OnceLock<Audit>,
     children: Children,
@@ -94,6 +98,11 @@ impl TagNodeManager {
         self.ns.get().copied()
     }
 
+    /// The instances and the types namespaces (a tag's BrowseName is in one of them).
+    fn names(&self) -> Option<(u16, u16)> {
+        Some((self.ns()?, self.types_ns.get().copied()?))
+    }
+
     fn parse(&self, catalog: &TagCatalog, id: &NodeId) -> Option<TagNode> {
         ids::parse(self.ns()?, catalog, id)
     }
@@ -106,11 +115,12 @@ impl TagNodeManager {
 
     /// The node `node` names, built for this request.
     fn node(&self, catalog: &TagCatalog, node: TagNode) -> Option<NodeType> {
-        let ns = self.ns()?;
+        let (ns, types_ns) = self.names()?;
         let spec = &catalog.get(node.tag())?.spec;
         Some(match node {
             TagNode::Variable(tag) => NodeType::Variable(Box::new(variable::variable(
                 ns,
+                browse_namespace(ns, types_ns, catalog, &spec.path),
                 spec,
                 self.historized(catalog, tag),
             ))),
@@ -224,6 +234,9 @@ impl NodeManager for TagNodeManager {
             return;
         };
         let _ = self.ns.set(ns);
+        if let Some(types_ns) = type_tree.namespaces().get_index(TYPES_NAMESPACE) {
+            let _ = self.types_ns.set(types_ns);
+        }
         let watched = context
             .node_managers
             .get_of_type::<InMemoryNodeManager<GatewayNodes>>()
@@ -247,11 +260,11 @@ impl NodeManager for TagNodeManager {
         _context: &RequestContext,
         items: &mut [&mut ExternalReferenceRequest],
     ) {
-        let Some(ns) = self.ns() else { return };
+        let Some(names) = self.names() else { return };
         let catalog = self.bus.catalog();
         for item in items.iter_mut() {
-            if let Some(node) = ids::parse(ns, &catalog, item.node_id()) {
-                if let Some(meta) = browse::metadata(ns, &catalog, node) {
+            if let Some(node) = ids::parse(names.0, &catalog, item.node_id()) {
+                if let Some(meta) = browse::metadata(names, &catalog, node) {
                     item.set(meta);
                 }
             }
@@ -263,12 +276,14 @@ impl NodeManager for TagNodeManager {
         context: &RequestContext,
         nodes_to_browse: &mut [BrowseNode],
     ) -> Result<(), StatusCode> {
-        let Some(ns) = self.ns() else { return Ok(()) };
+        let Some(names) = self.names() else {
+            return Ok(());
+        };
         let catalog = self.bus.catalog();
         let children = self.children.of(&catalog);
         let type_tree = context.get_type_tree_for_user();
         for node in nodes_to_browse.iter_mut() {
-            browse::browse(ns, &catalog, &children, type_tree.get(), node);
+            browse::browse(names, &catalog, &children, type_tree.get(), node);
         }
         Ok(())
     }
@@ -278,12 +293,14 @@ impl NodeManager for TagNodeManager {
         context: &RequestContext,
         nodes: &mut [&mut BrowsePathItem],
     ) -> Result<(), StatusCode> {
-        let Some(ns) = self.ns() else { return Ok(()) };
+        let Some(names) = self.names() else {
+            return Ok(());
+        };
         let catalog = self.bus.catalog();
         let children = self.children.of(&catalog);
         let type_tree = context.get_type_tree_for_user();
         for item in nodes.iter_mut() {
-            browse::translate(ns, &catalog, &children, type_tree.get(), context, item);
+            browse::translate(names, &catalog, &children, type_tree.get(), context, item);
         }
         Ok(())
     }

@@ -74,12 +74,13 @@ pub fn access_level(spec: &TagSpec, historized: bool) -> AccessLevel {
     }
 }
 
-/// The tag's variable, without its references (the caller adds the parent's).
-pub fn builder(ns: u16, spec: &TagSpec) -> VariableBuilder {
+/// The tag's variable, without its references (the caller adds the parent's); its
+/// BrowseName in namespace `name_ns` (`address_space::browse_namespace`).
+pub fn builder(ns: u16, name_ns: u16, spec: &TagSpec) -> VariableBuilder {
     let id = instance_node_id(ns, &spec.path);
     let name = spec.name();
     let access = access_level(spec, false);
-    let builder = VariableBuilder::new(&id, QualifiedName::new(ns, name), name)
+    let builder = VariableBuilder::new(&id, QualifiedName::new(name_ns, name), name)
         .data_type(data_type_id(spec.data_type))
         .value_rank(-1)
         .access_level(access)
@@ -93,8 +94,8 @@ pub fn builder(ns: u16, spec: &TagSpec) -> VariableBuilder {
 }
 
 /// The variable as a node of its own, for answering one request (attributes, write checks).
-pub fn variable(ns: u16, spec: &TagSpec, historized: bool) -> Variable {
-    let mut variable = builder(ns, spec).build();
+pub fn variable(ns: u16, name_ns: u16, spec: &TagSpec, historized: bool) -> Variable {
+    let mut variable = builder(ns, name_ns, spec).build();
     if historized {
         variable.set_historizing(true);
         let access = access_level(spec, true);
