@@ -132,7 +132,7 @@ pub fn build_adapters(
         line.clone(),
         simulated,
     ))];
-    if simulation.synthetic.tags > 0 {
+    if simulation.synthetic.tags > 0 || simulation.synthetic.alarm_tags > 0 {
         adapters.push(Box::new(SyntheticLoad::new(simulation.synthetic.clone())));
     }
     adapters.extend(devices.iter().filter_map(build_device_adapter));

@@ -20,6 +20,12 @@ pub struct SyntheticConfig {
     pub rate_hz: f64,
     pub station: String,
     pub device: String,
+    /// Extra tags `A000000…` with alarm limits (high 1, high_high 2), all in alarm from the
+    /// start: a load of active limit alarms for benchmarks (0: none).
+    pub alarm_tags: u32,
+    /// Alarm state changes a second among them: that many tags a second move between High
+    /// and HighHigh, in turn.
+    pub alarm_changes_hz: f64,
 }
 
 impl Default for SyntheticConfig {
@@ -29,6 +35,8 @@ impl Default for SyntheticConfig {
             rate_hz: 10.0,
             station: "Synthetic".into(),
             device: "Load".into(),
+            alarm_tags: 0,
+            alarm_changes_hz: 0.0,
         }
     }
 }
@@ -47,6 +55,21 @@ impl SyntheticConfig {
                 format!("must be in (0, 1000], got {}", self.rate_hz),
             ));
         }
+        if self.alarm_tags > 100_000 {
+            return Err((
+                "simulation.synthetic.alarm_tags",
+                format!("at most 100000, got {}", self.alarm_tags),
+            ));
+        }
+        if !(self.alarm_changes_hz.is_finite()
+            && self.alarm_changes_hz >= 0.0
+            && self.alarm_changes_hz <= 100_000.0)
+        {
+            return Err((
+                "simulation.synthetic.alarm_changes_hz",
+                format!("must be in [0, 100000], got {}", self.alarm_changes_hz),
+            ));
+        }
         Ok(())
     }
 
@@ -56,9 +79,16 @@ impl SyntheticConfig {
     }
 }
 
+/// The value of a synthetic alarm tag: High (1.5) or HighHigh (2.5) for limits 1 and 2.
+fn alarm_value(high_high: bool) -> Value {
+    Value::Float(if high_high { 2.5 } else { 1.5 })
+}
+
 pub struct SyntheticLoad {
     config: SyntheticConfig,
     tags: Vec<TagId>,
+    /// The alarm tags, and whether each is at HighHigh now.
+    alarm_tags: Vec<(TagId, bool)>,
     status: Option<DeviceStatus>,
 }
 
@@ -67,6 +97,7 @@ impl SyntheticLoad {
         SyntheticLoad {
             config,
             tags: Vec::new(),
+            alarm_tags: Vec::new(),
             status: None,
         }
     }
@@ -89,11 +120,34 @@ impl Adapter for SyntheticLoad {
                 ))
             })
             .collect::<Result<_, _>>()?;
+        let limits = crate::limits::AlarmLimits::high(1.0, 2.0).message("Synthetic alarm");
+        self.alarm_tags = (0..self.config.alarm_tags)
+            .map(|i| {
+                let spec = TagSpec::new(format!("{path}/A{i:06}"), DataType::Float64)
+                    .alarm(limits.clone());
+                tags.register(spec).map(|tag| (tag, false))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(())
     }
 
-    async fn run(self: Box<Self>, mut ctx: AdapterContext) {
+    async fn run(mut self: Box<Self>, mut ctx: AdapterContext) {
         let period = Duration::from_secs_f64(1.0 / self.config.rate_hz);
+        // The alarm tags: all High at once, then `alarm_changes_hz` of them a second change
+        // level, in turn, in batches every 10 ms.
+        let now = Timestamp::now();
+        for &(tag, high_high) in &self.alarm_tags {
+            ctx.publisher.set(tag, alarm_value(high_high), now);
+        }
+        ctx.publisher.flush();
+        let alarm_step = Duration::from_millis(10);
+        let mut alarm_interval = tokio::time::interval(alarm_step);
+        alarm_interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Owed changes grow with the time elapsed, not the ticks: a late tick catches up.
+        let mut last_alarm_tick = std::time::Instant::now();
+        let mut owed = 0.0;
+        let mut next_alarm = 0;
+        let alarms_move = !self.alarm_tags.is_empty() && self.config.alarm_changes_hz > 0.0;
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let scale = 1.0 / f64::from(self.config.tags.max(1));
@@ -113,6 +167,20 @@ impl Adapter for SyntheticLoad {
                     // consumer can check it saw every change.
                     for (i, &tag) in self.tags.iter().enumerate() {
                         ctx.publisher.set(tag, Value::Float(round as f64 + i as f64 * scale), now);
+                    }
+                    ctx.publisher.flush();
+                }
+                _ = alarm_interval.tick(), if alarms_move => {
+                    let elapsed = last_alarm_tick.elapsed();
+                    last_alarm_tick += elapsed;
+                    owed += self.config.alarm_changes_hz * elapsed.as_secs_f64();
+                    let now = Timestamp::now();
+                    while owed >= 1.0 {
+                        owed -= 1.0;
+                        let (tag, high_high) = &mut self.alarm_tags[next_alarm];
+                        *high_high = !*high_high;
+                        ctx.publisher.set(*tag, alarm_value(*high_high), now);
+                        next_alarm = (next_alarm + 1) % self.alarm_tags.len();
                     }
                     ctx.publisher.flush();
                 }
