@@ -69,6 +69,43 @@ pub enum StandardKind {
     Device,
 }
 
+/// The keys of a `[[devices]]` block that every partner protocol shares; the protocol's own
+/// come after them in the same table ([`crate::block::Block`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceCommon {
+    pub name: String,
+    pub station: String,
+    #[serde(default)]
+    pub identification: Identification,
+    /// Where the device appears in the companion specifications (`machine`, `machine_tool`,
+    /// `robot`, `device`); unset: only under `Objects/Fabrique`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<StandardKind>,
+    /// A robot's joint position tags, in axis order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub axes: Vec<String>,
+    /// Production steps (1-9) this machine performs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<u16>,
+    /// Taken out of service by the operator (maintenance, a breakdown): its Machinery
+    /// `MachineryItemState` is OutOfService whatever the connection says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub out_of_service: bool,
+}
+
+impl DeviceCommon {
+    /// Where the device appears in the companion specifications, as declared.
+    pub fn standard(&self) -> StandardShape {
+        StandardShape {
+            kind: self.kind,
+            axes: self.axes.clone(),
+            steps: self.steps.clone(),
+            out_of_service: self.out_of_service,
+        }
+    }
+}
+
 /// How a device takes its place in the standard structure.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StandardShape {

@@ -8,6 +8,7 @@
 
 pub mod adapter;
 pub mod backoff;
+pub mod block;
 pub mod bus;
 pub mod device;
 pub mod limits;

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::Adapter;
-use crate::device::{ConfigIssue, Identification, StandardShape};
+use crate::device::{ConfigIssue, DeviceCommon, Identification, StandardShape};
 use crate::modbus::{ModbusAdapter, ModbusDevice};
 use crate::mqtt::{MqttAdapter, MqttDevice};
 use crate::octoprint::{OctoPrintAdapter, OctoPrintDevice};
@@ -27,23 +27,30 @@ pub enum DeviceConfig {
 }
 
 impl DeviceConfig {
-    pub fn name(&self) -> &str {
+    /// The keys every partner protocol shares; `None` for a simulated machine.
+    pub fn common(&self) -> Option<&DeviceCommon> {
         match self {
-            DeviceConfig::Simulator(d) => &d.name,
-            DeviceConfig::Modbus(d) => &d.name,
-            DeviceConfig::Mqtt(d) => &d.name,
-            DeviceConfig::OctoPrint(d) => &d.name,
-            DeviceConfig::Opcua(d) => &d.name,
+            DeviceConfig::Simulator(_) => None,
+            DeviceConfig::Modbus(d) => Some(&d.common),
+            DeviceConfig::Mqtt(d) => Some(&d.common),
+            DeviceConfig::OctoPrint(d) => Some(&d.common),
+            DeviceConfig::Opcua(d) => Some(&d.common),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match (self, self.common()) {
+            (_, Some(c)) => &c.name,
+            (DeviceConfig::Simulator(d), None) => &d.name,
+            _ => unreachable!("only a simulated machine has no common keys"),
         }
     }
 
     pub fn station(&self) -> &str {
-        match self {
-            DeviceConfig::Simulator(d) => &d.station,
-            DeviceConfig::Modbus(d) => &d.station,
-            DeviceConfig::Mqtt(d) => &d.station,
-            DeviceConfig::OctoPrint(d) => &d.station,
-            DeviceConfig::Opcua(d) => &d.station,
+        match (self, self.common()) {
+            (_, Some(c)) => &c.station,
+            (DeviceConfig::Simulator(d), None) => &d.station,
+            _ => unreachable!("only a simulated machine has no common keys"),
         }
     }
 
@@ -58,33 +65,23 @@ impl DeviceConfig {
     }
 
     pub fn identification(&self) -> &Identification {
-        match self {
-            DeviceConfig::Simulator(d) => &d.identification,
-            DeviceConfig::Modbus(d) => &d.identification,
-            DeviceConfig::Mqtt(d) => &d.identification,
-            DeviceConfig::OctoPrint(d) => &d.identification,
-            DeviceConfig::Opcua(d) => &d.identification,
+        match (self, self.common()) {
+            (_, Some(c)) => &c.identification,
+            (DeviceConfig::Simulator(d), None) => &d.identification,
+            _ => unreachable!("only a simulated machine has no common keys"),
         }
     }
 
     /// Where the device appears in the companion specifications: declared by a partner
     /// (`kind`, `axes`, `steps`), implied by the machine for a simulated one.
     pub fn standard(&self) -> StandardShape {
-        let declared = |kind, axes: &Vec<String>, steps: &Vec<u16>, out_of_service| StandardShape {
-            kind,
-            axes: axes.clone(),
-            steps: steps.clone(),
-            out_of_service,
-        };
-        match self {
-            DeviceConfig::Simulator(d) => StandardShape {
+        match (self, self.common()) {
+            (_, Some(c)) => c.standard(),
+            (DeviceConfig::Simulator(d), None) => StandardShape {
                 out_of_service: d.out_of_service,
                 ..d.kind.standard()
             },
-            DeviceConfig::Modbus(d) => declared(d.kind, &d.axes, &d.steps, d.out_of_service),
-            DeviceConfig::Mqtt(d) => declared(d.kind, &d.axes, &d.steps, d.out_of_service),
-            DeviceConfig::OctoPrint(d) => declared(d.kind, &d.axes, &d.steps, d.out_of_service),
-            DeviceConfig::Opcua(d) => declared(d.kind, &d.axes, &d.steps, d.out_of_service),
+            _ => unreachable!("only a simulated machine has no common keys"),
         }
     }
 
@@ -148,7 +145,7 @@ pub fn build_device_adapter(device: &DeviceConfig) -> Option<Box<dyn Adapter>> {
         DeviceConfig::Modbus(config) => match ModbusAdapter::new(config.clone()) {
             Ok(adapter) => Some(Box::new(adapter)),
             Err(issue) => {
-                tracing::error!(device = %config.name, key = %issue.key, reason = %issue.reason, "device skipped");
+                tracing::error!(device = %config.common.name, key = %issue.key, reason = %issue.reason, "device skipped");
                 None
             }
         },

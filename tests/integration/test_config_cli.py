@@ -67,6 +67,24 @@ def test_check_accepts_the_built_in_defaults(gateway_bin, tmp_path):
         ("unknown key", "[opcua]\nprot = 1\n", ["prot"]),
         ("wrong type", '[opcua]\nport = "abc"\n', ["port"]),
         ("bad value", "[simulation]\nspeed = -1\n", ["simulation.speed"]),
+        # A misspelt key among a device's common keys (adapters/src/block.rs) or its
+        # protocol's own: named, with every key the block accepts.
+        (
+            "misspelt common device key",
+            '[[devices]]\nname = "plc"\nstation = "Cell"\nprotocol = "modbus"\naddress = "127.0.0.1:5020"\nsteeps = [3]\n',
+            ["unknown field `steeps`", "`steps`", "`out_of_service`", "`address`", "`max_gap`"],
+        ),
+        (
+            "misspelt own device key",
+            '[[devices]]\nname = "p"\nstation = "Cell"\nprotocol = "octoprint"\nurl = "http://127.0.0.1:5000"\napi_key_env = "K"\njob_controls = true\n',
+            ["unknown field `job_controls`", "`job_control`", "`identification`"],
+        ),
+        (
+            "misspelt tag key",
+            '[[devices]]\nname = "m"\nstation = "Cell"\nprotocol = "mqtt"\nbroker = "127.0.0.1:1883"\n'
+            '[[devices.tags]]\nname = "T"\ntype = "float64"\ntopic = "t"\nunits = "C"\n',
+            ["unknown field `units`", "`unit`", "`topic`"],
+        ),
     ],
 )
 def test_check_rejects_a_bad_file(gateway_bin, tmp_path, case, text, must_mention):

@@ -6,6 +6,7 @@ Everything is asserted through the gateway's OPC UA server. The module's OctoPri
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 
@@ -344,3 +345,77 @@ def test_config_errors_name_the_device_and_the_key(gateway_bin, tmp_path, case, 
 def test_the_example_configuration_is_valid(gateway_bin):
     proc = check(gateway_bin, REPO_ROOT / "config" / "examples" / "octoprint.toml")
     assert proc.returncode == 0, proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# A printer added by a reload, with its job methods
+# ---------------------------------------------------------------------------------------------
+
+PARTNER = "Fabrique/Stations/PartnerCell/Partner3D"
+JOB_METHODS = {"PauseJob", "ResumeJob", "CancelJob"}
+
+
+async def _partner_equals(opc, tag: str, value) -> bool:
+    dv = await opc.node(f"{PARTNER}/{tag}").read_data_value(raise_on_bad_status=False)
+    return dv.StatusCode.is_good() and dv.Value.Value == value
+
+
+async def _methods_of(opc, path: str) -> set[str]:
+    try:
+        children = await opc.node(path).get_children()
+    except ua.UaStatusCodeError:
+        return set()
+    names = set()
+    for child in children:
+        if await child.read_node_class() == ua.NodeClass.Method:
+            names.add((await child.read_browse_name()).Name)
+    return names
+
+
+async def test_a_printer_added_by_a_reload_brings_its_job_methods(gateway_bin, octoprint, tmp_path):
+    """A partner printer with `job_control = true` added by SIGHUP: its methods appear in the
+    address space (browse), and calling them drives the real OctoPrint's job."""
+    config = tmp_path / "partner.toml"
+    config.write_text("", encoding="utf-8")
+    gw = start_gateway(
+        gateway_bin, tmp_path, {**FAST_SIMULATION_ENV, KEY_VAR: API_KEY}, "reload-methods",
+        args=["--config", str(config)],
+    )
+    try:
+        async with connect(gw) as opc:
+            assert await _methods_of(opc, PARTNER) == set()
+            config.write_text(f"""\
+[[devices]]
+name = "Partner3D"
+station = "PartnerCell"
+protocol = "octoprint"
+url = "{octoprint.url}"
+api_key_env = "{KEY_VAR}"
+poll_ms = 250
+timeout_ms = 1000
+job_control = true
+identification = {{ manufacturer = "OctoPrint", model = "Virtual printer", serial = "VP-2" }}
+""", encoding="utf-8")
+            gw.proc.send_signal(signal.SIGHUP)
+
+            async def drawn() -> bool:
+                return await _methods_of(opc, PARTNER) == JOB_METHODS
+
+            await wait_for(drawn, 20, what="the job methods drawn after the reload")
+            await wait_for(lambda: _partner_equals(opc, "Status/Connected", True), 20, what="Partner3D connected")
+            # No job yet: OctoPrint refuses (409), the client is told why.
+            result = await opc.call(PARTNER, "CancelJob")
+            assert result.StatusCode.name == "BadInvalidState", result.StatusCode
+            assert octoprint.upload_and_print("reload.gcode", TINY_GCODE) in (200, 201)
+            try:
+                await wait_for(lambda: _partner_equals(opc, "Printing", True), 15, what="Printing")
+                result = await opc.call(PARTNER, "PauseJob")
+                assert result.StatusCode.is_good(), result.StatusCode
+                await wait_for(lambda: _partner_equals(opc, "State", "Paused"), 20, what="State Paused")
+                result = await opc.call(PARTNER, "CancelJob")
+                assert result.StatusCode.is_good(), result.StatusCode
+                await wait_for(lambda: _partner_equals(opc, "Printing", False), 20, what="Printing false")
+            finally:
+                octoprint.request("POST", "/api/job", {"command": "cancel"})
+    finally:
+        stop_gateway(gw)

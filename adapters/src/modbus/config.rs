@@ -6,33 +6,18 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::block::Block;
+use crate::device::DeviceCommon;
+
 use super::codec::{Layout, Order, Register, Scaling};
 use super::plan::Span;
-use crate::device::{check_tag_names, ConfigIssue, Identification, StandardKind, TagBasics};
+use crate::device::{check_tag_names, ConfigIssue, TagBasics};
 use crate::tag::{Access, DataType, EuRange};
 
 /// A `[[devices]]` block with `protocol = "modbus"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModbusDevice {
-    pub name: String,
-    pub station: String,
-    #[serde(default)]
-    pub identification: Identification,
-    /// Where the device appears in the companion specifications (`machine`, `machine_tool`,
-    /// `robot`, `device`); unset: only under `Objects/Fabrique`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<StandardKind>,
-    /// A robot's joint position tags, in axis order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub axes: Vec<String>,
-    /// Production steps (1-9) this machine performs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub steps: Vec<u16>,
-    /// Taken out of service by the operator (maintenance, a breakdown): its Machinery
-    /// `MachineryItemState` is OutOfService whatever the connection says.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub out_of_service: bool,
+pub struct ModbusOptions {
     /// `host:port` of the Modbus TCP server.
     pub address: String,
     /// Modbus unit identifier (slave id).
@@ -55,6 +40,9 @@ pub struct ModbusDevice {
     #[serde(default)]
     pub tags: Vec<ModbusTag>,
 }
+
+/// The whole `[[devices]]` block: the keys every protocol shares, then these.
+pub type ModbusDevice = Block<DeviceCommon, ModbusOptions>;
 
 /// One `[[devices.tags]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,7 +240,7 @@ impl ModbusTag {
     }
 }
 
-impl ModbusDevice {
+impl Block<DeviceCommon, ModbusOptions> {
     /// Check the block and prepare its tags; the issue's key is relative to the block.
     pub fn compile(&self) -> Result<Vec<CompiledTag>, ConfigIssue> {
         check_address(&self.address).map_err(|r| ConfigIssue::new("address", r))?;

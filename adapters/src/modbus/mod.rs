@@ -181,7 +181,7 @@ impl ModbusAdapter {
                         u32::from(start) + u32::from(count) - 1
                     );
                     if logged.insert(error.clone()) {
-                        tracing::warn!(device = %self.config.name, %error, "read refused");
+                        tracing::warn!(device = %self.config.common.name, %error, "read refused");
                     }
                     health.request_failed(out, &error, now);
                     let quality = match code {
@@ -232,7 +232,7 @@ impl ModbusAdapter {
                 Err(e) => {
                     let error = format!("tag `{}`: {e}", self.config.tags[t].name);
                     if logged.insert(error.clone()) {
-                        tracing::warn!(device = %self.config.name, %error, "bad data from device");
+                        tracing::warn!(device = %self.config.common.name, %error, "bad data from device");
                     }
                     health.request_failed(out, &error, now);
                     out.set_quality(&[self.ids[t]], BAD_DECODING_ERROR, now);
@@ -339,11 +339,11 @@ impl<T> Reply<T> {
 #[async_trait]
 impl Adapter for ModbusAdapter {
     fn name(&self) -> &str {
-        &self.config.name
+        &self.config.common.name
     }
 
     fn declare_tags(&mut self, registrar: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
-        let path = device_path(&self.config.station, &self.config.name);
+        let path = device_path(&self.config.common.station, &self.config.common.name);
         for (tag, compiled) in self.config.tags.iter().zip(&self.tags) {
             let id = registrar.register(tag.basics(compiled.exposed).spec(&path))?;
             self.by_id.insert(id, self.ids.len());
@@ -355,7 +355,7 @@ impl Adapter for ModbusAdapter {
 
     async fn run(self: Box<Self>, mut ctx: AdapterContext) {
         let Some(status) = self.status.clone() else {
-            tracing::error!(device = %self.config.name, "tags were never declared");
+            tracing::error!(device = %self.config.common.name, "tags were never declared");
             return;
         };
         let connected_tag = status.connected;
@@ -367,7 +367,7 @@ impl Adapter for ModbusAdapter {
         out.set(connected_tag, Value::Bool(false), Timestamp::now());
         out.flush();
         tracing::info!(
-            device = %self.config.name,
+            device = %self.config.common.name,
             address = %self.config.address,
             tags = self.tags.len(),
             requests = self.requests.len(),

@@ -4,7 +4,10 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::{check_tag_names, ConfigIssue, Identification, StandardKind, TagBasics};
+use crate::block::Block;
+use crate::device::DeviceCommon;
+
+use crate::device::{check_tag_names, ConfigIssue, TagBasics};
 use crate::tag::{Access, DataType, EuRange};
 
 /// Largest MQTT packet accepted from the broker: telemetry documents bigger than that are a
@@ -14,25 +17,7 @@ pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
 /// A `[[devices]]` block with `protocol = "mqtt"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MqttDevice {
-    pub name: String,
-    pub station: String,
-    #[serde(default)]
-    pub identification: Identification,
-    /// Where the device appears in the companion specifications (`machine`, `machine_tool`,
-    /// `robot`, `device`); unset: only under `Objects/Fabrique`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<StandardKind>,
-    /// A robot's joint position tags, in axis order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub axes: Vec<String>,
-    /// Production steps (1-9) this machine performs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub steps: Vec<u16>,
-    /// Taken out of service by the operator (maintenance, a breakdown): its Machinery
-    /// `MachineryItemState` is OutOfService whatever the connection says.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub out_of_service: bool,
+pub struct MqttOptions {
     /// `host:port` of the broker (port 1883 when omitted).
     pub broker: String,
     /// MQTT client id; `fabrique-<device>-<pid>` when omitted.
@@ -57,6 +42,9 @@ pub struct MqttDevice {
     pub stale_after_ms: Option<u64>,
     pub tags: Vec<MqttTag>,
 }
+
+/// The whole `[[devices]]` block: the keys every protocol shares, then these.
+pub type MqttDevice = Block<DeviceCommon, MqttOptions>;
 
 fn default_keep_alive_s() -> u64 {
     30
@@ -174,7 +162,7 @@ impl MqttTag {
     }
 }
 
-impl MqttDevice {
+impl Block<DeviceCommon, MqttOptions> {
     /// Checks what serde cannot; the key is relative to the block.
     pub fn validate(&self) -> Result<(), ConfigIssue> {
         parse_broker(&self.broker).map_err(|r| ConfigIssue::new("broker", r))?;
@@ -238,7 +226,7 @@ impl MqttDevice {
     pub fn client_id(&self) -> String {
         self.client_id
             .clone()
-            .unwrap_or_else(|| format!("fabrique-{}-{}", self.name, std::process::id()))
+            .unwrap_or_else(|| format!("fabrique-{}-{}", self.common.name, std::process::id()))
     }
 }
 

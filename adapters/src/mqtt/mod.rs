@@ -58,7 +58,7 @@ pub struct MqttAdapter {
 impl MqttAdapter {
     pub fn new(config: MqttDevice) -> Self {
         MqttAdapter {
-            path: device_path(&config.station, &config.name),
+            path: device_path(&config.common.station, &config.common.name),
             config,
             status: None,
             tags: Vec::new(),
@@ -69,7 +69,7 @@ impl MqttAdapter {
 #[async_trait]
 impl Adapter for MqttAdapter {
     fn name(&self) -> &str {
-        &self.config.name
+        &self.config.common.name
     }
 
     fn declare_tags(&mut self, tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
@@ -164,7 +164,7 @@ impl Device {
     }
 
     fn options(&self) -> Result<MqttOptions, String> {
-        let section = format!("devices[{}]", self.config.name);
+        let section = format!("devices[{}]", self.config.common.name);
         Endpoint {
             section: &section,
             broker: &self.config.broker,

@@ -5,31 +5,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::{ConfigIssue, Identification, StandardKind};
+use crate::block::Block;
+use crate::device::DeviceCommon;
+
+use crate::device::ConfigIssue;
 
 /// One printer behind an OctoPrint server. Its tags are fixed by the adapter (see
 /// [`super::tags`]), so there is no `tags` list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OctoPrintDevice {
-    pub name: String,
-    pub station: String,
-    #[serde(default)]
-    pub identification: Identification,
-    /// Where the device appears in the companion specifications (`machine`, `machine_tool`,
-    /// `robot`, `device`); unset: only under `Objects/Fabrique`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<StandardKind>,
-    /// A robot's joint position tags, in axis order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub axes: Vec<String>,
-    /// Production steps (1-9) this machine performs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub steps: Vec<u16>,
-    /// Taken out of service by the operator (maintenance, a breakdown): its Machinery
-    /// `MachineryItemState` is OutOfService whatever the connection says.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub out_of_service: bool,
+pub struct OctoPrintOptions {
     /// Base URL of the OctoPrint server, `http://host:port` (a path prefix is kept, for an
     /// OctoPrint behind a reverse proxy).
     pub url: String,
@@ -49,6 +34,10 @@ pub struct OctoPrintDevice {
     /// targets from OPC UA. Off by default: heating a printer remotely is a decision.
     #[serde(default)]
     pub setpoints: bool,
+    /// Offer the methods `PauseJob`, `ResumeJob` and `CancelJob` on the device, to control
+    /// the print job from OPC UA. Off by default, like the setpoints.
+    #[serde(default)]
+    pub job_control: bool,
     /// Highest nozzle target a client may write, in °C.
     #[serde(default = "default_max_nozzle_target")]
     pub max_nozzle_target: f64,
@@ -56,6 +45,9 @@ pub struct OctoPrintDevice {
     #[serde(default = "default_max_bed_target")]
     pub max_bed_target: f64,
 }
+
+/// The whole `[[devices]]` block: the keys every protocol shares, then these.
+pub type OctoPrintDevice = Block<DeviceCommon, OctoPrintOptions>;
 
 fn default_poll_ms() -> u64 {
     1000
@@ -138,7 +130,7 @@ impl ApiKeySource {
     }
 }
 
-impl OctoPrintDevice {
+impl Block<DeviceCommon, OctoPrintOptions> {
     /// The key source; only `None` on a block that did not pass [`Self::validate`].
     pub fn api_key_source(&self) -> Option<ApiKeySource> {
         match (&self.api_key_env, &self.api_key_file) {
@@ -291,9 +283,10 @@ mod tests {
 
     #[test]
     fn a_path_prefix_is_kept_for_reverse_proxies() {
-        let d = OctoPrintDevice {
-            url: "http://truck.local/octoprint".into(),
-            ..valid()
+        let d = {
+            let mut d = valid();
+            d.url = "http://truck.local/octoprint".into();
+            d
         };
         let base = d.base_url().unwrap();
         assert_eq!(
@@ -310,19 +303,22 @@ mod tests {
 
     #[test]
     fn the_key_source_is_required_and_unique() {
-        let none = OctoPrintDevice {
-            api_key_env: None,
-            ..valid()
+        let none = {
+            let mut d = valid();
+            d.api_key_env = None;
+            d
         };
         assert_eq!(none.validate().unwrap_err().key, "api_key_env");
-        let both = OctoPrintDevice {
-            api_key_file: Some("/etc/key".into()),
-            ..valid()
+        let both = {
+            let mut d = valid();
+            d.api_key_file = Some("/etc/key".into());
+            d
         };
         assert_eq!(both.validate().unwrap_err().key, "api_key_file");
-        let literal = OctoPrintDevice {
-            api_key_env: Some("3F2A-B9C1 key".into()),
-            ..valid()
+        let literal = {
+            let mut d = valid();
+            d.api_key_env = Some("3F2A-B9C1 key".into());
+            d
         };
         assert!(literal
             .validate()
@@ -340,9 +336,10 @@ mod tests {
             ("not a url", "not a URL"),
             ("http://127.0.0.1:5000/?x=1", "without"),
         ] {
-            let d = OctoPrintDevice {
-                url: url.into(),
-                ..valid()
+            let d = {
+                let mut d = valid();
+                d.url = url.into();
+                d
             };
             let issue = d.validate().unwrap_err();
             assert_eq!(issue.key, "url", "{url}");
@@ -352,19 +349,22 @@ mod tests {
 
     #[test]
     fn intervals_and_limits_are_bounded() {
-        let fast = OctoPrintDevice {
-            poll_ms: 10,
-            ..valid()
+        let fast = {
+            let mut d = valid();
+            d.poll_ms = 10;
+            d
         };
         assert_eq!(fast.validate().unwrap_err().key, "poll_ms");
-        let slow = OctoPrintDevice {
-            timeout_ms: 0,
-            ..valid()
+        let slow = {
+            let mut d = valid();
+            d.timeout_ms = 0;
+            d
         };
         assert_eq!(slow.validate().unwrap_err().key, "timeout_ms");
-        let hot = OctoPrintDevice {
-            max_bed_target: f64::NAN,
-            ..valid()
+        let hot = {
+            let mut d = valid();
+            d.max_bed_target = f64::NAN;
+            d
         };
         assert_eq!(hot.validate().unwrap_err().key, "max_bed_target");
     }

@@ -26,6 +26,7 @@ use crate::adapter::{
 use crate::backoff::Backoff;
 use crate::bus::Publisher;
 use crate::device::device_path;
+use crate::model::MethodSpec;
 use crate::point::{Quality, Timestamp, Value};
 use crate::tag::{CatalogError, DataType, TagId, TagSpec};
 
@@ -90,7 +91,7 @@ pub struct OctoPrintAdapter {
 
 impl OctoPrintAdapter {
     pub fn new(config: OctoPrintDevice) -> Self {
-        let name = format!("octoprint {}/{}", config.station, config.name);
+        let name = format!("octoprint {}/{}", config.common.station, config.common.name);
         OctoPrintAdapter {
             config,
             name,
@@ -106,7 +107,7 @@ impl Adapter for OctoPrintAdapter {
     }
 
     fn declare_tags(&mut self, tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
-        let path = device_path(&self.config.station, &self.config.name);
+        let path = device_path(&self.config.common.station, &self.config.common.name);
         let status = DeviceStatus::declare(tags, &path)?;
         let mut fields = HashMap::new();
         for field in Field::ALL {
@@ -140,6 +141,15 @@ impl Adapter for OctoPrintAdapter {
                 });
             }
         }
+        if self.config.job_control {
+            for job in JobCommand::ALL {
+                tags.method(MethodSpec::new(
+                    path.as_str(),
+                    job.name(),
+                    job.description(),
+                ))?;
+            }
+        }
         self.declared = Some(Declared {
             status,
             fields,
@@ -149,7 +159,7 @@ impl Adapter for OctoPrintAdapter {
     }
 
     async fn run(mut self: Box<Self>, ctx: AdapterContext) {
-        let device = device_path(&self.config.station, &self.config.name);
+        let device = device_path(&self.config.common.station, &self.config.common.name);
         let span = tracing::info_span!("octoprint", device = %device);
         self.serve(ctx).instrument(span).await;
     }
@@ -247,9 +257,8 @@ impl Device {
                             self.write(&client, &key, request, &mut ctx.publisher).await;
                         }
                         Command::Call(request) => {
-                            let _ = request
-                                .reply
-                                .send(Err(CallError::UnknownMethod(request.method.clone())));
+                            let result = self.job(&client, &key, &request.method, &mut ctx.publisher).await;
+                            let _ = request.reply.send(result);
                         }
                     },
                     _ = &mut wake => break,
@@ -375,6 +384,53 @@ impl Device {
         }
     }
 
+    /// A job method (`<device>/PauseJob`...): the command to OctoPrint's job endpoint.
+    async fn job(
+        &mut self,
+        client: &OctoPrintClient,
+        key: &ApiKeySource,
+        method: &str,
+        out: &mut Publisher,
+    ) -> Result<Vec<Value>, CallError> {
+        let name = method.rsplit('/').next().unwrap_or(method);
+        let Some(job) = JobCommand::ALL.into_iter().find(|j| j.name() == name) else {
+            return Err(CallError::UnknownMethod(method.to_owned()));
+        };
+        if !self.health.is_connected() {
+            return Err(CallError::Status(
+                opcua::types::StatusCode::BadNoCommunication,
+                "OctoPrint is not reachable".into(),
+            ));
+        }
+        let api_key = key.read().map_err(|e| {
+            CallError::Status(opcua::types::StatusCode::BadNoCommunication, e.to_string())
+        })?;
+        let result = client.post("api/job", &api_key, &job.command()).await;
+        let now = Timestamp::now();
+        match result {
+            Ok(()) => {
+                self.health.request_ok(out, now);
+                out.flush();
+                tracing::info!(method = name, "print job command sent");
+                Ok(Vec::new())
+            }
+            Err(e) => {
+                self.health
+                    .request_failed(out, &format!("{name}: {e}"), now);
+                out.flush();
+                Err(match e {
+                    ApiError::Timeout { .. } => CallError::Timeout,
+                    ApiError::Unreachable { .. } => CallError::Status(
+                        opcua::types::StatusCode::BadNoCommunication,
+                        e.to_string(),
+                    ),
+                    // 409: no job to pause, resume or cancel, or the printer is not operational.
+                    other => CallError::Refused(other.to_string()),
+                })
+            }
+        }
+    }
+
     async fn write(
         &mut self,
         client: &OctoPrintClient,
@@ -430,6 +486,43 @@ impl Device {
                     other => WriteError::Refused(other.to_string()),
                 })
             }
+        }
+    }
+}
+
+/// The print job methods (`job_control = true`) and their command to OctoPrint's
+/// `POST /api/job`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobCommand {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+impl JobCommand {
+    const ALL: [JobCommand; 3] = [JobCommand::Pause, JobCommand::Resume, JobCommand::Cancel];
+
+    fn name(self) -> &'static str {
+        match self {
+            JobCommand::Pause => "PauseJob",
+            JobCommand::Resume => "ResumeJob",
+            JobCommand::Cancel => "CancelJob",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            JobCommand::Pause => "Pause the print job (BadInvalidState: no job is printing)",
+            JobCommand::Resume => "Resume the paused print job (BadInvalidState: none is paused)",
+            JobCommand::Cancel => "Cancel the print job (BadInvalidState: no job is running)",
+        }
+    }
+
+    fn command(self) -> serde_json::Value {
+        match self {
+            JobCommand::Pause => json!({"command": "pause", "action": "pause"}),
+            JobCommand::Resume => json!({"command": "pause", "action": "resume"}),
+            JobCommand::Cancel => json!({"command": "cancel"}),
         }
     }
 }

@@ -12,31 +12,16 @@ use std::str::FromStr;
 use opcua::types::Identifier;
 use serde::{Deserialize, Serialize};
 
-use crate::device::{check_tag_names, ConfigIssue, Identification, StandardKind, TagBasics};
+use crate::block::Block;
+use crate::device::DeviceCommon;
+
+use crate::device::{check_tag_names, ConfigIssue, TagBasics};
 use crate::tag::{Access, DataType, EuRange};
 
 /// A `[[devices]]` block with `protocol = "opcua"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OpcUaDevice {
-    pub name: String,
-    pub station: String,
-    #[serde(default)]
-    pub identification: Identification,
-    /// Where the device appears in the companion specifications (`machine`, `machine_tool`,
-    /// `robot`, `device`); unset: only under `Objects/Fabrique`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<StandardKind>,
-    /// A robot's joint position tags, in axis order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub axes: Vec<String>,
-    /// Production steps (1-9) this machine performs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub steps: Vec<u16>,
-    /// Taken out of service by the operator (maintenance, a breakdown): its Machinery
-    /// `MachineryItemState` is OutOfService whatever the connection says.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub out_of_service: bool,
+pub struct OpcUaOptions {
     /// The partner server's endpoint URL, `opc.tcp://host:port/path`.
     pub endpoint: String,
     /// How often the partner sends the changes of a subscription.
@@ -74,6 +59,9 @@ pub struct OpcUaDevice {
     pub password_env: Option<String>,
     pub tags: Vec<OpcUaTag>,
 }
+
+/// The whole `[[devices]]` block: the keys every protocol shares, then these.
+pub type OpcUaDevice = Block<DeviceCommon, OpcUaOptions>;
 
 mod defaults {
     pub fn publishing_ms() -> u64 {
@@ -178,7 +166,7 @@ impl OpcUaTag {
     }
 }
 
-impl OpcUaDevice {
+impl Block<DeviceCommon, OpcUaOptions> {
     /// Checks what serde cannot; keys are relative to the block.
     pub fn validate(&self) -> Result<(), ConfigIssue> {
         check_endpoint(&self.endpoint).map_err(|r| ConfigIssue::new("endpoint", r))?;
@@ -225,7 +213,7 @@ impl OpcUaDevice {
     }
 }
 
-impl OpcUaDevice {
+impl Block<DeviceCommon, OpcUaOptions> {
     /// The security policy in force: none without message security.
     pub fn policy(&self) -> Option<Policy> {
         match self.security {

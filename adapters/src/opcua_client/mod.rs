@@ -253,7 +253,7 @@ impl OpcUaClient {
             .application_name("Fabrique Gateway")
             .application_uri("urn:fabrique-gateway:client")
             .product_uri("urn:fabrique-gateway")
-            .session_name(format!("Fabrique Gateway {}", self.config.name));
+            .session_name(format!("Fabrique Gateway {}", self.config.common.name));
         let builder = match (self.config.policy(), &self.config.pki_dir) {
             // Security None: no certificate is exchanged, so none is created or checked.
             (None, _) => builder
@@ -781,11 +781,11 @@ fn not_connected(command: Command) {
 #[async_trait]
 impl Adapter for OpcUaClient {
     fn name(&self) -> &str {
-        &self.config.name
+        &self.config.common.name
     }
 
     fn declare_tags(&mut self, tags: &mut TagRegistrar<'_>) -> Result<(), CatalogError> {
-        let path = device_path(&self.config.station, &self.config.name);
+        let path = device_path(&self.config.common.station, &self.config.common.name);
         self.status = Some(DeviceStatus::declare(tags, &path)?);
         for tag in &self.config.tags {
             let id = tags.register(tag.basics().spec(&path))?;
@@ -801,7 +801,7 @@ impl Adapter for OpcUaClient {
     }
 
     async fn run(self: Box<Self>, ctx: AdapterContext) {
-        let span = tracing::info_span!("opcua", device = %self.config.name);
+        let span = tracing::info_span!("opcua", device = %self.config.common.name);
         self.mirror(ctx).instrument(span).await;
     }
 }

@@ -63,8 +63,6 @@ pub struct BuiltNodes {
     /// Index: `TagId`.
     pub tag_nodes: Vec<NodeId>,
     pub node_tags: HashMap<NodeId, TagId>,
-    /// Method NodeId → `Parent/Name`, the name adapters know it by.
-    pub methods: HashMap<NodeId, String>,
 }
 
 /// The namespace of the BrowseName of the node at `path`: the types namespace for a child
@@ -345,19 +343,19 @@ pub fn build(
         node_tags.insert(id.clone(), tag);
         tag_nodes[tag.index()] = id;
     }
-    let methods = catalog
-        .methods()
-        .map(|(_, m)| (b.method(m), m.path()))
-        .collect();
+    // Calls find their method in the catalogue by NodeId (`<object>/<name>`).
+    for (_, method) in catalog.methods() {
+        b.method(method);
+    }
     BuiltNodes {
         tag_nodes,
         node_tags,
-        methods,
     }
 }
 
-/// Add devices and tags to a running address space (a reload): the same nodes, with the same
-/// NodeIds, as a start with that configuration would have built. Returns each tag's node.
+/// Add devices, tags and methods to a running address space (a reload): the same nodes, with
+/// the same NodeIds, as a start with that configuration would have built. Returns each tag's
+/// node.
 /// Objects are typed from `catalog`, the grown catalogue.
 pub fn add(
     space: &mut AddressSpace,
@@ -377,9 +375,20 @@ pub fn add(
     for device in devices {
         b.nameplate(device);
     }
-    tags.iter()
+    let added = tags
+        .iter()
         .map(|&(tag, spec)| (tag, b.tag(spec, tag_variables)))
-        .collect()
+        .collect();
+    // Methods the added adapters declared (those of the others exist already).
+    let new_methods: Vec<&MethodSpec> = catalog
+        .methods()
+        .map(|(_, m)| m)
+        .filter(|m| !b.space.node_exists(&b.id(&m.path())))
+        .collect();
+    for method in new_methods {
+        b.method(method);
+    }
+    added
 }
 
 /// Remove the object at `path` and every node below it (hierarchical references, in our

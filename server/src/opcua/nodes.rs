@@ -107,7 +107,6 @@ impl InMemoryNodeManagerImplBuilder for GatewayNodesBuilder {
                 },
                 aliases: Vec::new(),
             })),
-            methods: built.methods,
             bus: self.bus,
             router: self.router,
             history: self.history,
@@ -184,8 +183,6 @@ pub struct GatewayNodes {
     ns: u16,
     types_ns: u16,
     tags: Arc<RwLock<TagNodes>>,
-    /// Method NodeId → `<object>/<name>`; the adapter that declared it serves it.
-    methods: HashMap<NodeId, String>,
     bus: PointBus,
     router: CommandRouter,
     history: Option<Arc<crate::history::Historian>>,
@@ -546,10 +543,16 @@ impl InMemoryNodeManagerImpl for GatewayNodes {
                 crate::alarms::methods::serve(&self.alarms, self.ns, context, may, call).await;
                 continue;
             }
-            let Some(method) = self.methods.get(call.method_id()) else {
+            // Whatever the catalogue declares now: methods a reload added are callable, those
+            // of a removed device are not.
+            let method = super::tags::ids::path_of(self.ns, call.method_id())
+                .filter(|path| self.bus.catalog().method(path).is_some())
+                .map(str::to_owned);
+            let Some(method) = method else {
                 call.set_status(StatusCode::BadMethodInvalid);
                 continue;
             };
+            let method = &method;
             if !role.may_call(method) {
                 tracing::info!(user = %context.token.0, %method, "method call denied");
                 call.set_status(StatusCode::BadUserAccessDenied);
