@@ -53,6 +53,7 @@ from peer_influx import VictoriaMetrics  # noqa: E402
 from peer_mqtt_publisher import PersistentBroker, session_subscriber  # noqa: E402
 from peer_survey import Api, make_responses  # noqa: E402
 from sink_counters import sink_counters  # noqa: E402
+from test_monitoring import scrape  # noqa: E402
 
 COUNTER_TAG = "T000000"
 # The subscribers' filter: `+` for the site, so that a probe on another site proves it is ready.
@@ -378,13 +379,28 @@ def session_churn(gws: Gateways, report: Report, sessions: int) -> None:
     elapsed = time.monotonic() - started
     time.sleep(5)
     after = rss_mb(gw.proc.pid)
+    # The dropped sessions expire after the session timeout (60 s): then nothing of the churn
+    # may be left, neither sessions nor subscriptions.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and opcua_counts(gw)[0] != 0:
+        time.sleep(2)
+    sessions_left, subscriptions_left = opcua_counts(gw)
+    reaped = rss_mb(gw.proc.pid)
     alive = gw.proc.poll() is None
     gws.stop(gw)
     report.add("OPC UA churn", "sessions opened and closed (1 in 5 dropped)", done)
     report.add("OPC UA churn", "duration (s)", round(elapsed))
     report.zero("OPC UA churn", "failed sessions", failures)
-    report.add("OPC UA churn", "RSS before → after (MB)", f"{before:.0f} → {after:.0f}")
+    report.add("OPC UA churn", "RSS before → 5 s after → dropped sessions expired (MB)", f"{before:.0f} → {after:.0f} → {reaped:.0f}")
+    report.zero("OPC UA churn", "sessions left after the session timeout", int(sessions_left))
+    report.zero("OPC UA churn", "subscriptions left", int(subscriptions_left))
     report.add("OPC UA churn", "gateway still running", alive, "True", alive)
+
+
+def opcua_counts(gw: Gateway) -> tuple[float, float]:
+    """The server's open sessions and subscriptions, from /metrics."""
+    samples = scrape(gw)
+    return samples[("fabrique_opcua_sessions", ())], samples[("fabrique_opcua_subscriptions", ())]
 
 
 # ------------------------------------------------------------------------------------------

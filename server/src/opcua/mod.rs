@@ -5,6 +5,7 @@ mod bridge;
 mod convert;
 pub mod events;
 mod nodes;
+mod password;
 pub mod peers;
 pub mod pki;
 pub mod security;
