@@ -9,12 +9,6 @@ use tracing_subscriber::EnvFilter;
 use fabrique_gateway::config::{GatewayConfig, LogFormat};
 use fabrique_gateway::{gateway, opcua};
 
-/// mimalloc rather than glibc's malloc. The gateway frees on other threads than it allocates
-/// (bus batches, notifications, history chunks), and glibc's per-thread arenas kept that memory:
-/// the same run held 90-400 MB more with glibc at 100,000 tags (BENCHMARKS.md, "Session 5").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Industrial protocol gateway of the Fabrique mobile mini-factory.
 ///
 /// With no subcommand, runs the gateway. Configuration: built-in defaults (the whole truck,
