@@ -8,6 +8,8 @@
 //! whenever it needs memory and reads them back from the file on their next use.
 //! `madvise(MADV_PAGEOUT)` (Linux 5.4) asks it to drop them now, so that the RSS shows what
 //! the gateway holds; the code still in use comes back at its next call (a page fault each).
+//! The kernel leaves the pages that another process maps too (a second gateway started from
+//! the same file, as the integration tests do).
 
 use std::io;
 use std::path::Path;
