@@ -3,8 +3,10 @@
 # the same settings (BENCHMARKS.md, "OPC UA side by side with open62541").
 #
 #   bench/opcua-peer/run.sh [--tags "10000 100000"] [--runs 3] [--seconds 20] [--warmup 5]
-#                           [--subscriptions 10]
+#                           [--subscriptions 10] [--history on|off]
 #
+# --history off runs the gateway without its historian (open62541 historises nothing); the
+# default is on, as shipped.
 # The gateway is $FABRIQUE_GATEWAY_BIN if set, else target/release/fabrique-gateway built here.
 # Installs cmake, clang and libclang-dev when missing (open62541-sys builds open62541 from
 # source). Each run: start the server on a free loopback port, run load_client against it, kill
@@ -19,6 +21,7 @@ runs=3
 seconds=20
 warmup=5
 subscriptions=10
+history=on
 while [ $# -gt 0 ]; do
   case "$1" in
     --tags) tags_list="$2"; shift 2 ;;
@@ -26,6 +29,7 @@ while [ $# -gt 0 ]; do
     --seconds) seconds="$2"; shift 2 ;;
     --warmup) warmup="$2"; shift 2 ;;
     --subscriptions) subscriptions="$2"; shift 2 ;;
+    --history) history="$2"; shift 2 ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -86,6 +90,7 @@ run_one() { # server tags run
       FABRIQUE__OPCUA__PKI_DIR="${TMPDIR:-/tmp}/fabrique-bench-pki" \
       FABRIQUE__HTTP__HOST=127.0.0.1 FABRIQUE__HTTP__PORT="$(free_port)" \
       FABRIQUE__SIMULATION__SYNTHETIC__TAGS="$tags" FABRIQUE__SIMULATION__SYNTHETIC__RATE_HZ=10 \
+      FABRIQUE__HISTORY__ENABLED="$([ "$history" = off ] && echo false || echo true)" \
       RUST_LOG=warn "$gateway" >"$work/gateway-$tags-$run.log" 2>&1) &
   else
     "$peer" --port "$port" --tags "$tags" --rate-hz 10 >"$work/open62541-$tags-$run.log" 2>&1 &

@@ -117,11 +117,29 @@ pub struct BusConfig {
     /// Batches (one adapter flush each) kept for a slow consumer before it must resynchronise
     /// from the latest values.
     pub capacity: usize,
+    /// Changes the ring may hold, at most, counting every batch as a full catalogue: the ring
+    /// keeps `min(capacity, max_points / tags)` batches (2 at least). 0: `capacity` alone.
+    pub max_points: usize,
 }
 
 impl Default for BusConfig {
     fn default() -> Self {
-        BusConfig { capacity: 64 }
+        BusConfig {
+            capacity: 64,
+            max_points: 1_000_000,
+        }
+    }
+}
+
+impl BusConfig {
+    /// Batches the ring keeps for a catalogue of `tags`. A batch can carry every tag (a
+    /// simulation tick, a poll of a large device), so 64 batches of 100,000 tags held 250 MB
+    /// for a consumer a few seconds behind (BENCHMARKS.md, "Session 5").
+    pub fn ring_batches(&self, tags: usize) -> usize {
+        if self.max_points == 0 || tags == 0 {
+            return self.capacity;
+        }
+        self.capacity.min((self.max_points / tags).max(2))
     }
 }
 
@@ -412,6 +430,19 @@ fn origin_of(
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn the_bus_ring_is_bounded_by_points_for_large_catalogues() {
+        let bus = BusConfig::default();
+        assert_eq!(bus.ring_batches(100), 64);
+        assert_eq!(bus.ring_batches(100_000), 10);
+        assert_eq!(bus.ring_batches(10_000_000), 2);
+        let unbounded = BusConfig {
+            max_points: 0,
+            ..BusConfig::default()
+        };
+        assert_eq!(unbounded.ring_batches(100_000), 64);
+    }
 
     fn file_with(text: &str) -> tempfile_lite::TempFile {
         tempfile_lite::TempFile::new(text)

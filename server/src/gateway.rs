@@ -162,7 +162,7 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
         partners,
         journey,
     } = plan(&config)?;
-    let bus = PointBus::new(catalog.clone(), config.bus.capacity);
+    let bus = PointBus::new(catalog.clone(), config.bus.ring_batches(catalog.len()));
 
     let (senders, receivers): (Vec<_>, Vec<_>) = adapters
         .iter()
@@ -371,6 +371,15 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
         startup_ms = started.elapsed().as_millis() as u64,
         "gateway ready"
     );
+    // Start-up code and data stay resident until the kernel is told they are not needed.
+    tokio::spawn(async {
+        tokio::time::sleep(crate::startup_pages::AFTER_READY).await;
+        match tokio::task::spawn_blocking(crate::startup_pages::release_executable_pages).await {
+            Ok(Ok(bytes)) => tracing::debug!(bytes, "start-up pages of the executable released"),
+            Ok(Err(error)) => tracing::debug!(%error, "could not release start-up pages"),
+            Err(_) => {}
+        }
+    });
     let served = opcua.server.run().await;
     shutdown.cancel();
     let drained = tokio::time::timeout(Duration::from_secs(5), async {

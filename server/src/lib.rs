@@ -15,6 +15,7 @@ pub mod journey;
 pub mod monitoring;
 pub mod opcua;
 pub mod reload;
+pub mod startup_pages;
 pub mod storage;
 pub mod streams;
 pub mod visits;

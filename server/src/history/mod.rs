@@ -19,6 +19,7 @@ pub mod ua;
 pub mod ua_events;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -185,6 +186,12 @@ pub fn now_ticks() -> i64 {
 /// rather than held: the bus must never wait for the disk.
 const QUEUE: usize = 4096;
 
+/// Points waiting for the writer thread, at most (about 50 MB; one second of 100,000 tags at
+/// 10 Hz). The queue is bounded by points too: 4096 batches of 100,000 points would be 20 GB,
+/// and a writer a few seconds behind (a seal, a slow disk) held hundreds of MB
+/// (BENCHMARKS.md, "Session 5"). Beyond it, batches are dropped and counted like a full queue.
+const MAX_QUEUED_POINTS: usize = 1_000_000;
+
 /// The running historian, shared with the OPC UA node manager.
 pub struct Historian {
     pub store: Store,
@@ -207,7 +214,7 @@ impl Historian {
         let store = Store::open(&dir, config.limits())?;
         tracing::info!(
             dir = %dir.display(),
-            segments = store.counters.segments.load(std::sync::atomic::Ordering::Relaxed),
+            segments = store.counters.segments.load(Ordering::Relaxed),
             open_ms = started.elapsed().as_millis() as u64,
             "historian ready"
         );
@@ -243,16 +250,18 @@ impl Historian {
     /// flushes its log first).
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let (tx, rx) = sync_channel::<Arc<Vec<PointUpdate>>>(QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
         let writer = self.clone();
+        let writer_queued = queued.clone();
         let thread = std::thread::Builder::new()
             .name("historian".into())
-            .spawn(move || writer.write_loop(rx));
+            .spawn(move || writer.write_loop(rx, &writer_queued));
         if let Err(error) = &thread {
             tracing::error!(%error, "cannot start the historian thread; history is off");
         }
         let consumer = self.clone();
         tokio::spawn(async move {
-            consumer.consume(tx, shutdown).await;
+            consumer.consume(tx, &queued, shutdown).await;
             if let Ok(thread) = thread {
                 // The channel is closed: the thread flushes and returns.
                 let _ = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -260,10 +269,19 @@ impl Historian {
         })
     }
 
-    async fn consume(&self, tx: SyncSender<Arc<Vec<PointUpdate>>>, shutdown: CancellationToken) {
+    async fn consume(
+        &self,
+        tx: SyncSender<Arc<Vec<PointUpdate>>>,
+        queued: &AtomicUsize,
+        shutdown: CancellationToken,
+    ) {
         let mut changes = self.bus.subscribe();
         // The values the bus holds at start are history too (their own timestamps).
-        let _ = tx.try_send(Arc::new(self.bus.snapshot()));
+        let snapshot = Arc::new(self.bus.snapshot());
+        queued.fetch_add(snapshot.len(), Ordering::Relaxed);
+        if tx.try_send(snapshot).is_err() {
+            queued.store(0, Ordering::Relaxed);
+        }
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -274,20 +292,30 @@ impl Historian {
                 Some(BusEvent::Resync { state, .. }) => Arc::new(state),
                 None => break,
             };
+            let points = batch.len();
+            if queued.load(Ordering::Relaxed) + points > MAX_QUEUED_POINTS {
+                self.store
+                    .counters
+                    .dropped_batches
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            queued.fetch_add(points, Ordering::Relaxed);
             match tx.try_send(batch) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
+                    queued.fetch_sub(points, Ordering::Relaxed);
                     self.store
                         .counters
                         .dropped_batches
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 Err(TrySendError::Disconnected(_)) => break,
             }
         }
     }
 
-    fn write_loop(&self, rx: Receiver<Arc<Vec<PointUpdate>>>) {
+    fn write_loop(&self, rx: Receiver<Arc<Vec<PointUpdate>>>, queued: &AtomicUsize) {
         let flush_every = Duration::from_millis(self.config.flush_interval_ms);
         let seal_every = Duration::from_secs(self.config.seal_interval_s);
         let mut next_flush = Instant::now() + flush_every;
@@ -300,6 +328,7 @@ impl Historian {
             let timeout = next_flush.saturating_duration_since(Instant::now());
             match rx.recv_timeout(timeout) {
                 Ok(batch) => {
+                    queued.fetch_sub(batch.len(), Ordering::Relaxed);
                     let catalog = self.bus.catalog();
                     if catalog.len() != catalog_len {
                         catalog_len = catalog.len();
@@ -352,7 +381,7 @@ impl Historian {
                         self.store
                             .counters
                             .write_errors
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            .fetch_add(1, Ordering::Relaxed);
                         // Once per streak of failures, not once a second.
                         if !logged_error {
                             tracing::error!(%error, "history write failed; retrying every flush");

@@ -455,54 +455,63 @@ impl Store {
     fn write_segment(&self, seq: u64, chunks: &[Option<Open>]) -> Result<Segment, StoreError> {
         let path = segment_path(&self.dir, seq);
         let tmp = path.with_extension("tmp");
-        let mut body = Vec::new();
-        body.extend_from_slice(SEGMENT_MAGIC);
-        let mut table = Vec::with_capacity(chunks.len() * TABLE_ENTRY);
-        let (mut samples, mut min, mut max) = (0u64, i64::MAX, i64::MIN);
-        for open in chunks {
-            let (offset, len, count, lo, hi) = match open {
-                Some(o) if o.chunk.count > 0 => {
-                    let offset = body.len() as u64;
-                    body.extend_from_slice(o.chunk.bytes());
-                    samples += u64::from(o.chunk.count);
-                    min = min.min(o.chunk.min_ticks);
-                    max = max.max(o.chunk.max_ticks);
-                    (
-                        offset,
-                        o.chunk.bytes().len() as u32,
-                        o.chunk.count,
-                        o.chunk.min_ticks,
-                        o.chunk.max_ticks,
-                    )
-                }
-                _ => (0, 0, 0, 0, 0),
-            };
-            table.extend_from_slice(&offset.to_le_bytes());
-            table.extend_from_slice(&len.to_le_bytes());
-            table.extend_from_slice(&count.to_le_bytes());
-            table.extend_from_slice(&lo.to_le_bytes());
-            table.extend_from_slice(&hi.to_le_bytes());
-        }
-        let table_offset = body.len() as u64;
-        body.extend_from_slice(&table);
-        body.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
-        body.extend_from_slice(&CRC.checksum(&table).to_le_bytes());
-        body.extend_from_slice(&table_offset.to_le_bytes());
-        body.extend_from_slice(&samples.to_le_bytes());
-        body.extend_from_slice(&min.to_le_bytes());
-        body.extend_from_slice(&max.to_le_bytes());
-        body.extend_from_slice(TRAILER_MAGIC);
-        let write = || -> io::Result<()> {
-            let mut file = File::create(&tmp)?;
-            file.write_all(&body)?;
+        // Streamed to the file rather than assembled in memory first: at 100,000 tags a
+        // segment is tens of MB, and building it in a growing Vec cost about twice that at
+        // every seal (BENCHMARKS.md, "Session 5").
+        let write = || -> io::Result<u64> {
+            let mut file = io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+            file.write_all(SEGMENT_MAGIC)?;
+            let mut written = SEGMENT_MAGIC.len() as u64;
+            let mut table = Vec::with_capacity(chunks.len() * TABLE_ENTRY);
+            let (mut samples, mut min, mut max) = (0u64, i64::MAX, i64::MIN);
+            for open in chunks {
+                let (offset, len, count, lo, hi) = match open {
+                    Some(o) if o.chunk.count > 0 => {
+                        let offset = written;
+                        let bytes = o.chunk.bytes();
+                        file.write_all(bytes)?;
+                        written += bytes.len() as u64;
+                        samples += u64::from(o.chunk.count);
+                        min = min.min(o.chunk.min_ticks);
+                        max = max.max(o.chunk.max_ticks);
+                        (
+                            offset,
+                            bytes.len() as u32,
+                            o.chunk.count,
+                            o.chunk.min_ticks,
+                            o.chunk.max_ticks,
+                        )
+                    }
+                    _ => (0, 0, 0, 0, 0),
+                };
+                table.extend_from_slice(&offset.to_le_bytes());
+                table.extend_from_slice(&len.to_le_bytes());
+                table.extend_from_slice(&count.to_le_bytes());
+                table.extend_from_slice(&lo.to_le_bytes());
+                table.extend_from_slice(&hi.to_le_bytes());
+            }
+            let table_offset = written;
+            let mut trailer = table;
+            trailer.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+            let crc = CRC.checksum(&trailer[..chunks.len() * TABLE_ENTRY]);
+            trailer.extend_from_slice(&crc.to_le_bytes());
+            trailer.extend_from_slice(&table_offset.to_le_bytes());
+            trailer.extend_from_slice(&samples.to_le_bytes());
+            trailer.extend_from_slice(&min.to_le_bytes());
+            trailer.extend_from_slice(&max.to_le_bytes());
+            trailer.extend_from_slice(TRAILER_MAGIC);
+            file.write_all(&trailer)?;
+            written += trailer.len() as u64;
+            let file = file.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
             fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
+            File::open(&self.dir)?.sync_all()?;
+            Ok(written)
         };
-        write().map_err(io_at(&path))?;
+        let written = write().map_err(io_at(&path))?;
         self.counters
             .segment_bytes
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
+            .fetch_add(written, Ordering::Relaxed);
         Segment::open(&path, seq).map_err(io_at(&path))
     }
 

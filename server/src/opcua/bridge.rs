@@ -22,6 +22,12 @@ use fabrique_adapters::ua::date_time;
 /// Bus batches handed to the subscriptions in one go, at most.
 const MAX_BATCHES_PER_NOTIFY: usize = 64;
 
+/// DataValues collected under one notifier, at most. A notifier keeps every value it is given
+/// until it is dropped; taking 64 queued batches of 100,000 changes under one notifier held
+/// 210 MB at 100,000 tags (BENCHMARKS.md, "Session 5"). 64 K values keep the cost of taking
+/// the subscription locks negligible and the memory at a few MB.
+const MAX_VALUES_PER_NOTIFIER: usize = 64 * 1024;
+
 pub struct Bridge {
     pub bus: PointBus,
     /// Shared with the node manager: a reload adds and removes nodes.
@@ -71,6 +77,7 @@ impl Bridge {
         let mut times = TimeCache::default();
         let tag_nodes = self.tag_nodes.read();
         let mut notifier = self.subscriptions.data_notifier();
+        let mut held = 0;
         let updates = events.iter().flat_map(|event| match event {
             BusEvent::Changes(batch) => batch.as_slice(),
             BusEvent::Resync { state, .. } => state.as_slice(),
@@ -92,7 +99,15 @@ impl Bridge {
                 let value = data_value_at(entry.spec.data_type, &update.point, source, now);
                 for (handle, _) in batch.entries() {
                     batch.data_value_to_item(value.clone(), handle);
+                    held += 1;
                 }
+            }
+            if held >= MAX_VALUES_PER_NOTIFIER {
+                // Hand these over now (dropping the notifier submits them); the read lock is
+                // released before it is taken again, so a waiting writer is not deadlocked.
+                drop(notifier);
+                notifier = self.subscriptions.data_notifier();
+                held = 0;
             }
         }
     }

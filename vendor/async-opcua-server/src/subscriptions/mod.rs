@@ -1,4 +1,5 @@
 mod monitored_item;
+mod notification_queue;
 mod notify;
 mod session_subscriptions;
 mod subscription;

@@ -1,10 +1,10 @@
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use chrono::TimeDelta;
 use opcua_nodes::{Event, ParsedEventFilter, TypeTree};
 use tracing::{error, warn};
 
-use super::MonitoredItemHandle;
+use super::{notification_queue::NotificationQueue, MonitoredItemHandle};
 use crate::{info::ServerInfo, node_manager::ParsedReadValueId};
 use opcua_types::{
     match_extension_object_owned, DataChangeFilter, DataValue, DateTime, EventFieldList,
@@ -297,7 +297,7 @@ pub struct MonitoredItem {
     filter: FilterType,
     discard_oldest: bool,
     queue_size: usize,
-    notification_queue: VecDeque<Notification>,
+    notification_queue: NotificationQueue,
     queue_overflow: bool,
     timestamps_to_return: TimestampsToReturn,
     last_data_value: Option<DataValue>,
@@ -330,7 +330,7 @@ impl MonitoredItem {
             last_data_value: None,
             sample_skipped_data_value: None,
             queue_size: request.queue_size,
-            notification_queue: VecDeque::new(),
+            notification_queue: NotificationQueue::default(),
             queue_overflow: false,
             any_new_notification: false,
             eu_range: request.eu_range,
