@@ -69,6 +69,44 @@ pub enum StandardKind {
     Device,
 }
 
+/// The keys of a `[[devices.tags]]` entry that every partner protocol shares; the protocol's
+/// own (a register, a topic, a NodeId) come after them in the same table
+/// ([`crate::block::Block`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagCommon {
+    pub name: String,
+    /// The type clients see (for Modbus: the type stored on the device).
+    #[serde(rename = "type")]
+    pub data_type: crate::tag::DataType,
+    #[serde(default)]
+    pub access: crate::tag::Access,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<crate::tag::EuRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Limits of the tag's limit alarm (`alarm = { high = 230.0, ... }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<crate::limits::AlarmLimits>,
+}
+
+impl TagCommon {
+    /// What every adapter needs to register the tag, with the type clients see.
+    pub fn basics(&self, data_type: crate::tag::DataType) -> TagBasics<'_> {
+        TagBasics {
+            name: &self.name,
+            data_type,
+            access: self.access,
+            unit: self.unit.as_deref(),
+            range: self.range,
+            description: self.description.as_deref(),
+            alarm: self.alarm.as_ref(),
+        }
+    }
+}
+
 /// The keys of a `[[devices]]` block that every partner protocol shares; the protocol's own
 /// come after them in the same table ([`crate::block::Block`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

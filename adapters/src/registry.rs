@@ -89,9 +89,9 @@ impl DeviceConfig {
     fn tag_names(&self) -> Vec<&str> {
         match self {
             DeviceConfig::Simulator(_) | DeviceConfig::OctoPrint(_) => Vec::new(),
-            DeviceConfig::Modbus(d) => d.tags.iter().map(|t| t.name.as_str()).collect(),
-            DeviceConfig::Mqtt(d) => d.tags.iter().map(|t| t.name.as_str()).collect(),
-            DeviceConfig::Opcua(d) => d.tags.iter().map(|t| t.name.as_str()).collect(),
+            DeviceConfig::Modbus(d) => d.tags.iter().map(|t| t.common.name.as_str()).collect(),
+            DeviceConfig::Mqtt(d) => d.tags.iter().map(|t| t.common.name.as_str()).collect(),
+            DeviceConfig::Opcua(d) => d.tags.iter().map(|t| t.common.name.as_str()).collect(),
         }
     }
 

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::block::Block;
-use crate::device::DeviceCommon;
+use crate::device::{DeviceCommon, TagCommon};
 
 use super::codec::{Layout, Order, Register, Scaling};
 use super::plan::Span;
@@ -47,22 +47,7 @@ pub type ModbusDevice = Block<DeviceCommon, ModbusOptions>;
 /// One `[[devices.tags]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModbusTag {
-    pub name: String,
-    /// The type stored on the device.
-    #[serde(rename = "type")]
-    pub data_type: DataType,
-    #[serde(default)]
-    pub access: Access,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range: Option<EuRange>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// Limits of the tag's limit alarm (`alarm = { high = 230.0, ... }`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alarm: Option<crate::limits::AlarmLimits>,
+pub struct ModbusTagOptions {
     /// `holding:10`, `input:0`, `coil:3`, `discrete:7` (0-based addresses).
     pub register: String,
     /// Registers of a `string` tag, 2 characters each.
@@ -73,6 +58,9 @@ pub struct ModbusTag {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<f64>,
 }
+
+/// The whole `[[devices.tags]]` entry: the keys every protocol's tags share, then these.
+pub type ModbusTag = Block<TagCommon, ModbusTagOptions>;
 
 fn default_unit() -> u8 {
     1
@@ -112,24 +100,16 @@ impl CompiledTag {
     }
 }
 
-impl ModbusTag {
+impl Block<TagCommon, ModbusTagOptions> {
     pub fn basics(&self, exposed: DataType) -> TagBasics<'_> {
-        TagBasics {
-            name: &self.name,
-            data_type: exposed,
-            access: self.access,
-            unit: self.unit.as_deref(),
-            range: self.range,
-            description: self.description.as_deref(),
-            alarm: self.alarm.as_ref(),
-        }
+        self.common.basics(exposed)
     }
 
     fn compile(&self, word_order: Order, byte_order: Order) -> Result<CompiledTag, ConfigIssue> {
         let register =
             Register::parse(&self.register).map_err(|r| ConfigIssue::new("register", r))?;
         let table = register.table;
-        let raw = self.data_type;
+        let raw = self.common.data_type;
         if raw == DataType::DateTime {
             return Err(ConfigIssue::new(
                 "type",
@@ -182,7 +162,7 @@ impl ModbusTag {
                 ),
             ));
         }
-        if self.access == Access::ReadWrite && !table.is_writable() {
+        if self.common.access == Access::ReadWrite && !table.is_writable() {
             return Err(ConfigIssue::new(
                 "access",
                 format!(
@@ -214,10 +194,10 @@ impl ModbusTag {
                 Some(Scaling { scale, offset })
             }
         };
-        if let Some(alarm) = &self.alarm {
+        if let Some(alarm) = &self.common.alarm {
             alarm.check("alarm")?;
         }
-        if let Some(range) = self.range {
+        if let Some(range) = self.common.range {
             if !(range.low.is_finite() && range.high.is_finite() && range.low < range.high) {
                 return Err(ConfigIssue::new(
                     "range",
@@ -234,8 +214,8 @@ impl ModbusTag {
             } else {
                 raw
             },
-            writable: self.access == Access::ReadWrite,
-            range: self.range,
+            writable: self.common.access == Access::ReadWrite,
+            range: self.common.range,
         })
     }
 }
@@ -272,13 +252,13 @@ impl Block<DeviceCommon, ModbusOptions> {
                 "a Modbus device needs at least one `[[devices.tags]]`",
             ));
         }
-        check_tag_names(self.tags.iter().map(|t| t.name.as_str()))?;
+        check_tag_names(self.tags.iter().map(|t| t.common.name.as_str()))?;
         self.tags
             .iter()
             .enumerate()
             .map(|(i, tag)| {
                 tag.compile(word_order, byte_order)
-                    .map_err(|issue| issue.in_tag(i, &tag.name))
+                    .map_err(|issue| issue.in_tag(i, &tag.common.name))
             })
             .collect()
     }

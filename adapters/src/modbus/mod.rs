@@ -230,7 +230,7 @@ impl ModbusAdapter {
                     out.set(self.ids[t], value, now);
                 }
                 Err(e) => {
-                    let error = format!("tag `{}`: {e}", self.config.tags[t].name);
+                    let error = format!("tag `{}`: {e}", self.config.tags[t].common.name);
                     if logged.insert(error.clone()) {
                         tracing::warn!(device = %self.config.common.name, %error, "bad data from device");
                     }

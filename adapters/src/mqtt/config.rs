@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::block::Block;
-use crate::device::DeviceCommon;
+use crate::device::{DeviceCommon, TagCommon};
 
 use crate::device::{check_tag_names, ConfigIssue, TagBasics};
-use crate::tag::{Access, DataType, EuRange};
+use crate::tag::{Access, DataType};
 
 /// Largest MQTT packet accepted from the broker: telemetry documents bigger than that are a
 /// configuration mistake on the device side, not something to buffer.
@@ -57,21 +57,7 @@ fn default_qos() -> u8 {
 /// One `[[devices.tags]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MqttTag {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub data_type: DataType,
-    #[serde(default)]
-    pub access: Access,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range: Option<EuRange>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// Limits of the tag's limit alarm (`alarm = { high = 230.0, ... }`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alarm: Option<crate::limits::AlarmLimits>,
+pub struct MqttTagOptions {
     /// Telemetry topic the value arrives on (no wildcards).
     pub topic: String,
     /// RFC 6901 pointer into a JSON payload; without it the whole payload is the value.
@@ -84,6 +70,9 @@ pub struct MqttTag {
     pub command_format: Option<CommandFormat>,
 }
 
+/// The whole `[[devices.tags]]` entry: the keys every protocol's tags share, then these.
+pub type MqttTag = Block<TagCommon, MqttTagOptions>;
+
 /// How a written value is encoded on the command topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,21 +84,13 @@ pub enum CommandFormat {
     Plain,
 }
 
-impl MqttTag {
+impl Block<TagCommon, MqttTagOptions> {
     pub fn basics(&self) -> TagBasics<'_> {
-        TagBasics {
-            name: &self.name,
-            data_type: self.data_type,
-            access: self.access,
-            unit: self.unit.as_deref(),
-            range: self.range,
-            description: self.description.as_deref(),
-            alarm: self.alarm.as_ref(),
-        }
+        self.common.basics(self.common.data_type)
     }
 
     fn validate(&self, telemetry_topics: &HashSet<&str>) -> Result<(), ConfigIssue> {
-        if self.data_type == DataType::DateTime {
+        if self.common.data_type == DataType::DateTime {
             return Err(ConfigIssue::new(
                 "type",
                 "type `datetime` is not supported by the mqtt adapter; use `string`",
@@ -119,10 +100,10 @@ impl MqttTag {
         if let Some(pointer) = &self.json_pointer {
             check_json_pointer(pointer).map_err(|r| ConfigIssue::new("json_pointer", r))?;
         }
-        if let Some(alarm) = &self.alarm {
+        if let Some(alarm) = &self.common.alarm {
             alarm.check("alarm")?;
         }
-        if let Some(range) = self.range {
+        if let Some(range) = self.common.range {
             if !(range.low.is_finite() && range.high.is_finite() && range.low <= range.high) {
                 return Err(ConfigIssue::new(
                     "range",
@@ -133,7 +114,7 @@ impl MqttTag {
                 ));
             }
         }
-        match (self.access, &self.command_topic) {
+        match (self.common.access, &self.command_topic) {
             (Access::ReadWrite, None) => Err(ConfigIssue::new(
                 "command_topic",
                 "is required when access = \"readwrite\": MQTT writes are published to it",
@@ -214,11 +195,11 @@ impl Block<DeviceCommon, MqttOptions> {
                 "declare at least one [[devices.tags]]",
             ));
         }
-        check_tag_names(self.tags.iter().map(|t| t.name.as_str()))?;
+        check_tag_names(self.tags.iter().map(|t| t.common.name.as_str()))?;
         let telemetry: HashSet<&str> = self.tags.iter().map(|t| t.topic.as_str()).collect();
         for (i, tag) in self.tags.iter().enumerate() {
             tag.validate(&telemetry)
-                .map_err(|e| e.in_tag(i, &tag.name))?;
+                .map_err(|e| e.in_tag(i, &tag.common.name))?;
         }
         Ok(())
     }

@@ -317,7 +317,7 @@ impl Device {
         let now = Timestamp::now();
         for &i in indexes {
             let tag = &self.config.tags[i];
-            match decode(payload, tag.json_pointer.as_deref(), tag.data_type) {
+            match decode(payload, tag.json_pointer.as_deref(), tag.common.data_type) {
                 Ok(value) => {
                     out.set(self.tags[i], value, now);
                     self.refreshed[i] = Some(Instant::now());
@@ -327,14 +327,14 @@ impl Device {
                 Err(error) => {
                     if self.logged.insert((i, error.kind())) {
                         tracing::warn!(
-                            tag = %tag.name,
+                            tag = %tag.common.name,
                             %topic,
                             %error,
                             "telemetry rejected, the tag keeps its last value \
                              (logged once per tag and kind of error)"
                         );
                     }
-                    let message = format!("tag `{}` on `{topic}`: {error}", tag.name);
+                    let message = format!("tag `{}` on `{topic}`: {error}", tag.common.name);
                     self.health.request_failed(out, &message, now);
                 }
             }
@@ -369,12 +369,12 @@ impl Device {
             .position(|&t| t == request.tag)
             .ok_or(WriteError::NotWritable)?;
         let tag = &self.config.tags[index];
-        let (Access::ReadWrite, Some(topic)) = (tag.access, &tag.command_topic) else {
+        let (Access::ReadWrite, Some(topic)) = (tag.common.access, &tag.command_topic) else {
             return Err(WriteError::NotWritable);
         };
-        check_write(tag.data_type, tag.range, &request.value)?;
+        check_write(tag.common.data_type, tag.common.range, &request.value)?;
         let payload = encode_command(&request.value, tag.command_format.unwrap_or_default())
-            .ok_or(WriteError::TypeMismatch(tag.data_type))?;
+            .ok_or(WriteError::TypeMismatch(tag.common.data_type))?;
         if !self.health.is_connected() {
             return Err(WriteError::NotConnected);
         }

@@ -13,10 +13,9 @@ use opcua::types::Identifier;
 use serde::{Deserialize, Serialize};
 
 use crate::block::Block;
-use crate::device::DeviceCommon;
+use crate::device::{DeviceCommon, TagCommon};
 
 use crate::device::{check_tag_names, ConfigIssue, TagBasics};
-use crate::tag::{Access, DataType, EuRange};
 
 /// A `[[devices]]` block with `protocol = "opcua"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,21 +107,7 @@ pub enum Identity {
 /// One mirrored node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OpcUaTag {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub data_type: DataType,
-    #[serde(default)]
-    pub access: Access,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range: Option<EuRange>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// Limits of the tag's limit alarm (`alarm = { high = 230.0, ... }`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alarm: Option<crate::limits::AlarmLimits>,
+pub struct OpcUaTagOptions {
     /// `ns=2;s=Temperature`, `nsu=urn:partner:cell;i=1001`, `i=2258` (namespace 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
@@ -131,17 +116,12 @@ pub struct OpcUaTag {
     pub browse_path: Option<String>,
 }
 
-impl OpcUaTag {
+/// The whole `[[devices.tags]]` entry: the keys every protocol's tags share, then these.
+pub type OpcUaTag = Block<TagCommon, OpcUaTagOptions>;
+
+impl Block<TagCommon, OpcUaTagOptions> {
     pub fn basics(&self) -> TagBasics<'_> {
-        TagBasics {
-            name: &self.name,
-            data_type: self.data_type,
-            access: self.access,
-            unit: self.unit.as_deref(),
-            range: self.range,
-            description: self.description.as_deref(),
-            alarm: self.alarm.as_ref(),
-        }
+        self.common.basics(self.common.data_type)
     }
 
     /// Where the tag lives on the partner server, as configured.
@@ -204,10 +184,10 @@ impl Block<DeviceCommon, OpcUaOptions> {
                 "declare at least one `[[devices.tags]]`",
             ));
         }
-        check_tag_names(self.tags.iter().map(|t| t.name.as_str()))?;
+        check_tag_names(self.tags.iter().map(|t| t.common.name.as_str()))?;
         for (i, tag) in self.tags.iter().enumerate() {
-            tag.address().map_err(|e| e.in_tag(i, &tag.name))?;
-            check_tag_range(tag).map_err(|e| e.in_tag(i, &tag.name))?;
+            tag.address().map_err(|e| e.in_tag(i, &tag.common.name))?;
+            check_tag_range(tag).map_err(|e| e.in_tag(i, &tag.common.name))?;
         }
         Ok(())
     }
@@ -333,16 +313,16 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
 }
 
 fn check_tag_range(tag: &OpcUaTag) -> Result<(), ConfigIssue> {
-    if let Some(alarm) = &tag.alarm {
+    if let Some(alarm) = &tag.common.alarm {
         alarm.check("alarm")?;
     }
-    let Some(range) = tag.range else {
+    let Some(range) = tag.common.range else {
         return Ok(());
     };
-    if !tag.data_type.is_numeric() {
+    if !tag.common.data_type.is_numeric() {
         return Err(ConfigIssue::new(
             "range",
-            format!("a range needs a numeric type, not {}", tag.data_type),
+            format!("a range needs a numeric type, not {}", tag.common.data_type),
         ));
     }
     if !(range.low.is_finite() && range.high.is_finite() && range.low <= range.high) {

@@ -549,8 +549,8 @@ impl OpcUaClient {
                 let tag = &self.tags[i];
                 ctx.publisher
                     .set_quality(&[tag.id], Quality(problem.status.bits()), now);
-                let error = format!("tag `{}`: {}", tag.config.name, problem.reason);
-                state.warn_once(i, "unresolved", &tag.config.name, &problem.reason);
+                let error = format!("tag `{}`: {}", tag.config.common.name, problem.reason);
+                state.warn_once(i, "unresolved", &tag.config.common.name, &problem.reason);
                 state.health.request_failed(&mut ctx.publisher, &error, now);
             }
         }
@@ -615,7 +615,7 @@ impl OpcUaClient {
                 let tag = self.tags.get(index)?;
                 *data = true;
                 let now = Timestamp::now();
-                match sample(tag.config.data_type, &value, now) {
+                match sample(tag.config.common.data_type, &value, now) {
                     Sample::Point(point) => ctx.publisher.set_point(tag.id, point),
                     Sample::Status(quality, at) => {
                         ctx.publisher.set_quality(&[tag.id], quality, at)
@@ -623,14 +623,14 @@ impl OpcUaClient {
                     Sample::WrongType { found } => {
                         let reason = format!(
                             "tag `{}`: the partner sent {found}, declared type is {}",
-                            tag.config.name, tag.config.data_type
+                            tag.config.common.name, tag.config.common.data_type
                         );
                         ctx.publisher.set_quality(
                             &[tag.id],
                             Quality(StatusCode::BadTypeMismatch.bits()),
                             now,
                         );
-                        state.warn_once(index, "type", &tag.config.name, &reason);
+                        state.warn_once(index, "type", &tag.config.common.name, &reason);
                         state
                             .health
                             .request_failed(&mut ctx.publisher, &reason, now);
@@ -665,7 +665,7 @@ impl OpcUaClient {
                     .tags
                     .iter()
                     .find(|t| t.id == request.tag)
-                    .map_or("?", |t| t.config.name.as_str());
+                    .map_or("?", |t| t.config.common.name.as_str());
                 tracing::info!(tag = name, partner, %error, "partner refused a write");
                 let reason = format!("write to `{name}` refused by the partner: {partner}");
                 state
@@ -688,12 +688,12 @@ impl OpcUaClient {
             return Err(Checked(WriteError::NotWritable));
         };
         let tag = &self.tags[index].config;
-        if tag.access != Access::ReadWrite {
+        if tag.common.access != Access::ReadWrite {
             return Err(Checked(WriteError::NotWritable));
         }
-        check_write(tag.data_type, tag.range, &request.value).map_err(Checked)?;
-        let Some(variant) = variant_of(tag.data_type, &request.value) else {
-            return Err(Checked(WriteError::TypeMismatch(tag.data_type)));
+        check_write(tag.common.data_type, tag.common.range, &request.value).map_err(Checked)?;
+        let Some(variant) = variant_of(tag.common.data_type, &request.value) else {
+            return Err(Checked(WriteError::TypeMismatch(tag.common.data_type)));
         };
         let node = match &connection.nodes[index] {
             Ok(node) => node.clone(),
@@ -711,7 +711,12 @@ impl OpcUaClient {
             ..Default::default()
         };
         let refusal = |status| Sent {
-            error: write_refusal(status, tag.data_type, &request.value, tag.range),
+            error: write_refusal(
+                status,
+                tag.common.data_type,
+                &request.value,
+                tag.common.range,
+            ),
             partner: status_name(status),
         };
         let writes = [write];
