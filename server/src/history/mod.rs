@@ -187,7 +187,7 @@ pub fn now_ticks() -> i64 {
 const QUEUE: usize = 4096;
 
 /// Points waiting for the writer thread, at most (about 50 MB; one second of 100,000 tags at
-/// 10 Hz). The queue is bounded by points too: 4096 batches of 100,000 points would be 20 GB,
+/// 10 Hz). The queue is bounded by points too: 4096 batches of 100,000 points would be 16 GB,
 /// and a writer a few seconds behind (a seal, a slow disk) held hundreds of MB
 /// (BENCHMARKS.md, "Session 5"). Beyond it, batches are dropped and counted like a full queue.
 const MAX_QUEUED_POINTS: usize = 1_000_000;
