@@ -463,9 +463,13 @@ def slowloris(gws: Gateways, report: Report, connections: int, seconds: float) -
 class Counter:
     def __init__(self) -> None:
         self.n = 0
+        # asyncua does not raise when its connection dies (its publish loop logs and retries):
+        # the time of the last notification tells a client that stopped receiving.
+        self.last = time.monotonic()
 
     def datachange_notification(self, node, val, data) -> None:
         self.n += 1
+        self.last = time.monotonic()
 
 
 async def subscribe_all(url: str, tags: int, stop: threading.Event, counter: Counter) -> None:
@@ -532,6 +536,7 @@ def soak(gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: floa
             samples.append((time.monotonic() - t0, rss_mb(gw.proc.pid)))
             time.sleep(10)
         notifications = counter.n
+        silent = time.monotonic() - counter.last
         # The sinks' own account: what they count as dropped explains a gap (or not).
         sinks = {name: sink_counters(gw, name) for name in ("Mqtt", "InfluxDB")}
         stop.set()
@@ -557,6 +562,7 @@ def soak(gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: floa
     report.add("soak", "duration (min), tags, changes/s", f"{minutes:g}, {tags}, {tags * rate_hz:g}")
     report.add("soak", "OPC UA notifications received", notifications)
     report.add("soak", "OPC UA client errors", len(ua_errors), "0", not ua_errors)
+    report.add("soak", "OPC UA client: seconds since its last notification at the end", round(silent), "< 10", silent < 10)
     report.add("soak", "RSS first → last (MB)", f"{samples[0][1]:.0f} → {samples[-1][1]:.0f}")
     report.add("soak", "RSS slope after warm-up (MB/min)", f"{slope_per_minute(warm):+.2f}")
     report.zero("soak", "HTTP 5xx", fivexx)
