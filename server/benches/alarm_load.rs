@@ -17,23 +17,22 @@
 //! Options: --tags N (1000), --rate HZ (10), --alarms A (1000), --alarm-changes C (100),
 //! --seconds S (20), --warmup S (5).
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use opcua::client::{ClientBuilder, DataChangeCallback, EventCallback, IdentityToken, Session};
-use opcua::crypto::SecurityPolicy;
+use opcua::client::{DataChangeCallback, EventCallback};
 use opcua::types::{
-    AttributeId, ContentFilter, DateTime, EventFilter, ExtensionObject, MessageSecurityMode,
-    MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters, NodeId, ObjectId,
-    ObjectTypeId, ReadValueId, SimpleAttributeOperand, TimestampsToReturn, UserTokenPolicy,
+    AttributeId, ContentFilter, DateTime, EventFilter, ExtensionObject, MonitoredItemCreateRequest,
+    MonitoringMode, MonitoringParameters, NodeId, ObjectId, ObjectTypeId, ReadValueId,
+    SimpleAttributeOperand, TimestampsToReturn,
 };
 
+mod support;
+use support::{connect, cpu_ticks, free_port, load_average, Gateway, TICKS_PER_SECOND};
+
 const GATEWAY: &str = env!("CARGO_BIN_EXE_fabrique-gateway");
-/// Linux `USER_HZ`: /proc CPU times are in these ticks.
-const TICKS_PER_SECOND: f64 = 100.0;
 
 #[derive(Clone, Copy)]
 struct Options {
@@ -79,80 +78,6 @@ fn options() -> Options {
         i += 2;
     }
     o
-}
-
-/// Kills the gateway however the benchmark ends.
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn cpu_ticks(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |n: usize| {
-        fields
-            .get(n - 3)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    field(14) + field(15)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
-
-async fn connect(
-    url: &str,
-) -> Option<(
-    Arc<Session>,
-    tokio::task::JoinHandle<opcua::types::StatusCode>,
-)> {
-    let mut client = ClientBuilder::new()
-        .application_name("Fabrique alarm-load benchmark client")
-        .application_uri("urn:fabrique-gateway:bench")
-        .trust_server_certs(true)
-        .create_sample_keypair(false)
-        .session_retry_limit(0)
-        .max_array_length(10_000_000)
-        .max_message_size(512 * 1024 * 1024)
-        .max_chunk_count(0)
-        .client()
-        .ok()?;
-    let endpoint = (
-        url,
-        SecurityPolicy::None.to_str(),
-        MessageSecurityMode::None,
-        UserTokenPolicy::anonymous(),
-    );
-    let (session, event_loop) = client
-        .connect_to_matching_endpoint(endpoint, IdentityToken::Anonymous)
-        .await
-        .ok()?;
-    let handle = event_loop.spawn();
-    tokio::time::timeout(Duration::from_secs(5), session.wait_for_connection())
-        .await
-        .ok()?;
-    Some((session, handle))
 }
 
 /// Milliseconds from `then` to now (both on this machine's clock).
@@ -220,7 +145,7 @@ async fn run(o: Options, alarms: u32, alarm_changes: f64) -> Measured {
     let spawned = Instant::now();
     let mut connection = None;
     while spawned.elapsed() < Duration::from_secs(60) {
-        if let Some(c) = connect(&url).await {
+        if let Some(c) = connect(&url, "Fabrique alarm-load benchmark client").await {
             connection = Some(c);
             break;
         }

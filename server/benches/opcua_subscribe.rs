@@ -9,23 +9,21 @@
 //! Options: --tags N (10000), --rate HZ (10), --seconds S (20), --warmup S (5),
 //! --publish-ms MS (100), --queue Q (10).
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken, Session};
-use opcua::crypto::SecurityPolicy;
+use opcua::client::DataChangeCallback;
 use opcua::types::{
-    ExtensionObject, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode,
-    MonitoringParameters, NodeId, ReadValueId, TimestampsToReturn, UserTokenPolicy,
+    ExtensionObject, MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters, NodeId,
+    ReadValueId, TimestampsToReturn,
 };
 
-const GATEWAY: &str = env!("CARGO_BIN_EXE_fabrique-gateway");
-/// Linux `USER_HZ`: /proc CPU times are in these ticks.
-const TICKS_PER_SECOND: f64 = 100.0;
+mod support;
+use support::{connect, cpu_ticks, free_port, status_kb, Gateway, TICKS_PER_SECOND};
 
+const GATEWAY: &str = env!("CARGO_BIN_EXE_fabrique-gateway");
 struct Options {
     tags: u32,
     rate_hz: f64,
@@ -66,82 +64,6 @@ fn options() -> Options {
     o
 }
 
-/// Kills the gateway however the benchmark ends.
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn cpu_ticks(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |n: usize| {
-        fields
-            .get(n - 3)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    field(14) + field(15)
-}
-
-fn status_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
-
-async fn connect(
-    url: &str,
-) -> Option<(
-    Arc<Session>,
-    tokio::task::JoinHandle<opcua::types::StatusCode>,
-)> {
-    let mut client = ClientBuilder::new()
-        .application_name("Fabrique benchmark client")
-        .application_uri("urn:fabrique-gateway:bench")
-        .trust_server_certs(true)
-        .create_sample_keypair(false)
-        .session_retry_limit(0)
-        .max_array_length(10_000_000)
-        .max_message_size(512 * 1024 * 1024)
-        .max_chunk_count(0)
-        .max_string_length(16 * 1024 * 1024)
-        .client()
-        .ok()?;
-    let endpoint = (
-        url,
-        SecurityPolicy::None.to_str(),
-        MessageSecurityMode::None,
-        UserTokenPolicy::anonymous(),
-    );
-    let (session, event_loop) = client
-        .connect_to_matching_endpoint(endpoint, IdentityToken::Anonymous)
-        .await
-        .ok()?;
-    let handle = event_loop.spawn();
-    tokio::time::timeout(Duration::from_secs(5), session.wait_for_connection())
-        .await
-        .ok()?;
-    Some((session, handle))
-}
-
 #[tokio::main]
 async fn main() {
     let o = options();
@@ -175,7 +97,7 @@ async fn main() {
 
     let mut connection = None;
     while spawned.elapsed() < Duration::from_secs(60) {
-        if let Some(c) = connect(&url).await {
+        if let Some(c) = connect(&url, "Fabrique benchmark client").await {
             connection = Some(c);
             break;
         }
