@@ -53,29 +53,23 @@ fn options() -> Options {
         seconds: 20.0,
         warmup: 5.0,
     };
-    let args: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < args.len() {
-        let value = args.get(i + 1).cloned().unwrap_or_default();
-        let number = |name: &str| -> f64 {
-            value
-                .parse()
-                .unwrap_or_else(|_| panic!("{name} takes a number"))
-        };
-        match args[i].as_str() {
-            "--tags" => o.tags = number("--tags") as u32,
-            "--rate" => o.rate_hz = number("--rate"),
-            "--alarms" => o.alarms = number("--alarms") as u32,
-            "--alarm-changes" => o.alarm_changes = number("--alarm-changes"),
-            "--seconds" => o.seconds = number("--seconds"),
-            "--warmup" => o.warmup = number("--warmup"),
-            // `cargo bench` passes --bench; anything else is ignored.
-            _ => {
-                i += 1;
-                continue;
-            }
+    for (name, n) in support::number_options(&[
+        "--tags",
+        "--rate",
+        "--alarms",
+        "--alarm-changes",
+        "--seconds",
+        "--warmup",
+    ]) {
+        match name {
+            "--tags" => o.tags = n as u32,
+            "--rate" => o.rate_hz = n,
+            "--alarms" => o.alarms = n as u32,
+            "--alarm-changes" => o.alarm_changes = n,
+            "--seconds" => o.seconds = n,
+            "--warmup" => o.warmup = n,
+            _ => unreachable!("{name} is not one of the options"),
         }
-        i += 2;
     }
     o
 }

@@ -42,24 +42,23 @@ fn options() -> Options {
         publish_ms: 100.0,
         queue: 10,
     };
-    let args: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < args.len() {
-        let value = args.get(i + 1).cloned().unwrap_or_default();
-        match args[i].as_str() {
-            "--tags" => o.tags = value.parse().expect("--tags takes a number"),
-            "--rate" => o.rate_hz = value.parse().expect("--rate takes a number"),
-            "--seconds" => o.seconds = value.parse().expect("--seconds takes a number"),
-            "--warmup" => o.warmup = value.parse().expect("--warmup takes a number"),
-            "--publish-ms" => o.publish_ms = value.parse().expect("--publish-ms takes a number"),
-            "--queue" => o.queue = value.parse().expect("--queue takes a number"),
-            // `cargo bench` passes --bench; anything else is ignored.
-            _ => {
-                i += 1;
-                continue;
-            }
+    for (name, n) in support::number_options(&[
+        "--tags",
+        "--rate",
+        "--seconds",
+        "--warmup",
+        "--publish-ms",
+        "--queue",
+    ]) {
+        match name {
+            "--tags" => o.tags = n as u32,
+            "--rate" => o.rate_hz = n,
+            "--seconds" => o.seconds = n,
+            "--warmup" => o.warmup = n,
+            "--publish-ms" => o.publish_ms = n,
+            "--queue" => o.queue = n as u32,
+            _ => unreachable!("{name} is not one of the options"),
         }
-        i += 2;
     }
     o
 }

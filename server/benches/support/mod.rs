@@ -105,3 +105,26 @@ pub async fn connect(
         .ok()?;
     Some((session, handle))
 }
+
+/// The `--name NUMBER` options among `known`, in the order given; anything else on the command
+/// line (`cargo bench` passes `--bench`) is ignored. A known option without a number panics,
+/// naming it.
+pub fn number_options(known: &[&'static str]) -> Vec<(&'static str, f64)> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        match known.iter().find(|&&k| k == args[i]) {
+            Some(&name) => {
+                let value = args.get(i + 1).and_then(|v| v.parse().ok());
+                found.push((
+                    name,
+                    value.unwrap_or_else(|| panic!("{name} takes a number")),
+                ));
+                i += 2;
+            }
+            None => i += 1,
+        }
+    }
+    found
+}
