@@ -27,6 +27,17 @@ struct Made {
     declaration: Option<NodeId>,
 }
 
+impl Made {
+    /// An object of `type_id` that no type declares (a root of what is built).
+    fn typed(id: NodeId, type_id: &NodeId) -> Self {
+        Made {
+            id,
+            type_definition: Some(type_id.clone()),
+            declaration: None,
+        }
+    }
+}
+
 pub struct Instances {
     ns: u16,
     nodes: Vec<NodeType>,
@@ -87,14 +98,8 @@ impl Instances {
         self.push(object.into());
         self.reference(parent, &id, reference_type);
         self.reference(&id, type_id, ReferenceTypeId::HasTypeDefinition);
-        self.made.insert(
-            path.to_owned(),
-            Made {
-                id: id.clone(),
-                type_definition: Some(type_id.clone()),
-                declaration: None,
-            },
-        );
+        self.made
+            .insert(path.to_owned(), Made::typed(id.clone(), type_id));
         self.mandatory_children(types, path, Some(type_id), None, 0);
         id
     }
@@ -130,14 +135,8 @@ impl Instances {
     /// type inherits from the companion types: every mandatory declaration not in namespace
     /// `own` (those the gateway's builder renders itself, from the tags).
     pub fn adopt(&mut self, types: &Types<'_>, path: &str, id: NodeId, type_id: &NodeId, own: u16) {
-        self.made.insert(
-            path.to_owned(),
-            Made {
-                id: id.clone(),
-                type_definition: Some(type_id.clone()),
-                declaration: None,
-            },
-        );
+        self.made
+            .insert(path.to_owned(), Made::typed(id.clone(), type_id));
         for child in types.children(Some(type_id), None) {
             if child.rule == Rule::Mandatory && child.browse_name.namespace_index != own {
                 self.make(types, path, &id, &child, 1);
