@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
 use fabrique_adapters::device::{check_name, device_path};
-use fabrique_adapters::simulator::line::LineConfig;
+use fabrique_adapters::line::LineConfig;
 use fabrique_adapters::simulator::SimulationConfig;
 use fabrique_adapters::DeviceConfig;
 use serde::{Deserialize, Serialize};

@@ -7,7 +7,9 @@ mod config;
 mod tags;
 
 pub use config::LineConfig;
-pub use tags::{declare_line_objects, LineTags, OrderSlotTags, StepTags};
+pub use tags::{
+    declare_line_objects, order_slot_path, step_path, step_tag, LineTags, OrderSlotTags, StepTags,
+};
 
 /// Number of production steps, from design to delivery.
 pub const STEP_COUNT: usize = 9;

@@ -4,7 +4,22 @@
 use super::STEP_COUNT;
 use crate::adapter::TagRegistrar;
 use crate::model::{ArgumentSpec, FabriqueType, MethodSpec, ObjectType};
-use crate::tag::{CatalogError, DataType, TagId, TagSpec};
+use crate::tag::{CatalogError, DataType, TagCatalog, TagId, TagSpec};
+
+/// Where step `n` (1-based) stands in the address space: `Line/Steps/Step<n>`.
+pub fn step_path(n: usize) -> String {
+    format!("Line/Steps/Step{n}")
+}
+
+/// Where recent-order slot `n` (1-based) stands: `Orders/Recent/Order<nn>`.
+pub fn order_slot_path(n: usize) -> String {
+    format!("Orders/Recent/Order{n:02}")
+}
+
+/// Step `n`'s tag `name` (`CurrentOrder`, `Progress`...), if the catalogue has the line.
+pub fn step_tag(catalog: &TagCatalog, n: usize, name: &str) -> Option<TagId> {
+    catalog.lookup(&format!("{}/{name}", step_path(n)))
+}
 
 /// One step's tags (`Line/Steps/Step<n>/...`).
 pub struct StepTags {
@@ -61,7 +76,7 @@ impl LineTags {
         declare_line_objects(tags, recent_orders)?;
         let steps = (1..=STEP_COUNT)
             .map(|n| {
-                let p = |tag: &str| format!("Line/Steps/Step{n}/{tag}");
+                let p = |tag: &str| format!("{}/{tag}", step_path(n));
                 Ok(StepTags {
                     number: tags.register(
                         TagSpec::new(p("Number"), DataType::UInt16)
@@ -102,7 +117,7 @@ impl LineTags {
             .collect::<Result<Vec<_>, CatalogError>>()?;
         let recent = (1..=recent_orders)
             .map(|n| {
-                let p = |tag: &str| format!("Orders/Recent/Order{n:02}/{tag}");
+                let p = |tag: &str| format!("{}/{tag}", order_slot_path(n));
                 Ok(OrderSlotTags {
                     id: reg(
                         tags,
@@ -209,12 +224,12 @@ pub fn declare_line_objects(
     tags.object("Line", FabriqueType::Line)?;
     tags.object("Line/Steps", ObjectType::Folder)?;
     for n in 1..=STEP_COUNT {
-        tags.object(format!("Line/Steps/Step{n}"), FabriqueType::ProductionStep)?;
+        tags.object(step_path(n), FabriqueType::ProductionStep)?;
     }
     tags.object("Orders", FabriqueType::Orders)?;
     tags.object("Orders/Recent", ObjectType::Folder)?;
     for n in 1..=recent_orders {
-        tags.object(format!("Orders/Recent/Order{n:02}"), FabriqueType::Order)?;
+        tags.object(order_slot_path(n), FabriqueType::Order)?;
     }
     tags.method(
         MethodSpec::new(

@@ -496,11 +496,7 @@ mod tests {
         .unwrap();
         let bus = crate::bus::PointBus::new(std::sync::Arc::new(catalog.build()), 16);
         let steps: Vec<TagId> = (1..=3)
-            .map(|n| {
-                bus.catalog()
-                    .lookup(&format!("Line/Steps/Step{n}/CurrentOrder"))
-                    .unwrap()
-            })
+            .map(|n| crate::line::step_tag(&bus.catalog(), n, "CurrentOrder").unwrap())
             .collect();
         let mut rx = bus.subscribe();
         let mut publisher = bus.publisher();

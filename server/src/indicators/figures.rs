@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::history::{LineState, OrderRecord, OrderState};
-use fabrique_adapters::simulator::line::STEP_COUNT;
+use fabrique_adapters::line::STEP_COUNT;
 
 const MICROS_PER_SECOND: f64 = 1e6;
 const MICROS_PER_HOUR: f64 = 3.6e9;

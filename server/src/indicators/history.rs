@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use fabrique_adapters::simulator::line::STEP_COUNT;
+use fabrique_adapters::line::STEP_COUNT;
 use fabrique_adapters::{Timestamp, Value};
 
 /// Where an order ended up.

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
-use fabrique_adapters::simulator::line::STEP_NAMES;
+use fabrique_adapters::line::STEP_NAMES;
 use fabrique_adapters::{CallError, PointBus, TagId, Value};
 use rusqlite::Connection;
 use serde::Deserialize;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{Local, NaiveDate, TimeZone};
 use fabrique_adapters::bus::BusEvent;
-use fabrique_adapters::simulator::line::STEP_COUNT;
+use fabrique_adapters::line::STEP_COUNT;
 use fabrique_adapters::{
     Adapter, AdapterContext, CatalogError, DataType, PointBus, PointUpdate, TagId, TagRegistrar,
     TagSpec, Timestamp, Value,

@@ -7,7 +7,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::history::{LineState, OrderRecord, OrderState, Visit};
-use fabrique_adapters::simulator::line::STEP_COUNT;
+use fabrique_adapters::line::STEP_COUNT;
 
 pub const DATABASE_FILE: &str = "orders.sqlite";
 

@@ -21,7 +21,7 @@ mod views;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use fabrique_adapters::simulator::line::LineConfig;
+use fabrique_adapters::line::LineConfig;
 use fabrique_adapters::PointBus;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -206,7 +206,7 @@ pub fn step_trades(catalogue: &Catalogue) -> Vec<(String, Vec<String>)> {
     (1..=catalogue.steps.len())
         .map(|n| {
             (
-                format!("Line/Steps/Step{n}"),
+                fabrique_adapters::line::step_path(n),
                 catalogue.at_step(n).map(|t| t.name.clone()).collect(),
             )
         })

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use fabrique_adapters::simulator::line::STEP_COUNT;
+use fabrique_adapters::line::STEP_COUNT;
 use serde::{Deserialize, Serialize};
 
 /// The built-in catalogue.

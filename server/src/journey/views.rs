@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use fabrique_adapters::simulator::line::STEP_COUNT;
+use fabrique_adapters::line::{order_slot_path, step_tag, STEP_COUNT};
 use fabrique_adapters::{PointBus, TagId, Timestamp, Value};
 use rusqlite::params;
 use serde_json::{json, Value as Json};
@@ -45,15 +45,15 @@ pub struct LineTags {
 impl LineTags {
     pub fn resolve(bus: &PointBus, catalogue: &Catalogue) -> Self {
         let catalog = bus.catalog();
-        let step_tag = |n: usize, name: &str| catalog.lookup(&format!("Line/Steps/Step{n}/{name}"));
         let current: Vec<Option<TagId>> = (1..=STEP_COUNT)
-            .map(|n| step_tag(n, "CurrentOrder"))
+            .map(|n| step_tag(&catalog, n, "CurrentOrder"))
             .collect();
-        let progress: Vec<Option<TagId>> =
-            (1..=STEP_COUNT).map(|n| step_tag(n, "Progress")).collect();
+        let progress: Vec<Option<TagId>> = (1..=STEP_COUNT)
+            .map(|n| step_tag(&catalog, n, "Progress"))
+            .collect();
         let mut slots = Vec::new();
         for n in 1.. {
-            let slot = |field: &str| catalog.lookup(&format!("Orders/Recent/Order{n:02}/{field}"));
+            let slot = |field: &str| catalog.lookup(&format!("{}/{field}", order_slot_path(n)));
             let Some(id) = slot("Id") else { break };
             slots.push(SlotTags {
                 id,

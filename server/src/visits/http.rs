@@ -156,19 +156,7 @@ async fn get_tour(State(state): State<AppState>) -> Response {
             }))
         })
         .await;
-    match computed {
-        Ok(Ok(body)) => Json(body).into_response(),
-        Ok(Err(error)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": error.to_string()})),
-        )
-            .into_response(),
-        Err(error) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": error.to_string()})),
-        )
-            .into_response(),
-    }
+    json_or_500(computed)
 }
 
 async fn put_stop(State(state): State<AppState>, raw: Result<Bytes, BytesRejection>) -> Response {
@@ -261,19 +249,7 @@ async fn get_stats(
             Ok::<_, StoreError>(stats)
         })
         .await;
-    match computed {
-        Ok(Ok(body)) => Json(body).into_response(),
-        Ok(Err(error)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": error.to_string()})),
-        )
-            .into_response(),
-        Err(error) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": error.to_string()})),
-        )
-            .into_response(),
-    }
+    json_or_500(computed)
 }
 
 fn survey_json(f: &SurveyFigures) -> Map<String, JsonValue> {
@@ -432,4 +408,21 @@ pub fn stats_json(
         "survey": survey,
         "visits": visits,
     }))
+}
+
+/// A JSON body computed off the async threads; a store error or a failed task is a 500 that
+/// says why (both are the server's fault, never the request's).
+fn json_or_500<E: std::fmt::Display, F: std::fmt::Display>(
+    computed: Result<Result<JsonValue, E>, F>,
+) -> Response {
+    let error = match computed {
+        Ok(Ok(body)) => return Json(body).into_response(),
+        Ok(Err(error)) => error.to_string(),
+        Err(error) => error.to_string(),
+    };
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({ "error": error })),
+    )
+        .into_response()
 }

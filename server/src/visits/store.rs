@@ -552,20 +552,12 @@ impl Store {
         scope: Scope<'_>,
         by: GroupBy,
     ) -> Result<BTreeMap<String, SurveyFigures>, StoreError> {
-        let (clause, values) = scope.filter();
-        let sql = format!(
-            "SELECT {by}, COUNT(*), SUM(satisfaction >= 3), SUM(view_changed) FROM survey WHERE {clause} GROUP BY 1",
-            by = by.column()
-        );
-        let mut statement = self.db.prepare_cached(&sql)?;
-        let rows = statement.query_map(params_from_iter(values), |r| {
-            let count = |i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
-            Ok((
-                r.get::<_, String>(0)?,
-                SurveyFigures::new(count(1)?, count(2)?, count(3)?),
-            ))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.counts_grouped(
+            scope,
+            by,
+            "COUNT(*), SUM(satisfaction >= 3), SUM(view_changed) FROM survey",
+            |c| SurveyFigures::new(c[0], c[1], c[2]),
+        )
     }
 
     /// How many answers in `scope` chose each trade, grouped by `by` (`None`: in total, key "").
@@ -595,21 +587,35 @@ impl Store {
         scope: Scope<'_>,
         by: GroupBy,
     ) -> Result<BTreeMap<String, VisitFigures>, StoreError> {
+        self.counts_grouped(scope, by, "SUM(size), COUNT(*) FROM visits", |c| {
+            VisitFigures {
+                visitors: c[0],
+                groups: c[1],
+            }
+        })
+    }
+
+    /// `SELECT <by>, <counts> FROM <table> WHERE <scope> GROUP BY 1`, each group's counts
+    /// (read as 0 when negative) made into a `T`.
+    fn counts_grouped<T>(
+        &self,
+        scope: Scope<'_>,
+        by: GroupBy,
+        counts_from: &str,
+        make: impl Fn(&[u64]) -> T,
+    ) -> Result<BTreeMap<String, T>, StoreError> {
         let (clause, values) = scope.filter();
         let sql = format!(
-            "SELECT {by}, SUM(size), COUNT(*) FROM visits WHERE {clause} GROUP BY 1",
+            "SELECT {by}, {counts_from} WHERE {clause} GROUP BY 1",
             by = by.column()
         );
         let mut statement = self.db.prepare_cached(&sql)?;
+        let columns = statement.column_count();
         let rows = statement.query_map(params_from_iter(values), |r| {
-            let count = |i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
-            Ok((
-                r.get::<_, String>(0)?,
-                VisitFigures {
-                    visitors: count(1)?,
-                    groups: count(2)?,
-                },
-            ))
+            let counts = (1..columns)
+                .map(|i| r.get::<_, i64>(i).map(|n| n.max(0) as u64))
+                .collect::<rusqlite::Result<Vec<u64>>>()?;
+            Ok((r.get::<_, String>(0)?, make(&counts)))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -3,6 +3,7 @@
 //! provides (see the README, "Companion specifications").
 
 use fabrique_adapters::device::{Identification, StandardKind, StandardShape};
+use fabrique_adapters::line::{step_path, step_tag};
 use fabrique_adapters::{FabriqueType, TagCatalog, TagId};
 use fabrique_companion::ids;
 use opcua::nodes::NodeBase;
@@ -113,6 +114,14 @@ impl Planner<'_, '_> {
             .lookup(&format!("{}/{name}", machine.device_path))
     }
 
+    /// The order tags of the line steps the machine performs: it is busy while one is set.
+    fn orders_at_steps(&self, machine: &MachineDecl) -> Vec<TagId> {
+        let steps = machine.shape.steps.iter();
+        steps
+            .filter_map(|&n| step_tag(self.catalog, n.into(), "CurrentOrder"))
+            .collect()
+    }
+
     /// The first of `names` the device has.
     fn any_tag(&self, machine: &MachineDecl, names: &[&str]) -> Option<TagId> {
         names.iter().find_map(|n| self.tag(machine, n))
@@ -176,7 +185,7 @@ impl Planner<'_, '_> {
                 .reference(&machines, &id, ReferenceTypeId::Organizes);
         }
         for step in &machine.shape.steps {
-            let step = instance_node_id(ns.instances, &format!("Line/Steps/Step{step}"));
+            let step = instance_node_id(ns.instances, &step_path((*step).into()));
             self.out
                 .reference(&step, &id, NodeId::new(ns.types, PERFORMED_BY));
         }
@@ -322,15 +331,7 @@ impl Planner<'_, '_> {
                 .reference(&blocks, &identification, ReferenceTypeId::HasAddIn);
         }
         let connected = self.tag(machine, "Status/Connected");
-        let busy: Vec<TagId> = machine
-            .shape
-            .steps
-            .iter()
-            .filter_map(|n| {
-                self.catalog
-                    .lookup(&format!("Line/Steps/Step{n}/CurrentOrder"))
-            })
-            .collect();
+        let busy = self.orders_at_steps(machine);
         let line_state = self.catalog.lookup("Line/State");
         for (name, type_number, rule) in [
             (
@@ -484,24 +485,17 @@ impl Planner<'_, '_> {
         let name_tag = self.any_tag(machine, &["Program", "JobName", "EngravedText"]);
         self.bind(&format!("{program}/Name"), name_tag);
         self.out.set(&format!("{program}/NumberInList"), 0u16);
-        let busy: Vec<TagId> = machine
-            .shape
-            .steps
-            .iter()
-            .filter_map(|n| {
-                self.catalog
-                    .lookup(&format!("Line/Steps/Step{n}/CurrentOrder"))
-            })
-            .collect();
+        let busy = self.orders_at_steps(machine);
         let state = format!("{program}/State");
         if let Some(type_id) = self.out.type_of(&state) {
             self.state_machine(&state, &type_id, StateRule::Program { busy: busy.clone() });
         }
         // The order at the machine's step, as the one job of its production plan.
-        let order = machine.shape.steps.first().and_then(|n| {
-            self.catalog
-                .lookup(&format!("Line/Steps/Step{n}/CurrentOrder"))
-        });
+        let order = machine
+            .shape
+            .steps
+            .first()
+            .and_then(|&n| step_tag(self.catalog, n.into(), "CurrentOrder"));
         let plan_path = format!("{root}/Production/ProductionPlan");
         if let (Some(order), Some(plan)) = (
             order,
@@ -556,8 +550,10 @@ impl Planner<'_, '_> {
         let Some(step) = machine.shape.steps.first() else {
             return;
         };
-        let step_tag = |tag: &str| self.catalog.lookup(&format!("Line/Steps/Step{step}/{tag}"));
-        let (Some(order), Some(progress)) = (step_tag("CurrentOrder"), step_tag("Progress")) else {
+        let (Some(order), Some(progress)) = (
+            step_tag(self.catalog, (*step).into(), "CurrentOrder"),
+            step_tag(self.catalog, (*step).into(), "Progress"),
+        ) else {
             return;
         };
         let Some(list) = self.optional(&notification, "Prognoses") else {
