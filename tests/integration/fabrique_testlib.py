@@ -295,6 +295,15 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
+def log_tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of a process's log, for a failure message (never raises)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:
+        return f"(cannot read {path}: {e})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -426,11 +435,7 @@ class Gateway:
             self._log_file = None
 
     def log_tail(self, lines: int = 150) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as e:
-            return f"(cannot read log: {e})"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
 
 async def _probe(url: str) -> None:

@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from fabrique_testlib import free_port
+from fabrique_testlib import free_port, log_tail
 
 
 def tools_missing() -> str | None:
@@ -93,10 +93,7 @@ class _Server:
             self._log = None
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError as e:
-            return f"(cannot read log: {e})"
+        return log_tail(self.log_path, lines)
 
 
 class VictoriaMetrics(_Server):

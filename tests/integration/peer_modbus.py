@@ -234,6 +234,24 @@ class Peer:
 # ------------------------------------------------------------------------------------------
 
 
+# The gateway configuration of a partner press served by this peer (`--port`): one
+# counter, polled every 100 ms, with a short timeout so that a stopped peer is seen quickly.
+PRESS_CONFIG = """
+[[devices]]
+name = "press"
+station = "Partners"
+protocol = "modbus"
+address = "127.0.0.1:{port}"
+poll_ms = 100
+timeout_ms = 500
+
+  [[devices.tags]]
+  name = "Cycles"
+  register = "holding:4"
+  type = "uint32"
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

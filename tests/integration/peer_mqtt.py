@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from fabrique_testlib import free_port
+from fabrique_testlib import free_port, log_tail
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -81,10 +81,7 @@ class Broker:
             self._log = None
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError as e:
-            return f"(no mosquitto log: {e})"
+        return log_tail(self.log_path, lines)
 
     def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> None:
         """Publish as the device would. Binary payloads go through a file."""

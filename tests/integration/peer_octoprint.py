@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from fabrique_testlib import REPO_ROOT, free_port
+from fabrique_testlib import REPO_ROOT, free_port, log_tail
 
 VENV = REPO_ROOT / "tests" / ".venv-octoprint"
 REQUIREMENTS = REPO_ROOT / "tests" / "requirements-octoprint.txt"
@@ -194,7 +194,4 @@ class OctoPrintServer:
             return resp.status
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError as e:
-            return f"(cannot read log: {e})"
+        return log_tail(self.log_path, lines)

@@ -15,22 +15,8 @@ from asyncua import ua
 from asyncua.common.events import select_clauses_from_evtype
 
 from fabrique_testlib import ADMIN_TOKEN, connect, wait_for
-from peer_modbus import PeerProcess, free_port
+from peer_modbus import PRESS_CONFIG, PeerProcess, free_port
 
-PRESS_CONFIG = """
-[[devices]]
-name = "press"
-station = "Partners"
-protocol = "modbus"
-address = "127.0.0.1:{port}"
-poll_ms = 100
-timeout_ms = 500
-
-  [[devices.tags]]
-  name = "Cycles"
-  register = "holding:4"
-  type = "uint32"
-"""
 
 DEVICE_CONNECTION = 5004
 STOP_CHANGED = 5005

@@ -15,22 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fabrique_testlib import connect, wait_for
-from peer_modbus import PeerProcess, free_port
-
-PRESS_CONFIG = """
-[[devices]]
-name = "press"
-station = "Partners"
-protocol = "modbus"
-address = "127.0.0.1:{port}"
-poll_ms = 100
-timeout_ms = 500
-
-  [[devices.tags]]
-  name = "Cycles"
-  register = "holding:4"
-  type = "uint32"
-"""
+from peer_modbus import PRESS_CONFIG, PeerProcess, free_port
 
 
 def http_get(url: str) -> tuple[int, str, str]:
