@@ -20,7 +20,7 @@ use crate::opcua::OpcUaConfig;
 use crate::storage::StorageConfig;
 use crate::streams::influxdb::InfluxConfig;
 use crate::streams::mqtt::MqttSinkConfig;
-use crate::visits::VisitsConfig;
+use crate::visits::{StopConfig, VisitsConfig};
 
 /// The built-in default: the whole truck, simulated.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -97,17 +97,6 @@ impl Default for SiteConfig {
             name: "Fabrique mobile".into(),
         }
     }
-}
-
-/// `[stop]`: where the truck is this week.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StopConfig {
-    pub town: String,
-    pub venue: String,
-    /// ISO date, `YYYY-MM-DD`.
-    pub first_day: String,
-    pub last_day: String,
 }
 
 /// `[bus]`: the point bus.

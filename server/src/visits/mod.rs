@@ -48,8 +48,19 @@ impl VisitsConfig {
     }
 }
 
+/// `[stop]`: where the truck is this week.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StopConfig {
+    pub town: String,
+    pub venue: String,
+    /// ISO date, `YYYY-MM-DD`.
+    pub first_day: String,
+    pub last_day: String,
+}
+
 /// The `[stop]` of the configuration as a stop.
-pub fn configured_stop(config: &crate::config::StopConfig) -> Stop {
+pub fn configured_stop(config: &StopConfig) -> Stop {
     Stop {
         town: config.town.clone(),
         venue: config.venue.clone(),
@@ -59,7 +70,7 @@ pub fn configured_stop(config: &crate::config::StopConfig) -> Stop {
 }
 
 /// The `[stop]` of the configuration, checked like a stop set at run time.
-pub fn validate_stop(config: &crate::config::StopConfig) -> Result<(), (&'static str, String)> {
+pub fn validate_stop(config: &StopConfig) -> Result<(), (&'static str, String)> {
     configured_stop(config).validate().map_err(|r| {
         let key = ["town", "venue", "first_day", "last_day"]
             .into_iter()
