@@ -172,8 +172,17 @@ impl ChunkEncoder {
         self.kind
     }
 
+    /// The chunk's bytes since the last `forget_bytes` (all of them if it never spilled).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// Forget the bytes held so far (the caller has stored them elsewhere); the encoder keeps
+    /// its state, so the next samples continue the same chunk: the chunk is then the bytes
+    /// stored elsewhere, in order, followed by `bytes()`. Keeps a small buffer for the next.
+    pub fn forget_bytes(&mut self, keep_capacity: usize) {
+        self.bytes.clear();
+        self.bytes.shrink_to(keep_capacity);
     }
 
     #[cfg(test)]

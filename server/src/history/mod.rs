@@ -4,7 +4,7 @@
 //! ```text
 //! point bus ──► consumer task ──(Arc'd batches, bounded)──► writer thread ──► store.rs
 //!                (async, no I/O)                            encode, 1 s WAL flush,
-//!                                                           seal, retention
+//!                                                           spill, seal, retention
 //! ```
 //! The consumer only forwards the bus's own batches, so the async threads do no encoding
 //! and no I/O; the writer thread owns all of it.

@@ -6,6 +6,10 @@
 //! <dir>/seg-<seq>.fgh   one sealed chunk per tag, then a dense table indexed by TagId
 //!                       (offset, length, count, first and last time), then a trailer.
 //!                       Written to .tmp, fsynced, renamed: a segment is whole or absent.
+//! <dir>/spill-<seq>.tmp the open chunks' older bytes, in pieces of about `SPILL_BYTES`
+//!                       per tag, so memory holds only each tag's last few hundred bytes
+//!                       and an index of pieces. Not synced and not needed after a crash
+//!                       (the WAL has the same bytes); deleted at start like any `.tmp`.
 //! ```
 //! A segment `seq` holds exactly what WAL `seq` logged, so at start every WAL without its
 //! segment is sealed, and a WAL whose segment exists is deleted.
@@ -134,10 +138,62 @@ impl Segment {
     }
 }
 
-/// Where a read finds samples: a sealed segment, or a copy of an open chunk.
+/// An open chunk's bytes once its tail reaches this size (after they are in the WAL) go to
+/// the spill file: at 10,000 tags the open chunks held up to `seal_size_mb` (32 MB) of
+/// encoded samples plus the slack of growing vectors, and now about 3 MB of tails and an
+/// index of 16 bytes per piece (BENCHMARKS.md, "Session 6").
+const SPILL_BYTES: usize = 256;
+
+/// The file the open chunks of one generation (one WAL) spill to; appended by the writer
+/// thread only, read by `pread` from any reader.
+struct Spill {
+    path: PathBuf,
+    file: File,
+    len: AtomicU64,
+}
+
+impl Spill {
+    fn create(path: PathBuf) -> io::Result<Spill> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        Ok(Spill {
+            path,
+            file,
+            len: AtomicU64::new(0),
+        })
+    }
+
+    /// Append `pieces` (the chunk's older bytes, oldest first) to `out`.
+    fn read_into(&self, pieces: &[Piece], out: &mut Vec<u8>) -> io::Result<()> {
+        for piece in pieces {
+            let from = out.len();
+            out.resize(from + piece.len as usize, 0);
+            self.file.read_exact_at(&mut out[from..], piece.at)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where one spilled part of an open chunk is in its generation's spill file.
+#[derive(Clone, Copy, Debug)]
+struct Piece {
+    at: u64,
+    len: u32,
+}
+
+/// Where a read finds samples: a sealed segment, or a copy of an open chunk (its spilled
+/// pieces are read outside the store's lock).
 enum Source {
     File(Arc<Segment>),
-    Memory(Vec<u8>),
+    Open {
+        spill: Option<Arc<Spill>>,
+        pieces: Vec<Piece>,
+        tail: Vec<u8>,
+    },
 }
 
 impl Source {
@@ -151,24 +207,59 @@ impl Source {
                     None
                 }
             },
-            Source::Memory(bytes) => Some(std::borrow::Cow::Borrowed(bytes)),
+            Source::Open { tail, pieces, .. } if pieces.is_empty() => {
+                Some(std::borrow::Cow::Borrowed(tail))
+            }
+            Source::Open {
+                spill,
+                pieces,
+                tail,
+            } => {
+                let spill = spill.as_ref()?;
+                let mut bytes = Vec::new();
+                if let Err(error) = spill.read_into(pieces, &mut bytes) {
+                    tracing::warn!(file = %spill.path.display(), %error, "history spill read failed");
+                    return None;
+                }
+                bytes.extend_from_slice(tail);
+                Some(std::borrow::Cow::Owned(bytes))
+            }
         }
     }
 }
 
-/// One tag's open chunk and how much of it the WAL already has.
+/// One tag's open chunk: its spilled pieces, then the bytes in memory (`chunk.bytes()`),
+/// of which the first `logged` are already in the WAL.
 #[derive(Clone)]
 struct Open {
     chunk: ChunkEncoder,
     logged: usize,
+    pieces: Vec<Piece>,
+}
+
+impl Open {
+    /// The whole chunk's length, spilled pieces included.
+    fn len(&self) -> usize {
+        self.pieces.iter().map(|p| p.len as usize).sum::<usize>() + self.chunk.bytes().len()
+    }
+}
+
+/// One generation of open chunks and the file they spilled to.
+#[derive(Default)]
+struct Generation {
+    open: Vec<Option<Open>>,
+    spill: Option<Arc<Spill>>,
 }
 
 #[derive(Default)]
 struct Inner {
     open: Vec<Option<Open>>,
+    /// Bytes of the open chunks, spilled pieces included (what the next segment will hold).
     open_bytes: usize,
+    /// Where the open chunks spill; created at the first spill of a generation.
+    spill: Option<Arc<Spill>>,
     /// Chunks being written as a segment right now, still visible to readers.
-    sealing: Option<Arc<Vec<Option<Open>>>>,
+    sealing: Option<Arc<Generation>>,
     segments: Vec<Arc<Segment>>,
     wal_seq: u64,
 }
@@ -184,6 +275,10 @@ pub struct Store {
 
 fn wal_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("wal-{seq:012}.log"))
+}
+
+fn spill_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("spill-{seq:012}.tmp"))
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -208,7 +303,8 @@ impl Store {
             let entry = entry.map_err(io_at(dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.ends_with(".tmp") {
-                // A segment whose writer died before the rename: its WAL is still there.
+                // A segment whose writer died before the rename, or a spill file: their
+                // WAL is still there.
                 let _ = fs::remove_file(entry.path());
             } else if let Some(seq) = seq_of(&name, "seg-", ".fgh") {
                 segments.push(seq);
@@ -246,7 +342,7 @@ impl Store {
                     .map(|o| u64::from(o.chunk.count))
                     .sum();
                 if samples > 0 {
-                    let segment = store.write_segment(*seq, &chunks)?;
+                    let segment = store.write_segment(*seq, &chunks, None)?;
                     tracing::info!(samples, seq, "history: last run's write-ahead log sealed");
                     loaded.push(Arc::new(segment));
                 }
@@ -301,7 +397,9 @@ impl Store {
         quality: Quality,
     ) {
         let mut inner = self.inner.lock();
-        self.append_locked(&mut inner, tag, kind, ticks, value, quality);
+        if self.append_locked(&mut inner, tag, kind, ticks, value, quality) {
+            self.counters.samples.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Several samples under one lock.
@@ -310,9 +408,14 @@ impl Store {
         samples: impl Iterator<Item = (TagId, Kind, i64, Option<&'a Value>, Quality)>,
     ) {
         let mut inner = self.inner.lock();
+        // Counted once per batch: a locked add per sample cost more than encoding it (it
+        // waits for every pending cache miss; BENCHMARKS.md, "Session 6").
+        let mut appended = 0u64;
         for (tag, kind, ticks, value, quality) in samples {
-            self.append_locked(&mut inner, tag, kind, ticks, value, quality);
+            appended += u64::from(self.append_locked(&mut inner, tag, kind, ticks, value, quality));
         }
+        drop(inner);
+        self.counters.samples.fetch_add(appended, Ordering::Relaxed);
     }
 
     fn append_locked(
@@ -323,7 +426,7 @@ impl Store {
         ticks: i64,
         value: Option<&Value>,
         quality: Quality,
-    ) {
+    ) -> bool {
         let index = tag.index();
         if inner.open.len() <= index {
             inner.open.resize(index + 1, None);
@@ -331,12 +434,13 @@ impl Store {
         let open = inner.open[index].get_or_insert_with(|| Open {
             chunk: ChunkEncoder::new(kind),
             logged: 0,
+            pieces: Vec::new(),
         });
         if open.chunk.last_ticks() == Some(ticks) {
-            return;
+            return false;
         }
         if open.chunk.kind() != kind {
-            return;
+            return false;
         }
         if let Some(v) = value {
             if !matches!(
@@ -354,7 +458,7 @@ impl Store {
         let before = open.chunk.bytes().len();
         open.chunk.push(ticks, value, quality);
         inner.open_bytes += open.chunk.bytes().len() - before;
-        self.counters.samples.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Bytes in open chunks: when above `seal_bytes`, the writer seals.
@@ -379,13 +483,17 @@ impl Store {
                 }
             }
         }
-        if record.is_empty() {
-            return Ok(());
+        if !record.is_empty() {
+            self.write_wal(&record)?;
         }
+        self.spill()
+    }
+
+    fn write_wal(&self, record: &[u8]) -> Result<(), StoreError> {
         let mut framed = Vec::with_capacity(record.len() + 8);
         framed.extend_from_slice(&(record.len() as u32).to_le_bytes());
-        framed.extend_from_slice(&CRC.checksum(&record).to_le_bytes());
-        framed.extend_from_slice(&record);
+        framed.extend_from_slice(&CRC.checksum(record).to_le_bytes());
+        framed.extend_from_slice(record);
         let mut wal = self.wal.lock();
         let path = wal_path(&self.dir, self.inner.lock().wal_seq);
         let Some(file) = wal.as_mut() else {
@@ -401,6 +509,61 @@ impl Store {
         Ok(())
     }
 
+    /// Move the in-memory bytes of the open chunks that reached `SPILL_BYTES`, all logged, to
+    /// the spill file: one write for all of them, outside the lock (readers keep reading the
+    /// tails meanwhile), then the tails are swapped for pieces under the lock.
+    fn spill(&self) -> Result<(), StoreError> {
+        let mut buffer = Vec::new();
+        let mut moved: Vec<(usize, usize)> = Vec::new();
+        let spill = {
+            let mut inner = self.inner.lock();
+            for (index, open) in inner.open.iter().enumerate() {
+                let Some(open) = open else { continue };
+                let n = open.chunk.bytes().len();
+                if n >= SPILL_BYTES && open.logged == n {
+                    buffer.extend_from_slice(open.chunk.bytes());
+                    moved.push((index, n));
+                }
+            }
+            if moved.is_empty() {
+                return Ok(());
+            }
+            if inner.spill.is_none() {
+                let path = spill_path(&self.dir, inner.wal_seq);
+                let spill = Spill::create(path.clone()).map_err(io_at(&path))?;
+                inner.spill = Some(Arc::new(spill));
+            }
+            inner.spill.clone().unwrap_or_else(|| unreachable!())
+        };
+        let at = spill.len.load(Ordering::Relaxed);
+        spill
+            .file
+            .write_all_at(&buffer, at)
+            .map_err(io_at(&spill.path))?;
+        spill.len.store(at + buffer.len() as u64, Ordering::Relaxed);
+        let mut inner = self.inner.lock();
+        let mut offset = at;
+        for (index, n) in moved {
+            let piece = Piece {
+                at: offset,
+                len: n as u32,
+            };
+            offset += n as u64;
+            // Only the writer thread appends, so the tail is what was written; checked all
+            // the same (a changed tail stays in memory, its copy in the file unused).
+            let Some(Some(open)) = inner.open.get_mut(index) else {
+                continue;
+            };
+            if open.chunk.bytes().len() != n || open.logged != n {
+                continue;
+            }
+            open.chunk.forget_bytes(SPILL_BYTES + SPILL_BYTES / 2);
+            open.logged = 0;
+            open.pieces.push(piece);
+        }
+        Ok(())
+    }
+
     /// Turn the open chunks into a segment, start a new WAL, drop the old one, apply retention.
     pub fn seal(&self) -> Result<(), StoreError> {
         // Log the last bytes first: if writing the segment fails, the WAL still has them all.
@@ -410,7 +573,10 @@ impl Store {
             if inner.open_bytes == 0 {
                 return Ok(());
             }
-            let chunks = Arc::new(std::mem::take(&mut inner.open));
+            let chunks = Arc::new(Generation {
+                open: std::mem::take(&mut inner.open),
+                spill: inner.spill.take(),
+            });
             inner.open_bytes = 0;
             inner.sealing = Some(chunks.clone());
             let seq = inner.wal_seq;
@@ -418,7 +584,7 @@ impl Store {
             (seq, chunks)
         };
         self.start_wal(seq + 1)?;
-        let result = self.write_segment(seq, &sealing);
+        let result = self.write_segment(seq, &sealing.open, sealing.spill.as_deref());
         let mut inner = self.inner.lock();
         inner.sealing = None;
         match result {
@@ -429,30 +595,33 @@ impl Store {
                     .store(inner.segments.len() as u64, Ordering::Relaxed);
                 drop(inner);
                 let _ = fs::remove_file(wal_path(&self.dir, seq));
+                if let Some(spill) = &sealing.spill {
+                    let _ = fs::remove_file(&spill.path);
+                }
                 self.retain(crate::history::now_ticks());
                 Ok(())
             }
             Err(error) => {
                 // The WAL `seq` stays; the next start seals it. Keep the chunks readable.
                 self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
-                let restored = Arc::try_unwrap(sealing).unwrap_or_else(|a| (*a).clone());
-                for (index, open) in restored.into_iter().enumerate() {
-                    if let Some(open) = open {
-                        if inner.open.len() <= index {
-                            inner.open.resize(index + 1, None);
-                        }
-                        if inner.open[index].is_none() {
-                            inner.open_bytes += open.chunk.bytes().len();
-                            inner.open[index] = Some(open);
-                        }
-                    }
+                // Only the writer thread appends, and it is here: nothing was added since the
+                // chunks were taken, so they come back whole with the file they spilled to.
+                if inner.open.iter().all(Option::is_none) {
+                    inner.open = sealing.open.clone();
+                    inner.open_bytes = inner.open.iter().flatten().map(Open::len).sum();
+                    inner.spill = sealing.spill.clone();
                 }
                 Err(error)
             }
         }
     }
 
-    fn write_segment(&self, seq: u64, chunks: &[Option<Open>]) -> Result<Segment, StoreError> {
+    fn write_segment(
+        &self,
+        seq: u64,
+        chunks: &[Option<Open>],
+        spill: Option<&Spill>,
+    ) -> Result<Segment, StoreError> {
         let path = segment_path(&self.dir, seq);
         let tmp = path.with_extension("tmp");
         // Streamed to the file rather than assembled in memory first: at 100,000 tags a
@@ -464,19 +633,31 @@ impl Store {
             let mut written = SEGMENT_MAGIC.len() as u64;
             let mut table = Vec::with_capacity(chunks.len() * TABLE_ENTRY);
             let (mut samples, mut min, mut max) = (0u64, i64::MAX, i64::MIN);
+            let mut spilled = Vec::new();
             for open in chunks {
                 let (offset, len, count, lo, hi) = match open {
                     Some(o) if o.chunk.count > 0 => {
                         let offset = written;
+                        // A chunk's spilled pieces, read back one tag at a time (the page
+                        // cache has them: they were written in the last minutes).
+                        spilled.clear();
+                        if !o.pieces.is_empty() {
+                            let spill = spill.ok_or_else(|| {
+                                io::Error::new(io::ErrorKind::NotFound, "spill file missing")
+                            })?;
+                            spill.read_into(&o.pieces, &mut spilled)?;
+                            file.write_all(&spilled)?;
+                        }
                         let bytes = o.chunk.bytes();
                         file.write_all(bytes)?;
-                        written += bytes.len() as u64;
+                        let total = spilled.len() + bytes.len();
+                        written += total as u64;
                         samples += u64::from(o.chunk.count);
                         min = min.min(o.chunk.min_ticks);
                         max = max.max(o.chunk.max_ticks);
                         (
                             offset,
-                            bytes.len() as u32,
+                            total as u32,
                             o.chunk.count,
                             o.chunk.min_ticks,
                             o.chunk.max_ticks,
@@ -639,15 +820,21 @@ impl Store {
             .filter(|s| s.max_ticks >= from && s.min_ticks <= to)
             .map(|s| (s.min_ticks, s.max_ticks, Source::File(s.clone())))
             .collect();
-        let sealing = inner.sealing.as_ref().and_then(|s| s.get(tag.index()));
-        for open in [sealing, inner.open.get(tag.index())]
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
+        let sealing = inner
+            .sealing
+            .as_ref()
+            .map(|g| (g.open.get(tag.index()), &g.spill));
+        let open = Some((inner.open.get(tag.index()), &inner.spill));
+        for (open, spill) in [sealing, open].into_iter().flatten() {
+            let Some(Some(open)) = open else { continue };
             let c = &open.chunk;
             if c.count > 0 && c.max_ticks >= from && c.min_ticks <= to {
-                sources.push((c.min_ticks, c.max_ticks, Source::Memory(c.bytes().to_vec())));
+                let source = Source::Open {
+                    spill: spill.clone(),
+                    pieces: open.pieces.clone(),
+                    tail: c.bytes().to_vec(),
+                };
+                sources.push((c.min_ticks, c.max_ticks, source));
             }
         }
         sources
@@ -716,7 +903,11 @@ fn read_wal(path: &Path) -> io::Result<Vec<Option<Open>>> {
                 return None;
             }
             let logged = bytes.len();
-            ChunkEncoder::resume(bytes).map(|chunk| Open { chunk, logged })
+            ChunkEncoder::resume(bytes).map(|chunk| Open {
+                chunk,
+                logged,
+                pieces: Vec::new(),
+            })
         })
         .collect())
 }
@@ -788,6 +979,56 @@ mod tests {
         assert_eq!(store.read(TagId(2), 0, i64::MAX).len(), 0);
         fill(&store, 3, 200, 5);
         assert_eq!(store.read(TagId(3), 0, i64::MAX).len(), 205);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn open_chunks_spill_to_a_file_and_read_seal_and_replay_whole() {
+        let dir = std::env::temp_dir().join(format!("fgh-spill-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        {
+            let store = Store::open(&dir, limits()).unwrap();
+            // 40 flushes of 50 samples to tag 2 and of 1 to tag 0: tag 2 spills often.
+            for round in 0..40 {
+                fill(&store, 2, round * 50, 50);
+                fill(&store, 0, round, 1);
+                store.flush().unwrap();
+                let inner = store.inner.lock();
+                let tail = inner.open[2].as_ref().unwrap().chunk.bytes().len();
+                assert!(tail < SPILL_BYTES, "tail of {tail} bytes kept in memory");
+            }
+            let spill = spill_path(&dir, 1);
+            assert!(fs::metadata(&spill).unwrap().len() > 0);
+            fill(&store, 2, 2000, 7);
+            assert_eq!(
+                values(&store.read(TagId(2), 0, i64::MAX)),
+                (0..2007).collect::<Vec<_>>()
+            );
+            assert_eq!(
+                values(&store.read(TagId(2), 1990 * 1_000_000, i64::MAX)),
+                (1990..2007).collect::<Vec<_>>()
+            );
+            store.seal().unwrap();
+            assert!(!spill.exists());
+            assert_eq!(
+                values(&store.read(TagId(2), 0, i64::MAX)),
+                (0..2007).collect::<Vec<_>>()
+            );
+            assert_eq!(values(&store.read(TagId(0), 0, i64::MAX)).len(), 40);
+            // A second generation spills too, then the store is dropped unsealed (a kill -9
+            // after the flush): the WAL alone brings it back.
+            for round in 0..10 {
+                fill(&store, 2, 2007 + round * 50, 50);
+                store.flush().unwrap();
+            }
+            assert!(spill_path(&dir, 2).exists());
+        }
+        let store = Store::open(&dir, limits()).unwrap();
+        assert!(!spill_path(&dir, 2).exists());
+        assert_eq!(
+            values(&store.read(TagId(2), 0, i64::MAX)),
+            (0..2507).collect::<Vec<_>>()
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
