@@ -583,7 +583,16 @@ impl Store {
             inner.wal_seq += 1;
             (seq, chunks)
         };
-        self.start_wal(seq + 1)?;
+        if let Err(error) = self.start_wal(seq + 1) {
+            // The log `seq` is still the one appended to: the chunks go back to it whole,
+            // for the next seal to try again.
+            let mut inner = self.inner.lock();
+            inner.sealing = None;
+            inner.wal_seq = seq;
+            give_back(&mut inner, &sealing);
+            self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(error);
+        }
         let result = self.write_segment(seq, &sealing.open, sealing.spill.as_deref());
         let mut inner = self.inner.lock();
         inner.sealing = None;
@@ -604,13 +613,7 @@ impl Store {
             Err(error) => {
                 // The WAL `seq` stays; the next start seals it. Keep the chunks readable.
                 self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
-                // Only the writer thread appends, and it is here: nothing was added since the
-                // chunks were taken, so they come back whole with the file they spilled to.
-                if inner.open.iter().all(Option::is_none) {
-                    inner.open = sealing.open.clone();
-                    inner.open_bytes = inner.open.iter().flatten().map(Open::len).sum();
-                    inner.spill = sealing.spill.clone();
-                }
+                give_back(&mut inner, &sealing);
                 Err(error)
             }
         }
@@ -912,6 +915,17 @@ fn read_wal(path: &Path) -> io::Result<Vec<Option<Open>>> {
         .collect())
 }
 
+/// A failed seal gives the chunks it took back to the open generation. Only the writer thread
+/// appends, and it is the one sealing: nothing was added since they were taken, so they come
+/// back whole with the file they spilled to.
+fn give_back(inner: &mut Inner, sealing: &Generation) {
+    if inner.open.iter().all(Option::is_none) {
+        inner.open = sealing.open.clone();
+        inner.open_bytes = inner.open.iter().flatten().map(Open::len).sum();
+        inner.spill = sealing.spill.clone();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1028,6 +1042,39 @@ mod tests {
         assert_eq!(
             values(&store.read(TagId(2), 0, i64::MAX)),
             (0..2507).collect::<Vec<_>>()
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_seal_that_cannot_start_the_next_log_keeps_every_sample() {
+        let dir = std::env::temp_dir().join(format!("fgh-nowal-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        {
+            let store = Store::open(&dir, limits()).unwrap();
+            fill(&store, 0, 0, 10);
+            let next = store.inner.lock().wal_seq + 1;
+            // A directory where the next log file should go: opening it fails (EISDIR).
+            fs::create_dir_all(wal_path(&dir, next)).unwrap();
+            assert!(store.seal().is_err());
+            assert_eq!(store.counters.write_errors.load(Ordering::Relaxed), 1);
+            assert_eq!(
+                values(&store.read(TagId(0), 0, i64::MAX)),
+                (0..10).collect::<Vec<_>>()
+            );
+            fill(&store, 0, 10, 10);
+            store.flush().unwrap();
+            fs::remove_dir(wal_path(&dir, next)).unwrap();
+            store.seal().unwrap();
+            assert_eq!(
+                values(&store.read(TagId(0), 0, i64::MAX)),
+                (0..20).collect::<Vec<_>>()
+            );
+        }
+        let store = Store::open(&dir, limits()).unwrap();
+        assert_eq!(
+            values(&store.read(TagId(0), 0, i64::MAX)),
+            (0..20).collect::<Vec<_>>()
         );
         fs::remove_dir_all(&dir).unwrap();
     }
