@@ -134,9 +134,11 @@ class Gateways:
             self.kill(gw)
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory line of /proc/PID/status in MB: VmRSS, or RssAnon (the heap and stacks, what a
+    leak grows) apart from RssFile (the mapped binary, which grows as its pages are touched)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -534,7 +536,9 @@ def ua_client_process(url: str, tags: int, stop, counter: Counter, log: str, wat
         counter.events.put(("error", f"{type(e).__name__}: {e}"[:200]))
 
 
-def soak(gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: float, watchdog_s: float) -> None:
+def soak(
+    gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: float, watchdog_s: float, rss_csv: Path | None
+) -> None:
     broker_dir = gws.workdir / "soak-broker"
     broker_dir.mkdir(exist_ok=True)
     broker = PersistentBroker(broker_dir)
@@ -565,6 +569,7 @@ def soak(gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: floa
         client.start()
         api = Api(gw.http_url, timeout=10)
         samples: list[tuple[float, float]] = []
+        anon: list[tuple[float, float]] = []
         fivexx = http_errors = 0
         t0 = time.monotonic()
         end = t0 + minutes * 60
@@ -576,6 +581,7 @@ def soak(gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: floa
                 except Exception:
                     http_errors += 1
             samples.append((time.monotonic() - t0, rss_mb(gw.proc.pid)))
+            anon.append((time.monotonic() - t0, rss_mb(gw.proc.pid, "RssAnon")))
             time.sleep(10)
         notifications = counter.n.value
         silent = time.monotonic() - counter.last.value
@@ -608,7 +614,14 @@ def soak(gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: floa
         sub.close()
         broker.kill()
         vm.stop()
-    warm = [s for s in samples if s[0] >= min(120.0, minutes * 60 / 3)]
+    if rss_csv is not None:
+        rss_csv.write_text(
+            "seconds,rss_mb,rss_anon_mb\n" + "".join(f"{t:.0f},{v:.1f},{a:.1f}\n" for (t, v), (_, a) in zip(samples, anon)),
+            encoding="utf-8",
+        )
+    warm_from = min(120.0, minutes * 60 / 3)
+    warm = [s for s in samples if s[0] >= warm_from]
+    warm_anon = [s for s in anon if s[0] >= warm_from]
     report.add("soak", "duration (min), tags, changes/s", f"{minutes:g}, {tags}, {tags * rate_hz:g}")
     report.add("soak", "OPC UA notifications received", notifications)
     ua_errors = [e for kind, e in ua_events if kind == "error"]
@@ -622,6 +635,8 @@ def soak(gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: floa
     report.add("soak", "OPC UA client: seconds since its last notification at the end", round(silent), "< 10", silent < 10)
     report.add("soak", "RSS first → last (MB)", f"{samples[0][1]:.0f} → {samples[-1][1]:.0f}")
     report.add("soak", "RSS slope after warm-up (MB/min)", f"{slope_per_minute(warm):+.2f}")
+    report.add("soak", "RssAnon first → last (MB)", f"{anon[0][1]:.0f} → {anon[-1][1]:.0f}")
+    report.add("soak", "RssAnon slope after warm-up (MB/min)", f"{slope_per_minute(warm_anon):+.2f}")
     report.zero("soak", "HTTP 5xx", fivexx)
     report.zero("soak", "HTTP requests failed", http_errors)
     for name, c in sinks.items():
@@ -658,6 +673,8 @@ def main() -> int:
         args.survey_rounds, args.outage_s, args.churns = 3, 30, 200
         args.slowloris_s, args.soak_min = 30, 3
     only = set(args.only.split(","))
+    # The soak's RSS samples, every 10 s, next to the table.
+    rss_csv = args.out.with_suffix(".soak-rss.csv") if args.out else None
     report = Report()
     started = time.monotonic()
     with TemporaryDirectory(prefix="fabrique-load-") as tmp:
@@ -668,7 +685,7 @@ def main() -> int:
             ("influx", lambda: influx_outage(gws, report, args.outage_s)),
             ("churn", lambda: session_churn(gws, report, args.churns)),
             ("slowloris", lambda: slowloris(gws, report, args.slowloris, args.slowloris_s)),
-            ("soak", lambda: soak(gws, report, args.soak_min, args.soak_tags, args.soak_rate, args.ua_watchdog_s)),
+            ("soak", lambda: soak(gws, report, args.soak_min, args.soak_tags, args.soak_rate, args.ua_watchdog_s, rss_csv)),
         ]
         for name, run in scenarios:
             if name not in only:
