@@ -12,9 +12,10 @@ Scenarios (each against the release gateway, real peers, loopback only):
 4. churn     OPC UA sessions opened and closed (every fifth dropped without CloseSession).
 5. slowloris HTTP connections that send a header byte every few seconds, while normal
              requests go on; normal requests must get through without 5xx.
-6. soak      10,000 synthetic tags with an OPC UA client subscribed to all of them, MQTT and
-             InfluxDB on; RSS sampled, its slope fitted; HTTP polled for 5xx; the counter tag
-             checked for gaps at both sinks.
+6. soak      10,000 synthetic tags with an OPC UA client (a process of its own) subscribed to
+             all of them, MQTT and InfluxDB on; RSS and RssAnon sampled, their slopes fitted
+             (the samples go next to --out as .soak-rss.csv); HTTP polled for 5xx; the
+             counter tag checked for gaps at both sinks.
 
 Prints one summary table (Markdown) and writes it to --out. Exits 1 if a promised zero is not
 zero. Timings are in the table for information: they depend on the machine's load.
