@@ -12,9 +12,10 @@ Scenarios (each against the release gateway, real peers, loopback only):
 4. churn     OPC UA sessions opened and closed (every fifth dropped without CloseSession).
 5. slowloris HTTP connections that send a header byte every few seconds, while normal
              requests go on; normal requests must get through without 5xx.
-6. soak      10,000 synthetic tags with an OPC UA client subscribed to all of them, MQTT and
-             InfluxDB on; RSS sampled, its slope fitted; HTTP polled for 5xx; the counter tag
-             checked for gaps at both sinks.
+6. soak      10,000 synthetic tags with an OPC UA client (a process of its own) subscribed to
+             all of them, MQTT and InfluxDB on; RSS and RssAnon sampled, their slopes fitted
+             (the samples go next to --out as .soak-rss.csv); HTTP polled for 5xx; the
+             counter tag checked for gaps at both sinks.
 
 Prints one summary table (Markdown) and writes it to --out. Exits 1 if a promised zero is not
 zero. Timings are in the table for information: they depend on the machine's load.
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import json
 import logging
+import multiprocessing
 import queue
 import random
 import socket
@@ -133,9 +135,11 @@ class Gateways:
             self.kill(gw)
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory line of /proc/PID/status in MB: VmRSS, or RssAnon (the heap and stacks, what a
+    leak grows) apart from RssFile (the mapped binary, which grows as its pages are touched)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -460,33 +464,82 @@ def slowloris(gws: Gateways, report: Report, connections: int, seconds: float) -
 # 6. Soak: 10,000 tags, OPC UA client, MQTT and InfluxDB on
 
 
+# asyncua's connection supervisor reads ServerState every `watchdog_intervall` seconds and gives
+# the read as long to answer (at most half the session timeout). Its default, 1 s, is what ended
+# the earlier 30-minute soak after 33 s: one read slower than 1 s (a Python process busy decoding
+# 10,000 notifications a second on a loaded machine) and the client declares the connection lost,
+# tells its subscriptions `BadShutdown` itself (the StatusChangeNotification the gateway never
+# sent) and stops publishing. 10 s still notices a dead gateway well within the soak
+# (--ua-watchdog-s 1 brings the old behaviour back).
+UA_WATCHDOG_S = 10.0
+
+
 class Counter:
-    def __init__(self) -> None:
-        self.n = 0
+    """The soak client's account, shared with the script's process."""
+
+    def __init__(self, ctx) -> None:
+        self.n = ctx.Value("q", 0)
         # asyncua does not raise when its connection dies (its publish loop logs and retries):
         # the time of the last notification tells a client that stopped receiving.
+        # CLOCK_MONOTONIC is one clock for every process of the machine.
+        self.last = ctx.Value("d", time.monotonic())
+        # ("status", StatusCode name) for each StatusChangeNotification, ("error", repr) if the
+        # client failed.
+        self.events = ctx.Queue()
+
+
+class Handler:
+    """asyncua's subscription handler, in the client's process: counts locally (10,000 calls a
+    second), the loop below copies the count to the shared Counter."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self.n = 0
         self.last = time.monotonic()
 
     def datachange_notification(self, node, val, data) -> None:
         self.n += 1
         self.last = time.monotonic()
 
+    def status_change_notification(self, status: ua.StatusChangeNotification) -> None:
+        name = status.Status.name if hasattr(status.Status, "name") else str(status.Status)
+        self.counter.events.put(("status", f"{name} at {time.strftime('%H:%M:%S')}"))
 
-async def subscribe_all(url: str, tags: int, stop: threading.Event, counter: Counter) -> None:
-    client = Client(url, timeout=60)
+
+async def subscribe_all(url: str, tags: int, stop, counter: Counter, watchdog_s: float) -> None:
+    handler = Handler(counter)
+    client = Client(url, timeout=60, watchdog_intervall=watchdog_s)
     client.set_user(DEMO_OPERATOR[0])
     client.set_password(DEMO_OPERATOR[1])
     async with client:
         ns = await client.get_namespace_index(INSTANCES_URI)
-        sub = await client.create_subscription(500, counter)
+        sub = await client.create_subscription(500, handler)
         nodes = [client.get_node(ua.NodeId(f"Fabrique/Stations/Synthetic/Load/T{i:06}", ns)) for i in range(tags)]
         for i in range(0, len(nodes), 1000):
             await sub.subscribe_data_change(nodes[i : i + 1000], queuesize=1)
         while not stop.is_set():
             await asyncio.sleep(0.5)
+            counter.n.value = handler.n
+            counter.last.value = handler.last
+        counter.n.value = handler.n
+        counter.last.value = handler.last
 
 
-def soak(gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: float) -> None:
+def ua_client_process(url: str, tags: int, stop, counter: Counter, log: str, watchdog_s: float) -> None:
+    """The soak's OPC UA client in a process of its own: sharing the script's interpreter (and
+    its GIL) with the HTTP polling and the MQTT subscriber slowed it down for nothing."""
+    logging.basicConfig(filename=log, level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The supervisor says at INFO why it gave the connection up.
+    logging.getLogger("asyncua.client.client").setLevel(logging.INFO)
+    try:
+        asyncio.run(subscribe_all(url, tags, stop, counter, watchdog_s))
+    except BaseException as e:  # reported in the table
+        counter.events.put(("error", f"{type(e).__name__}: {e}"[:200]))
+
+
+def soak(
+    gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: float, watchdog_s: float, rss_csv: Path | None
+) -> None:
     broker_dir = gws.workdir / "soak-broker"
     broker_dir.mkdir(exist_ok=True)
     broker = PersistentBroker(broker_dir)
@@ -505,24 +558,19 @@ def soak(gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: floa
     }
     topic = f"fabrique/{SITE}/Synthetic/Load/{COUNTER_TAG}"
     sub = session_subscriber(broker, FILTER, "loadtest-soak")
-    stop = threading.Event()
-    counter = Counter()
-    ua_errors: list[BaseException] = []
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    counter = Counter(ctx)
+    ua_log = gws.workdir / "soak-ua-client.log"
     start = time.time() - 5
     try:
         sub.wait_ready(f"fabrique/probe/Synthetic/Load/{COUNTER_TAG}")
         gw = gws.start("soak", env, influx_config(vm.url, 'measurement = "soak"'))
-
-        def ua_thread() -> None:
-            try:
-                asyncio.run(subscribe_all(gw.url, tags, stop, counter))
-            except BaseException as e:  # reported in the table
-                ua_errors.append(e)
-
-        client = threading.Thread(target=ua_thread, daemon=True)
+        client = ctx.Process(target=ua_client_process, args=(gw.url, tags, stop, counter, str(ua_log), watchdog_s), daemon=True)
         client.start()
         api = Api(gw.http_url, timeout=10)
         samples: list[tuple[float, float]] = []
+        anon: list[tuple[float, float]] = []
         fivexx = http_errors = 0
         t0 = time.monotonic()
         end = t0 + minutes * 60
@@ -534,13 +582,22 @@ def soak(gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: floa
                 except Exception:
                     http_errors += 1
             samples.append((time.monotonic() - t0, rss_mb(gw.proc.pid)))
+            anon.append((time.monotonic() - t0, rss_mb(gw.proc.pid, "RssAnon")))
             time.sleep(10)
-        notifications = counter.n
-        silent = time.monotonic() - counter.last
+        notifications = counter.n.value
+        silent = time.monotonic() - counter.last.value
         # The sinks' own account: what they count as dropped explains a gap (or not).
         sinks = {name: sink_counters(gw, name) for name in ("Mqtt", "InfluxDB")}
         stop.set()
         client.join(timeout=30)
+        if client.is_alive():
+            client.kill()
+        ua_events: list[tuple[str, str]] = []
+        while True:
+            try:
+                ua_events.append(counter.events.get(timeout=1))
+            except queue.Empty:
+                break
         alive = gw.proc.poll() is None
         gws.stop(gw)
         time.sleep(3)
@@ -558,13 +615,29 @@ def soak(gws: Gateways, report: Report, minutes: float, tags: int, rate_hz: floa
         sub.close()
         broker.kill()
         vm.stop()
-    warm = [s for s in samples if s[0] >= min(120.0, minutes * 60 / 3)]
+    if rss_csv is not None:
+        rss_csv.write_text(
+            "seconds,rss_mb,rss_anon_mb\n" + "".join(f"{t:.0f},{v:.1f},{a:.1f}\n" for (t, v), (_, a) in zip(samples, anon)),
+            encoding="utf-8",
+        )
+    warm_from = min(120.0, minutes * 60 / 3)
+    warm = [s for s in samples if s[0] >= warm_from]
+    warm_anon = [s for s in anon if s[0] >= warm_from]
     report.add("soak", "duration (min), tags, changes/s", f"{minutes:g}, {tags}, {tags * rate_hz:g}")
     report.add("soak", "OPC UA notifications received", notifications)
-    report.add("soak", "OPC UA client errors", len(ua_errors), "0", not ua_errors)
+    ua_errors = [e for kind, e in ua_events if kind == "error"]
+    statuses = [e for kind, e in ua_events if kind == "status"]
+    if (ua_errors or statuses) and ua_log.exists():
+        # The work dir goes with the run: what asyncua logged goes to the output.
+        print("[soak] the OPC UA client's log (asyncua.client.client from INFO, the rest from WARNING), last lines:", flush=True)
+        print("\n".join(ua_log.read_text(errors="replace").splitlines()[-40:]), flush=True)
+    report.add("soak", "OPC UA client errors", "; ".join(ua_errors) or 0, "0", not ua_errors)
+    report.add("soak", "OPC UA status changes (subscription)", "; ".join(statuses) or 0, "0", not statuses)
     report.add("soak", "OPC UA client: seconds since its last notification at the end", round(silent), "< 10", silent < 10)
     report.add("soak", "RSS first → last (MB)", f"{samples[0][1]:.0f} → {samples[-1][1]:.0f}")
     report.add("soak", "RSS slope after warm-up (MB/min)", f"{slope_per_minute(warm):+.2f}")
+    report.add("soak", "RssAnon first → last (MB)", f"{anon[0][1]:.0f} → {anon[-1][1]:.0f}")
+    report.add("soak", "RssAnon slope after warm-up (MB/min)", f"{slope_per_minute(warm_anon):+.2f}")
     report.zero("soak", "HTTP 5xx", fivexx)
     report.zero("soak", "HTTP requests failed", http_errors)
     for name, c in sinks.items():
@@ -589,6 +662,9 @@ def main() -> int:
     parser.add_argument("--soak-min", type=float, default=30)
     parser.add_argument("--soak-tags", type=int, default=10_000)
     parser.add_argument("--soak-rate", type=float, default=1.0, help="changes per tag per second")
+    parser.add_argument(
+        "--ua-watchdog-s", type=float, default=UA_WATCHDOG_S, help="the soak client's ServerState probe interval and timeout"
+    )
     parser.add_argument("--only", default="survey,mqtt,influx,churn,slowloris,soak")
     parser.add_argument("--out", type=Path, default=None, help="write the table here too")
     args = parser.parse_args()
@@ -598,6 +674,8 @@ def main() -> int:
         args.survey_rounds, args.outage_s, args.churns = 3, 30, 200
         args.slowloris_s, args.soak_min = 30, 3
     only = set(args.only.split(","))
+    # The soak's RSS samples, every 10 s, next to the table.
+    rss_csv = args.out.with_suffix(".soak-rss.csv") if args.out else None
     report = Report()
     started = time.monotonic()
     with TemporaryDirectory(prefix="fabrique-load-") as tmp:
@@ -608,7 +686,7 @@ def main() -> int:
             ("influx", lambda: influx_outage(gws, report, args.outage_s)),
             ("churn", lambda: session_churn(gws, report, args.churns)),
             ("slowloris", lambda: slowloris(gws, report, args.slowloris, args.slowloris_s)),
-            ("soak", lambda: soak(gws, report, args.soak_min, args.soak_tags, args.soak_rate)),
+            ("soak", lambda: soak(gws, report, args.soak_min, args.soak_tags, args.soak_rate, args.ua_watchdog_s, rss_csv)),
         ]
         for name, run in scenarios:
             if name not in only:
