@@ -124,7 +124,9 @@ pub struct TagSpec {
     /// OPC UA shows it as a property.
     pub property: bool,
     /// Limits of an `ExclusiveLimitAlarmType` condition on this tag (server/src/alarms/limit.rs).
-    pub alarm: Option<crate::limits::AlarmLimits>,
+    /// Boxed: few tags have one, and inline they were half of every catalogue entry (about
+    /// 100 of 210 bytes, 10 MB at 100,000 tags).
+    pub alarm: Option<Box<crate::limits::AlarmLimits>>,
 }
 
 impl TagSpec {
@@ -147,7 +149,7 @@ impl TagSpec {
     }
 
     pub fn alarm(mut self, limits: crate::limits::AlarmLimits) -> Self {
-        self.alarm = Some(limits);
+        self.alarm = Some(Box::new(limits));
         self
     }
 
@@ -378,15 +380,18 @@ impl TagCatalogBuilder {
             .get_mut(id.index())
             .and_then(Option::as_mut)
         {
-            Some(entry) if entry.spec.alarm != alarm => {
-                entry.spec.alarm = alarm;
+            Some(entry) if entry.spec.alarm.as_deref() != alarm.as_ref() => {
+                entry.spec.alarm = alarm.map(Box::new);
                 true
             }
             _ => false,
         }
     }
 
-    pub fn build(self) -> TagCatalog {
+    pub fn build(mut self) -> TagCatalog {
+        // Registration grew the table by doubling; a catalogue is frozen, so the unused
+        // capacity (up to half the table) is given back.
+        self.slots.entries.shrink_to_fit();
         TagCatalog { slots: self.slots }
     }
 }
