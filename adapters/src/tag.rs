@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod path_index;
+
 use crate::model::{valid_path, MethodSpec, ObjectSpec, ObjectType};
 use crate::point::Value;
 
@@ -229,7 +231,8 @@ pub struct TagCatalogBuilder {
 struct Slots {
     /// One slot per id ever handed out; `None` for a retired tag.
     entries: Vec<Option<TagEntry>>,
-    by_path: HashMap<String, TagId>,
+    /// Live tags by path (the paths are the entries').
+    by_path: path_index::PathIndex,
     /// Retired tags by path, with their type, so a same-typed return gets the same id.
     retired: HashMap<String, (TagId, DataType)>,
     /// Declared objects by path (sorted, so a parent comes before its children).
@@ -264,7 +267,7 @@ impl TagCatalogBuilder {
             return Err(CatalogError::BadPath(spec.path));
         }
         let slots = &mut self.slots;
-        if slots.by_path.contains_key(&spec.path) {
+        if slots.by_path.get(&slots.entries, &spec.path).is_some() {
             return Err(CatalogError::Duplicate(spec.path));
         }
         let id = match slots.retired.remove(&spec.path) {
@@ -276,8 +279,8 @@ impl TagCatalogBuilder {
                 id
             }
         };
-        slots.by_path.insert(spec.path.clone(), id);
         slots.entries[id.index()] = Some(TagEntry { spec, owner });
+        slots.by_path.insert(&slots.entries, id);
         self.registered.push(id);
         Ok(id)
     }
@@ -341,7 +344,7 @@ impl TagCatalogBuilder {
             if slot.as_ref().is_some_and(|e| e.owner == owner) {
                 if let Some(entry) = slot.take() {
                     let id = TagId(i as u32);
-                    slots.by_path.remove(&entry.spec.path);
+                    slots.by_path.remove(&entry.spec.path, id);
                     slots
                         .retired
                         .insert(entry.spec.path, (id, entry.spec.data_type));
@@ -429,7 +432,7 @@ impl TagCatalog {
     }
 
     pub fn lookup(&self, path: &str) -> Option<TagId> {
-        self.slots.by_path.get(path).copied()
+        self.slots.by_path.get(&self.slots.entries, path)
     }
 
     /// The declared type of the object at `path`; `None` when no adapter declared it.

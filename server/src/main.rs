@@ -7,14 +7,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use fabrique_gateway::config::{GatewayConfig, LogFormat};
-
-/// mimalloc 2 rather than glibc's malloc: the gateway frees much of its memory on other
-/// threads than the one that allocated it (bus batches, notifications), where glibc's
-/// per-thread arenas fragment (BENCHMARKS.md, "Session 6: memory at 100,000 tags").
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fabrique_gateway::{gateway, opcua};
+
+// mimalloc 2 and its options (allocator.rs); `--no-default-features`: glibc's malloc.
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
+mod allocator;
 
 /// Industrial protocol gateway of the Fabrique mobile mini-factory.
 ///
