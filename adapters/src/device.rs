@@ -269,7 +269,7 @@ impl TagBasics<'_> {
             range: self.range,
             description: self.description.map(str::to_owned),
             property: false,
-            alarm: self.alarm.cloned(),
+            alarm: self.alarm.cloned().map(Box::new),
         }
     }
 }

@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod path_index;
+
 use crate::model::{valid_path, MethodSpec, ObjectSpec, ObjectType};
 use crate::point::Value;
 
@@ -124,7 +126,9 @@ pub struct TagSpec {
     /// OPC UA shows it as a property.
     pub property: bool,
     /// Limits of an `ExclusiveLimitAlarmType` condition on this tag (server/src/alarms/limit.rs).
-    pub alarm: Option<crate::limits::AlarmLimits>,
+    /// Boxed: few tags have one, and inline they were half of every catalogue entry (about
+    /// 100 of 210 bytes, 10 MB at 100,000 tags).
+    pub alarm: Option<Box<crate::limits::AlarmLimits>>,
 }
 
 impl TagSpec {
@@ -147,7 +151,7 @@ impl TagSpec {
     }
 
     pub fn alarm(mut self, limits: crate::limits::AlarmLimits) -> Self {
-        self.alarm = Some(limits);
+        self.alarm = Some(Box::new(limits));
         self
     }
 
@@ -227,7 +231,8 @@ pub struct TagCatalogBuilder {
 struct Slots {
     /// One slot per id ever handed out; `None` for a retired tag.
     entries: Vec<Option<TagEntry>>,
-    by_path: HashMap<String, TagId>,
+    /// Live tags by path (the paths are the entries').
+    by_path: path_index::PathIndex,
     /// Retired tags by path, with their type, so a same-typed return gets the same id.
     retired: HashMap<String, (TagId, DataType)>,
     /// Declared objects by path (sorted, so a parent comes before its children).
@@ -262,7 +267,7 @@ impl TagCatalogBuilder {
             return Err(CatalogError::BadPath(spec.path));
         }
         let slots = &mut self.slots;
-        if slots.by_path.contains_key(&spec.path) {
+        if slots.by_path.get(&slots.entries, &spec.path).is_some() {
             return Err(CatalogError::Duplicate(spec.path));
         }
         let id = match slots.retired.remove(&spec.path) {
@@ -274,8 +279,8 @@ impl TagCatalogBuilder {
                 id
             }
         };
-        slots.by_path.insert(spec.path.clone(), id);
         slots.entries[id.index()] = Some(TagEntry { spec, owner });
+        slots.by_path.insert(&slots.entries, id);
         self.registered.push(id);
         Ok(id)
     }
@@ -339,7 +344,7 @@ impl TagCatalogBuilder {
             if slot.as_ref().is_some_and(|e| e.owner == owner) {
                 if let Some(entry) = slot.take() {
                     let id = TagId(i as u32);
-                    slots.by_path.remove(&entry.spec.path);
+                    slots.by_path.remove(&entry.spec.path, id);
                     slots
                         .retired
                         .insert(entry.spec.path, (id, entry.spec.data_type));
@@ -378,15 +383,18 @@ impl TagCatalogBuilder {
             .get_mut(id.index())
             .and_then(Option::as_mut)
         {
-            Some(entry) if entry.spec.alarm != alarm => {
-                entry.spec.alarm = alarm;
+            Some(entry) if entry.spec.alarm.as_deref() != alarm.as_ref() => {
+                entry.spec.alarm = alarm.map(Box::new);
                 true
             }
             _ => false,
         }
     }
 
-    pub fn build(self) -> TagCatalog {
+    pub fn build(mut self) -> TagCatalog {
+        // Registration grew the table by doubling; a catalogue is frozen, so the unused
+        // capacity (up to half the table) is given back.
+        self.slots.entries.shrink_to_fit();
         TagCatalog { slots: self.slots }
     }
 }
@@ -424,7 +432,7 @@ impl TagCatalog {
     }
 
     pub fn lookup(&self, path: &str) -> Option<TagId> {
-        self.slots.by_path.get(path).copied()
+        self.slots.by_path.get(&self.slots.entries, path)
     }
 
     /// The declared type of the object at `path`; `None` when no adapter declared it.

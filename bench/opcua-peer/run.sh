@@ -81,14 +81,17 @@ run_one() { # server tags run
   local server="$1" tags="$2" run="$3" port spawned
   port="$(free_port)"
   spawned="$(date +%s%3N)"
+  metrics=()
   if [ "$server" = gateway ]; then
+    http_port="$(free_port)"
+    metrics=(--metrics "127.0.0.1:$http_port")
     mkdir -p "$work/gw-$tags-$run"
     # A fresh working directory (data, history), a PKI kept between runs so that startup does
     # not include making the server's key pair; everything else as shipped.
     (cd "$work/gw-$tags-$run" && exec env \
       FABRIQUE__OPCUA__HOST=127.0.0.1 FABRIQUE__OPCUA__PORT="$port" \
       FABRIQUE__OPCUA__PKI_DIR="${TMPDIR:-/tmp}/fabrique-bench-pki" \
-      FABRIQUE__HTTP__HOST=127.0.0.1 FABRIQUE__HTTP__PORT="$(free_port)" \
+      FABRIQUE__HTTP__HOST=127.0.0.1 FABRIQUE__HTTP__PORT="$http_port" \
       FABRIQUE__SIMULATION__SYNTHETIC__TAGS="$tags" FABRIQUE__SIMULATION__SYNTHETIC__RATE_HZ=10 \
       FABRIQUE__HISTORY__ENABLED="$([ "$history" = off ] && echo false || echo true)" \
       RUST_LOG=warn "$gateway" >"$work/gateway-$tags-$run.log" 2>&1) &
@@ -98,7 +101,7 @@ run_one() { # server tags run
   server_pid=$!
   "$client" --url "opc.tcp://127.0.0.1:$port/" --server-pid "$server_pid" --label "$server" \
     --tags "$tags" --subscriptions "$subscriptions" --rate 10 --seconds "$seconds" \
-    --warmup "$warmup" --publish-ms 100 --queue 10 --spawned-at-ms "$spawned" \
+    --warmup "$warmup" --publish-ms 100 --queue 10 --spawned-at-ms "$spawned" "${metrics[@]}" \
     | tee "$work/client-$server-$tags-$run.txt" | grep '^RESULT' | sed "s/\$/ run=$run/" >>"$results" \
     || echo "run failed: $server $tags tags, run $run (see $work)" >&2
   cleanup

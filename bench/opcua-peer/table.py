@@ -6,7 +6,10 @@ Every run, then the medians per server and size, and the issue's summary table. 
 the server's CPU time (utime + stime) over the window divided by the notifications the client
 received; "vs open62541" divides it by open62541's in the same run (same size, same run index,
 started right after). "min 1 s" is the lowest one-second count of the window over the expected
-count (tags x 10).
+count (tags x 10). "produced" (the gateway only) is the changes its synthetic device put on the
+bus over the expected count, and "lagged" the bus batches a consumer missed in the window
+(changes lost inside the gateway): delivered below produced with no lag is the client's or the
+subscription engine's side.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ def main() -> None:
     rows = parse(sys.argv[1])
     by_key = {(r["server"], int(r["tags"]), int(r["run"])): r for r in rows}
     print("| server | tags | run | delivered / expected | server CPU | RSS (peak) | µs/notif. "
-          "| vs open62541 | min 1 s | startup | create items | client CPU |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| vs open62541 | min 1 s | startup | create items | client CPU | produced | lagged |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     per = defaultdict(list)
     for r in sorted(rows, key=lambda r: (r["tags"], r["run"], r["server"] != "gateway")):
         tags, run = int(r["tags"]), int(r["run"])
@@ -53,7 +56,8 @@ def main() -> None:
         print(f"| {r['server']} | {tags:,} | {run} | {r['ratio']:.3f} | {fmt(r['cpu_pct'])} % "
               f"| {fmt(r['rss_mb'])} MB ({fmt(r['peak_rss_mb'])}) | {r['us_per_notification']:.2f} "
               f"| {relative:.2f} | {r['min_fraction']:.2f} | {fmt(r['startup_ms'])} ms "
-              f"| {fmt(r['create_items_ms'])} ms | {fmt(r['client_cpu_pct'])} % |")
+              f"| {fmt(r['create_items_ms'])} ms | {fmt(r['client_cpu_pct'])} % "
+              f"| {fmt(r.get('produced', float('nan')), 3)} | {fmt(r.get('lagged', float('nan')))} |")
 
     def med(server: str, tags: int, key: str) -> float:
         values = [r[key] for r in per.get((server, tags), []) if r[key] == r[key]]

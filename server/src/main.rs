@@ -9,6 +9,10 @@ use tracing_subscriber::EnvFilter;
 use fabrique_gateway::config::{GatewayConfig, LogFormat};
 use fabrique_gateway::{gateway, opcua};
 
+// mimalloc 2 and its options (allocator.rs); `--no-default-features`: glibc's malloc.
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
+mod allocator;
+
 /// Industrial protocol gateway of the Fabrique mobile mini-factory.
 ///
 /// With no subcommand, runs the gateway. Configuration: built-in defaults (the whole truck,

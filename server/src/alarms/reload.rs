@@ -72,7 +72,7 @@ pub fn simulated_limits(
         machines::build(device.kind, &path, &mut registrar, &device.alarms)?;
         for &tag in scratch.registered() {
             if let Some(spec) = scratch.spec(tag) {
-                out.push((spec.path.clone(), spec.alarm.clone()));
+                out.push((spec.path.clone(), spec.alarm.as_deref().cloned()));
             }
         }
     }

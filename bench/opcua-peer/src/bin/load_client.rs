@@ -9,7 +9,13 @@
 //!
 //!     load_client --url opc.tcp://127.0.0.1:4855/ --server-pid PID --label open62541 \
 //!         --tags 100000 [--subscriptions 10] [--rate 10] [--seconds 20] [--warmup 5] \
-//!         [--publish-ms 100] [--queue 10] [--spawned-at-ms UNIX_MS]
+//!         [--publish-ms 100] [--queue 10] [--spawned-at-ms UNIX_MS] [--metrics HOST:PORT]
+//!
+//! With `--metrics` (the gateway's HTTP address), the gateway's bus counters are read at the
+//! start and the end of the window: `produced` is the tag changes the synthetic device really
+//! put on the bus over the expected count (a device starved of CPU skips rounds, which lowers
+//! `ratio` with nothing lost), and `lagged` the bus batches a consumer missed (the OPC UA
+//! bridge resynchronising from the latest values: changes lost on the gateway's side).
 //!
 //! Prints one `second=K delivered=D` line per second of the window, then one `RESULT` line of
 //! key=value pairs that run.sh turns into the table (see BENCHMARKS.md for what each means).
@@ -43,6 +49,7 @@ struct Options {
     publish_ms: f64,
     queue: u32,
     spawned_at_ms: Option<u128>,
+    metrics: Option<String>,
 }
 
 fn options() -> Options {
@@ -58,6 +65,7 @@ fn options() -> Options {
         publish_ms: 100.0,
         queue: 10,
         spawned_at_ms: None,
+        metrics: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -82,6 +90,7 @@ fn options() -> Options {
             "--spawned-at-ms" => {
                 o.spawned_at_ms = Some(value.parse().unwrap_or_else(|_| bad("--spawned-at-ms")))
             }
+            "--metrics" => o.metrics = Some(value.clone()),
             other => {
                 eprintln!("unknown option {other}");
                 std::process::exit(2)
@@ -93,6 +102,30 @@ fn options() -> Options {
         std::process::exit(2)
     }
     o
+}
+
+/// The gateway's bus counters (changes accepted, batches missed by lagging consumers) from
+/// its `/metrics`; `None` when there is no address or no answer.
+async fn bus_counters(address: Option<&str>) -> Option<(f64, f64)> {
+    let address = address?.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).ok()?;
+        let sample = |name: &str| -> Option<f64> {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        };
+        Some((
+            sample("fabrique_bus_changes_total")?,
+            sample("fabrique_bus_lagged_batches_total")?,
+        ))
+    })
+    .await
+    .ok()?
 }
 
 fn cpu_ticks(pid: u32) -> f64 {
@@ -245,6 +278,7 @@ async fn main() {
     }
 
     tokio::time::sleep(Duration::from_secs_f64(o.warmup)).await;
+    let bus0 = bus_counters(o.metrics.as_deref()).await;
     let (n0, cpu0, own0, t0) = (
         received.load(Ordering::Relaxed),
         cpu_ticks(pid),
@@ -268,6 +302,14 @@ async fn main() {
         t0.elapsed().as_secs_f64(),
     );
 
+    let bus1 = bus_counters(o.metrics.as_deref()).await;
+    let (produced, lagged) = match (bus0, bus1) {
+        (Some((c0, l0)), Some((c1, l1))) => (
+            format!("{:.3}", (c1 - c0) / elapsed / (f64::from(o.tags) * o.rate_hz)),
+            format!("{}", l1 - l0),
+        ),
+        _ => ("-".to_string(), "-".to_string()),
+    };
     let delivered = (n1 - n0) as f64;
     let expected_per_s = f64::from(o.tags) * o.rate_hz;
     let cpu_s = (cpu1 - cpu0) / TICKS_PER_SECOND;
@@ -279,7 +321,8 @@ async fn main() {
     println!(
         "RESULT server={} tags={} subscriptions={} window_s={:.1} delivered_per_s={:.0} \
          ratio={:.3} cpu_pct={:.0} rss_mb={:.0} peak_rss_mb={:.0} us_per_notification={:.2} \
-         min_window={} max_window={} startup_ms={} create_items_ms={} client_cpu_pct={:.0}",
+         min_window={} max_window={} startup_ms={} create_items_ms={} client_cpu_pct={:.0} \
+         produced={} lagged={}",
         o.label,
         o.tags,
         o.subscriptions,
@@ -295,6 +338,8 @@ async fn main() {
         startup_ms.map_or("-".to_string(), |s| s.to_string()),
         subscribe_time.as_millis(),
         (own1 - own0) / TICKS_PER_SECOND / elapsed * 100.0,
+        produced,
+        lagged,
     );
     let _ = tokio::time::timeout(Duration::from_secs(5), session.disconnect()).await;
 }

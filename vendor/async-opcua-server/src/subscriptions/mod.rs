@@ -1,3 +1,4 @@
+mod item_entries;
 mod monitored_item;
 mod notification_queue;
 mod notify;
@@ -35,6 +36,7 @@ use opcua_types::{
 };
 
 use crate::node_manager::RequestContextInner;
+use item_entries::ItemEntries;
 
 use super::{
     authenticator::UserToken,
@@ -89,7 +91,22 @@ struct SubscriptionCacheInner {
     /// Map from subscription ID to session ID.
     subscription_to_session: HashMap<u32, u32>,
     /// Map from notifier node ID to monitored item handles.
-    monitored_items: HashMap<MonitoredItemKey, HashMap<MonitoredItemHandle, MonitoredItemEntry>>,
+    monitored_items: HashMap<MonitoredItemKey, ItemEntries>,
+}
+
+impl SubscriptionCacheInner {
+    /// Forget one monitored item of a node, and the node when it was the last.
+    fn remove_entry<T: IdentifierRef>(
+        &mut self,
+        key: &MonitoredItemKeyRef<T>,
+        handle: &MonitoredItemHandle,
+    ) {
+        if let Some(entries) = self.monitored_items.get_mut(key) {
+            if entries.remove(handle) {
+                self.monitored_items.remove(key);
+            }
+        }
+    }
 }
 
 /// Structure storing all subscriptions and monitored items on the server.
@@ -425,14 +442,19 @@ impl SubscriptionCache {
 
                     let index_range = create.item_to_monitor().index_range.clone();
 
-                    lck.monitored_items.entry(key).or_default().insert(
-                        create.handle(),
-                        MonitoredItemEntry {
-                            enabled: !matches!(create.monitoring_mode(), MonitoringMode::Disabled),
-                            index_range,
-                            data_encoding: create.item_to_monitor().data_encoding.clone(),
-                        },
-                    );
+                    let entry = MonitoredItemEntry {
+                        enabled: !matches!(create.monitoring_mode(), MonitoringMode::Disabled),
+                        index_range,
+                        data_encoding: create.item_to_monitor().data_encoding.clone(),
+                    };
+                    match lck.monitored_items.entry(key) {
+                        hashbrown::hash_map::Entry::Occupied(mut o) => {
+                            o.get_mut().insert(create.handle(), entry)
+                        }
+                        hashbrown::hash_map::Entry::Vacant(v) => {
+                            v.insert(ItemEntries::new(create.handle(), entry));
+                        }
+                    }
                 }
             }
         }
@@ -554,9 +576,7 @@ impl SubscriptionCache {
                         id: rf.node_id().into(),
                         attribute_id: rf.attribute(),
                     };
-                    if let Some(it) = lck.monitored_items.get_mut(&key) {
-                        it.remove(&rf.handle());
-                    }
+                    lck.remove_entry(&key, &rf.handle());
                 }
             }
         }
@@ -588,16 +608,14 @@ impl SubscriptionCache {
                 continue;
             }
 
+            // Every item of a deleted subscription (before: only event items, so the
+            // entries of data items stayed in the map after their subscription was gone).
             for rf in item_res {
-                if rf.attribute() == AttributeId::EventNotifier {
-                    let key = MonitoredItemKeyRef {
-                        id: rf.node_id().into(),
-                        attribute_id: rf.attribute(),
-                    };
-                    if let Some(it) = lck.monitored_items.get_mut(&key) {
-                        it.remove(&rf.handle());
-                    }
-                }
+                let key = MonitoredItemKeyRef {
+                    id: rf.node_id().into(),
+                    attribute_id: rf.attribute(),
+                };
+                lck.remove_entry(&key, &rf.handle());
             }
         }
 

@@ -303,7 +303,9 @@ pub struct MonitoredItem {
     last_data_value: Option<DataValue>,
     /// Value skipped due to sampling interval, we keep these
     /// so that we can generate a new notification later.
-    sample_skipped_data_value: Option<DataValue>,
+    /// Boxed: only items with a non-zero sampling interval ever hold one, and inline it cost
+    /// every monitored item the size of a `DataValue`.
+    sample_skipped_data_value: Option<Box<DataValue>>,
     any_new_notification: bool,
     eu_range: Option<(f64, f64)>,
 }
@@ -457,7 +459,7 @@ impl MonitoredItem {
     pub(super) fn maybe_enqueue_skipped_value(&mut self, now: &DateTime) -> bool {
         match self.sample_skipped_data_value.take() {
             Some(value) if value.source_timestamp.is_some_and(|v| v <= *now) => {
-                self.notify_data_value(value, now, true);
+                self.notify_data_value(*value, now, true);
                 true
             }
             Some(value) => {
@@ -489,7 +491,7 @@ impl MonitoredItem {
             {
                 // We still pass it through regular filtering, so it's not guaranteed to be enqueued,
                 // for example if the sampling interval is `Subscription`.
-                extra_enqueued = self.notify_data_value(skipped_value, now, false);
+                extra_enqueued = self.notify_data_value(*skipped_value, now, false);
             }
         }
 
@@ -535,7 +537,7 @@ impl MonitoredItem {
                 .checked_add_signed(self.sampling_interval_as_time_delta())
                 .map(|v| v.into());
 
-            self.sample_skipped_data_value = Some(value);
+            self.sample_skipped_data_value = Some(Box::new(value));
             // We need to return true here, so that the subscription knows it needs to tick this
             // monitored item later.
             return true;

@@ -4,7 +4,10 @@ use opcua_types::{node_id::IntoNodeIdRef, AttributeId, DataValue, DateTime, Obje
 use parking_lot::RwLockReadGuard;
 
 use crate::{
-    subscriptions::{MonitoredItemEntry, MonitoredItemKeyRef, SubscriptionCacheInner},
+    subscriptions::{
+        item_entries::ItemEntries, MonitoredItemEntry, MonitoredItemKeyRef,
+        SubscriptionCacheInner,
+    },
     MonitoredItemHandle,
 };
 
@@ -18,7 +21,7 @@ pub struct SubscriptionDataNotifier<'a> {
 
 /// Notifier for a specific node.
 pub struct SubscriptionDataNotifierBatch<'a> {
-    items: &'a HashMap<MonitoredItemHandle, MonitoredItemEntry>,
+    items: &'a ItemEntries,
     by_subscription: &'a mut HashMap<u32, Vec<(MonitoredItemHandle, DataValue)>>,
 }
 
@@ -26,7 +29,7 @@ impl<'a> SubscriptionDataNotifierBatch<'a> {
     /// Notify the referenced node of a change in value by providing a DataValue.
     pub fn data_value(&mut self, value: impl Into<DataValue>) {
         let dv = value.into();
-        for (handle, entry) in self.items {
+        for (handle, entry) in self.items.iter() {
             if !entry.enabled {
                 continue;
             }
@@ -151,8 +154,8 @@ pub struct SubscriptionEventNotifier<'a, 'b> {
 pub struct SubscriptionEventNotifierBatch<'a, 'b> {
     // An event may notify on both the server, and an emitting node.
     // So we may in some cases need two maps of monitored item entries.
-    items: &'a HashMap<MonitoredItemHandle, MonitoredItemEntry>,
-    items_2: Option<&'a HashMap<MonitoredItemHandle, MonitoredItemEntry>>,
+    items: &'a ItemEntries,
+    items_2: Option<&'a ItemEntries>,
     by_subscription: &'a mut HashMap<u32, Vec<(MonitoredItemHandle, &'b dyn Event)>>,
 }
 
