@@ -140,3 +140,48 @@ async def test_every_alarm_change_reaches_an_event_subscription_beside_a_data_su
             return out
 
         await wait_for(lambda: not data_gaps(), 30, what=lambda: f"every data change: {data_gaps()[:5]}")
+
+
+class AllEvents:
+    def __init__(self):
+        self.events = []
+
+    def event_notification(self, event):
+        self.events.append(event)
+
+
+async def test_an_event_item_whose_queue_overflows_gets_an_event_queue_overflow_event(gateway_factory):
+    """OPC UA Part 4, 5.13.1.5: an event item that has to discard events gets an
+    EventQueueOverflowEventType event (source `Server`, SourceName
+    `Internal/EventQueueOverflow`), past its where clause; events are not lost silently.
+    Here a queue of 5 and one publish a second, against 100 alarm changes a second."""
+    gw = gateway_factory(name="event-overflow", env=LOAD_ENV)
+    async with connect(gw) as opc:
+        got = AllEvents()
+        sub = await opc.client.create_subscription(1000, got)
+        limit_type = opc.client.get_node(ua.NodeId(ua.ObjectIds.ExclusiveLimitAlarmType))
+        evfilter = ua.EventFilter()
+        evfilter.SelectClauses = [
+            ua.SimpleAttributeOperand(
+                TypeDefinitionId=ua.NodeId(ua.ObjectIds.BaseEventType),
+                BrowsePath=[ua.QualifiedName(name, 0)],
+                AttributeId=ua.AttributeIds.Value,
+            )
+            for name in ("EventId", "EventType", "SourceNode", "SourceName", "Message")
+        ]
+        # Only limit alarms pass the where clause; the overflow event bypasses it.
+        evfilter.WhereClause = of_type(limit_type.nodeid)
+        await sub.subscribe_events(opc.client.get_node(ua.ObjectIds.Server), limit_type, evfilter, queuesize=5)
+
+        overflow_type = ua.NodeId(ua.ObjectIds.EventQueueOverflowEventType)
+
+        def overflows():
+            return [e for e in got.events if e.EventType == overflow_type]
+
+        await wait_for(overflows, 60, what="an EventQueueOverflowEventType event")
+        overflow = overflows()[0]
+        assert overflow.SourceNode == ua.NodeId(ua.ObjectIds.Server)
+        assert overflow.SourceName == "Internal/EventQueueOverflow"
+        assert overflow.EventId
+        # The limit alarms kept coming beside it.
+        assert any(ALARM_SOURCE.match(str(e.SourceName)) for e in got.events)
