@@ -352,7 +352,11 @@ pub async fn run(config: GatewayConfig, config_path: Option<PathBuf>) -> anyhow:
             .merge(crate::reload::routes(reloader.clone(), &guards))
             .merge(crate::journey::routes(journey.clone(), &guards))
             .merge(crate::alarms::http::gateway_routes(
-                &opcua, &guards, &shutdown, &mut tasks,
+                &opcua,
+                history.as_ref().and_then(|h| h.events.clone()),
+                &guards,
+                &shutdown,
+                &mut tasks,
             ));
         tasks.spawn(http.serve(routes, shutdown.clone()));
     }

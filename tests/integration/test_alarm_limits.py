@@ -387,3 +387,54 @@ async def test_reloaded_limits_of_a_simulated_machine_apply_without_a_restart(ga
 async def _finite(node) -> bool:
     value = await node.read_value()
     return isinstance(value, float) and value == value
+
+
+PRESS_LIMIT = "Stations/Partners/press/OilTemperature/Limit"
+BACK_TO_NORMAL = [(PRESS_LIMIT, False), (PRESS_LIMIT, True)]
+
+
+async def test_the_recent_alarm_list_survives_a_restart_and_a_kill_9(gateway_factory, tmp_path, press_peer):
+    """GET /api/alarms: the recent changes (an alarm raised, then back to normal) are still
+    listed after a clean restart and after a kill -9, rebuilt from the event history; with
+    the historian off, from the alarm state file (the condition's last state). Only the
+    press's alarm is looked at (the simulated truck may raise its own meanwhile)."""
+    from test_alarms_north import call
+
+    async def press_recent(gw) -> list[dict]:
+        status, body = await call(gw, "GET", "/api/alarms")
+        assert status == 200, body
+        return [a for a in body["recent"] if a["id"] == PRESS_LIMIT]
+
+    async def recent_is(gw, expected: list[tuple[str, bool]]) -> bool:
+        return [(a["id"], a["active"]) for a in await press_recent(gw)] == expected
+
+    config = tmp_path / "press.toml"
+    config.write_text(LIMITED_CONFIG.format(port=press_peer.port))
+    gw = gateway_factory(name="recent", args=["--config", str(config)])
+    async with connect(gw) as opc:
+        await wait_for(lambda: opc.node(TAG).read_value(), 30, what="oil temperature read")
+        press_peer.set(1, 16, 10, encode("int16", 236))
+        await wait_for(lambda: recent_is(gw, [(PRESS_LIMIT, True)]), 30, what="the alarm in the recent list")
+        press_peer.set(1, 16, 10, encode("int16", 200))
+        await wait_for(lambda: recent_is(gw, BACK_TO_NORMAL), 30, what="back to normal in the recent list")
+    before = await press_recent(gw)
+
+    # A clean restart: the same entries (same EventIds, times, messages), newest first.
+    gw.stop()
+    gw = gateway_factory(name="recent", args=["--config", str(config)])
+    await wait_for(lambda: recent_is(gw, BACK_TO_NORMAL), 15, what="the recent list after a restart")
+    assert await press_recent(gw) == before
+
+    # A kill -9: the same again.
+    gw.proc.kill()
+    gw.proc.wait(timeout=10)
+    gw.stop()
+    gw = gateway_factory(name="recent", args=["--config", str(config)])
+    await wait_for(lambda: recent_is(gw, BACK_TO_NORMAL), 15, what="the recent list after kill -9")
+    assert await press_recent(gw) == before
+    gw.stop()
+
+    # Without the historian: the condition's last state, from the alarm state file.
+    gw = gateway_factory(name="recent", args=["--config", str(config)], env={"FABRIQUE__HISTORY__ENABLED": "false"})
+    await wait_for(lambda: recent_is(gw, BACK_TO_NORMAL[:1]), 15, what="the recent list from the alarm state file")
+    assert await press_recent(gw) == before[:1]

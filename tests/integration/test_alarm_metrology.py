@@ -74,3 +74,65 @@ async def test_a_scrapped_part_raises_the_metrology_alarm_seen_by_an_event_subsc
         assert acked["AckedState/Id"].Value is True
         assert acked["ActiveState/Id"].Value is True
         assert metrology(on_line)[1].Comment.Text == "gauge recalibrated"
+
+
+async def test_the_next_good_part_returns_the_metrology_alarm_to_normal(gateway_factory):
+    """Raised with every part NOK; then the defect rate goes back to 0 (a restart with the
+    changed configuration: `simulation.defect_rate` is not applied by a reload) and the next
+    part delivered ends the condition: an event with ActiveState false, still retained until
+    it is acknowledged. The raised state survives the restart (the alarm state file)."""
+    from test_alarms_north import call
+
+    off_normal_id = ua.NodeId(ua.ObjectIds.OffNormalAlarmType)
+
+    async def subscribe_line(opc) -> Collector:
+        off_normal = opc.client.get_node(off_normal_id)
+        evfilter = ua.EventFilter()
+        evfilter.SelectClauses = condition_id_through_base_event_type(await select_clauses_from_evtype([off_normal]))
+        evfilter.WhereClause = of_type(off_normal_id)
+        on_line = Collector()
+        sub = await opc.client.create_subscription(50, on_line)
+        await sub.subscribe_alarms_and_conditions(opc.node("Fabrique/Line"), off_normal, evfilter, queuesize=100)
+        return on_line
+
+    def metrology(collector, active: bool):
+        return [
+            e
+            for e in collector.events
+            if getattr(e, "ConditionName", None) == "Metrology" and e.get_event_props_as_fields_dict()["ActiveState/Id"].Value is active
+        ]
+
+    gw = gateway_factory(name="metrology-back", env=EVERY_PART_NOK)
+    async with connect(gw) as opc:
+        on_line = await subscribe_line(opc)
+        submitted = await opc.submit_order("Classic", "NOK")
+        assert submitted.StatusCode.is_good(), submitted.StatusCode
+        await wait_for(lambda: metrology(on_line, True), 90, what="the metrology alarm raised")
+        raised = metrology(on_line, True)[0]
+    gw.stop()
+
+    gw = gateway_factory(name="metrology-back", env={"FABRIQUE__SIMULATION__DEFECT_RATE": "0"})
+    status, body = await call(gw, "GET", "/api/alarms")
+    assert [(a["id"], a["active"]) for a in body["active"] if a["condition"] == "Metrology"] == [("Line/Metrology", True)], body
+    async with connect(gw) as opc:
+        on_line = await subscribe_line(opc)
+        submitted = await opc.submit_order("Classic", "OK again")
+        assert submitted.StatusCode.is_good(), submitted.StatusCode
+        order_id = submitted.OutputArguments[0].Value
+        await wait_for(lambda: metrology(on_line, False), 90, what=f"the metrology alarm back to normal with {order_id}")
+        cleared = metrology(on_line, False)[0]
+        fields = cleared.get_event_props_as_fields_dict()
+        assert cleared.EventType == off_normal_id
+        assert cleared.NodeId == opc.nodeid("Fabrique/Line/Alarms/Metrology")
+        assert cleared.SourceNode == opc.nodeid("Fabrique/Line")
+        assert cleared.SourceName == "Line"
+        assert cleared.Severity == 600
+        assert f"Order {order_id} delivered: metrology OK again" == cleared.Message.Text, cleared.Message.Text
+        assert fields["AckedState/Id"].Value is False
+        # Inactive but not acknowledged: still in the alarm list (Part 9's Retain).
+        assert cleared.Retain is True
+        assert cleared.EventId != raised.EventId
+        assert cleared.Time > raised.Time
+    status, body = await call(gw, "GET", "/api/alarms")
+    listed = [a for a in body["active"] if a["condition"] == "Metrology"]
+    assert [(a["active"], a["acked"], a["retain"]) for a in listed] == [(False, False, True)], body

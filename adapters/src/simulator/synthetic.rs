@@ -80,6 +80,15 @@ impl SyntheticConfig {
 }
 
 /// The value of a synthetic alarm tag: High (1.5) or HighHigh (2.5) for limits 1 and 2.
+/// The limits of the alarm tags. The values (`alarm_value`: 1.5 in High, 2.5 in HighHigh)
+/// leave each level by more than the deadband: with the default deadband (1.0) an alarm back
+/// at 1.5 from HighHigh stayed HighHigh, so each alarm changed once and then never again.
+fn alarm_limits() -> crate::limits::AlarmLimits {
+    crate::limits::AlarmLimits::high(1.0, 2.0)
+        .deadband(0.25)
+        .message("Synthetic alarm")
+}
+
 fn alarm_value(high_high: bool) -> Value {
     Value::Float(if high_high { 2.5 } else { 1.5 })
 }
@@ -120,7 +129,7 @@ impl Adapter for SyntheticLoad {
                 ))
             })
             .collect::<Result<_, _>>()?;
-        let limits = crate::limits::AlarmLimits::high(1.0, 2.0).message("Synthetic alarm");
+        let limits = alarm_limits();
         self.alarm_tags = (0..self.config.alarm_tags)
             .map(|i| {
                 let spec = TagSpec::new(format!("{path}/A{i:06}"), DataType::Float64)
@@ -185,6 +194,31 @@ impl Adapter for SyntheticLoad {
                     ctx.publisher.flush();
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::LimitLevel;
+
+    fn level(previous: Option<LimitLevel>, high_high: bool) -> Option<LimitLevel> {
+        let Value::Float(v) = alarm_value(high_high) else {
+            unreachable!("alarm values are floats")
+        };
+        alarm_limits().level(previous, v)
+    }
+
+    #[test]
+    fn alarm_tags_move_between_high_and_high_high_every_time() {
+        assert_eq!(level(None, false), Some(LimitLevel::High));
+        let mut at = Some(LimitLevel::High);
+        for round in 0..4 {
+            let up = level(at, true);
+            assert_eq!(up, Some(LimitLevel::HighHigh), "round {round}");
+            at = level(up, false);
+            assert_eq!(at, Some(LimitLevel::High), "round {round}");
         }
     }
 }

@@ -12,8 +12,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::north::{active_list, parse_condition_id, AlarmJson, Recent};
+use super::north::{active_list, parse_condition_id, AlarmJson, Recent, RECENT};
 use super::{Alarms, Refused};
+use crate::history::events::EventStore;
 use crate::http::Guards;
 
 /// Longest comment taken (characters), as a reasonable bound on what an alarm list shows.
@@ -35,15 +36,30 @@ pub fn routes(alarms: Arc<Alarms>, recent: Recent, guards: &Guards) -> Router {
 /// The routes as the gateway serves them, the recent list recorded by a task of `tasks`. An
 /// acknowledgement made here reaches OPC UA clients as every state change does: through
 /// `Alarms::publish` and the reporter task of `opcua/events.rs`.
+///
+/// The recent list starts from the changes stored before this start: the last ones of the
+/// event history when there is one, else the conditions' last states from the alarm state
+/// file (restored into `Alarms` before the routes are made), newest first either way.
 pub fn gateway_routes(
     opcua: &crate::opcua::OpcUaServer,
+    history: Option<Arc<EventStore>>,
     guards: &Guards,
     shutdown: &tokio_util::sync::CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> Router {
     let alarms = opcua.nodes.inner().alarms();
     let recent = Recent::default();
-    tasks.spawn(recent.record(&alarms, shutdown.clone()));
+    let stored = alarms.clone();
+    let before = move || match history {
+        Some(history) => history.latest_conditions(RECENT),
+        None => {
+            let mut states = stored.conditions();
+            states.sort_by_key(|s| std::cmp::Reverse(s.time));
+            states.truncate(RECENT);
+            states
+        }
+    };
+    tasks.spawn(recent.record(&alarms, before, shutdown.clone()));
     routes(alarms, recent, guards)
 }
 

@@ -221,19 +221,45 @@ impl Recent {
 
     fn push(&self, state: ConditionState) {
         let mut recent = self.0.lock();
+        // A change made while the list was being seeded may be in the seed already.
+        if recent.iter().any(|r| r.event_id == state.event_id) {
+            return;
+        }
         recent.push_front(state);
         recent.truncate(RECENT);
     }
 
-    /// Keeps the last [`RECENT`] changes until `shutdown`.
+    /// Append changes older than those listed (newest first), up to [`RECENT`] in all: the
+    /// list as it was before a restart.
+    fn seed(&self, older: Vec<ConditionState>) {
+        let mut recent = self.0.lock();
+        for state in older {
+            if recent.len() >= RECENT {
+                break;
+            }
+            if !recent.iter().any(|r| r.event_id == state.event_id) {
+                recent.push_back(state);
+            }
+        }
+    }
+
+    /// Keeps the last [`RECENT`] changes until `shutdown`, starting from what `before`
+    /// returns (the changes stored before this start, newest first; run on a blocking
+    /// thread: it reads files). Changes made meanwhile are not missed: the list subscribes
+    /// to them first.
     pub fn record(
         &self,
         alarms: &Alarms,
+        before: impl FnOnce() -> Vec<ConditionState> + Send + 'static,
         shutdown: CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut changes = alarms.subscribe();
         let recent = self.clone();
         async move {
+            match tokio::task::spawn_blocking(before).await {
+                Ok(older) => recent.seed(older),
+                Err(error) => tracing::warn!(%error, "alarms: the recent list starts empty"),
+            }
             loop {
                 let changed = tokio::select! {
                     _ = shutdown.cancelled() => break,

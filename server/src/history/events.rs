@@ -388,6 +388,40 @@ impl EventStore {
         out.sort_by_key(|e| e.time);
         out
     }
+
+    /// The last `n` conditions' state changes stored, newest first (what `GET /api/alarms`
+    /// lists as recent after a restart). Reads the files newest first and stops as soon as
+    /// it has `n`, so a long history costs no more than its last files. Blocking: file reads.
+    pub fn latest_conditions(&self, n: usize) -> Vec<ConditionState> {
+        let _writing = self.writing.lock();
+        let mut out: Vec<StoredEvent> = Vec::new();
+        for (_, path) in files(&self.dir).into_iter().rev() {
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let mut of_file: Vec<StoredEvent> = BufReader::new(file)
+                .split(b'\n')
+                .map_while(Result::ok)
+                // A torn or foreign line is skipped, as by `read`.
+                .filter_map(|line| serde_json::from_slice::<StoredEvent>(&line).ok())
+                .filter(|e| matches!(e.kind, Kind::Condition { .. }))
+                .collect();
+            of_file.reverse();
+            out.extend(of_file);
+            if out.len() >= n {
+                break;
+            }
+        }
+        // Newest first by Time; the stable sort keeps writing order among equal times.
+        out.sort_by_key(|e| std::cmp::Reverse(e.time));
+        out.truncate(n);
+        out.iter()
+            .filter_map(|e| match e.origin() {
+                Origin::Condition(state) => Some(state),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 struct OpenFile {
@@ -611,6 +645,31 @@ mod tests {
         let middle = store.read(2, 8);
         assert_eq!(middle.len(), 1);
         assert_eq!(middle[0].time, 5);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_latest_conditions_come_newest_first_without_the_other_events() {
+        let dir = std::env::temp_dir().join(format!("fgh-events-latest-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = EventStore::open(dir.join("events"), limits(0)).unwrap();
+        let alarms = crate::alarms::Alarms::default();
+        let t = Timestamp::from_nanos;
+        let lost = alarms
+            .device_connection("Stations/P/press", false, "refused", t(5))
+            .unwrap();
+        let back = alarms
+            .device_connection("Stations/P/press", true, "", t(7))
+            .unwrap();
+        store.record(happening(1));
+        store.record(StoredEvent::condition(&lost));
+        store.record(happening(6));
+        store.record(StoredEvent::condition(&back));
+        store.record(happening(9));
+        wait_for(&store, 5);
+        assert_eq!(store.latest_conditions(10), vec![back.clone(), lost]);
+        assert_eq!(store.latest_conditions(1), vec![back]);
+        assert!(store.latest_conditions(0).is_empty());
         let _ = fs::remove_dir_all(&dir);
     }
 

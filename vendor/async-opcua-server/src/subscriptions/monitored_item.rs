@@ -1,17 +1,43 @@
 use std::collections::BTreeSet;
 
 use chrono::TimeDelta;
-use opcua_nodes::{Event, ParsedEventFilter, TypeTree};
+use opcua_nodes::{BaseEventType, Event, ParsedEventFilter, TypeTree};
 use tracing::{error, warn};
 
 use super::{notification_queue::NotificationQueue, MonitoredItemHandle};
 use crate::{info::ServerInfo, node_manager::ParsedReadValueId};
 use opcua_types::{
-    match_extension_object_owned, DataChangeFilter, DataValue, DateTime, EventFieldList,
-    EventFilter, EventFilterResult, ExtensionObject, MonitoredItemCreateRequest,
-    MonitoredItemModifyRequest, MonitoredItemNotification, MonitoringMode, NumericRange,
-    ParsedDataChangeFilter, StatusCode, TimestampsToReturn, Variant,
+    match_extension_object_owned, ByteString, ContentFilter, DataChangeFilter, DataValue,
+    DateTime, EventFieldList, EventFilter, EventFilterResult, ExtensionObject, Guid,
+    MonitoredItemCreateRequest, MonitoredItemModifyRequest, MonitoredItemNotification,
+    MonitoringMode, NumericRange, ObjectId, ObjectTypeId, ParsedDataChangeFilter, StatusCode,
+    TimestampsToReturn, Variant,
 };
+
+/// The select clauses of an event filter without its where clause: what an
+/// `EventQueueOverflowEventType` event is reported with, since it bypasses the where clause
+/// (OPC 10000-4, 7.22.3). `None` for anything but a valid event filter.
+fn overflow_select(filter: &ExtensionObject, type_tree: &dyn TypeTree) -> Option<ParsedEventFilter> {
+    let filter = filter.inner_as::<EventFilter>()?;
+    let select_only = EventFilter {
+        select_clauses: filter.select_clauses.clone(),
+        where_clause: ContentFilter::default(),
+    };
+    ParsedEventFilter::new(select_only, type_tree).1.ok()
+}
+
+/// The event put into an event monitored item's queue when it has to discard an event
+/// (OPC 10000-4, 5.13.1.5; its source fixed by OPC 10000-5, 6.4.34).
+fn queue_overflow_event() -> BaseEventType {
+    BaseEventType::new_now(
+        ObjectTypeId::EventQueueOverflowEventType,
+        ByteString::from(Guid::new().to_bytes().to_vec()),
+        "Event queue overflow: events were discarded",
+    )
+    .set_source_node(ObjectId::Server.into())
+    .set_source_name("Internal/EventQueueOverflow".into())
+    .set_severity(1)
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Notification {
@@ -112,6 +138,7 @@ pub struct CreateMonitoredItem {
     filter_res: Option<EventFilterResult>,
     timestamps_to_return: TimestampsToReturn,
     eu_range: Option<(f64, f64)>,
+    overflow_select: Option<ParsedEventFilter>,
 }
 
 /// Takes the requested sampling interval value supplied by client and ensures it is within
@@ -165,6 +192,7 @@ impl CreateMonitoredItem {
         type_tree: &dyn TypeTree,
         eu_range: Option<(f64, f64)>,
     ) -> Self {
+        let overflow_select = overflow_select(&req.requested_parameters.filter, type_tree);
         let (filter_res, filter) =
             FilterType::from_filter(req.requested_parameters.filter, eu_range, type_tree);
         let sampling_interval =
@@ -199,6 +227,7 @@ impl CreateMonitoredItem {
             timestamps_to_return,
             filter_res,
             eu_range,
+            overflow_select,
         }
     }
 
@@ -308,6 +337,12 @@ pub struct MonitoredItem {
     sample_skipped_data_value: Option<Box<DataValue>>,
     any_new_notification: bool,
     eu_range: Option<(f64, f64)>,
+    /// An event item's select clauses alone, for its `EventQueueOverflowEventType` events.
+    overflow_select: Option<ParsedEventFilter>,
+    /// The `EventQueueOverflowEventType` event of the current overflow, until published. It is
+    /// held beside the queue: in addition to the queue size and never discarded, first out
+    /// when the oldest are discarded (it stands where they were), else last.
+    overflow_event: Option<EventFieldList>,
 }
 
 #[derive(Debug)]
@@ -336,6 +371,8 @@ impl MonitoredItem {
             queue_overflow: false,
             any_new_notification: false,
             eu_range: request.eu_range,
+            overflow_select: request.overflow_select.clone(),
+            overflow_event: None,
         };
         let now = DateTime::now();
         if let Some(val) = request.initial_value.as_ref() {
@@ -376,6 +413,7 @@ impl MonitoredItem {
             Ok(f) => f,
             Err(e) => return (filter_res, e),
         };
+        self.overflow_select = overflow_select(&request.requested_parameters.filter, type_tree);
         let parsed_sampling_interval =
             sanitize_sampling_interval(info, request.requested_parameters.sampling_interval);
         self.sampling_interval = parse_sampling_interval(parsed_sampling_interval);
@@ -587,6 +625,14 @@ impl MonitoredItem {
             return false;
         };
 
+        // An event is about to be discarded: the client is told by one
+        // EventQueueOverflowEventType event until that one is published (OPC 10000-4,
+        // 5.13.1.5), rather than losing events silently.
+        if self.notification_queue.len() >= self.queue_size && self.overflow_event.is_none() {
+            self.overflow_event = self.overflow_select.as_ref().and_then(|select| {
+                select.evaluate(&queue_overflow_event(), self.client_handle, type_tree)
+            });
+        }
         self.enqueue_notification(notif);
 
         true
@@ -650,7 +696,14 @@ impl MonitoredItem {
     }
 
     pub(super) fn pop_notification(&mut self) -> Option<Notification> {
-        self.notification_queue.pop_front()
+        if self.discard_oldest {
+            if let Some(overflow) = self.overflow_event.take() {
+                return Some(Notification::Event(overflow));
+            }
+        }
+        self.notification_queue
+            .pop_front()
+            .or_else(|| self.overflow_event.take().map(Notification::Event))
     }
 
     /// Adds or removes other monitored items which will be triggered when this monitored item changes
@@ -688,7 +741,7 @@ impl MonitoredItem {
 
     /// Whether this monitored item has enqueued notifications.
     pub fn has_notifications(&self) -> bool {
-        !self.notification_queue.is_empty()
+        !self.notification_queue.is_empty() || self.overflow_event.is_some()
     }
 
     /// Monitored item ID.
@@ -790,6 +843,8 @@ pub(super) mod tests {
             sample_skipped_data_value: None,
             any_new_notification: false,
             eu_range: None,
+            overflow_select: None,
+            overflow_event: None,
         };
 
         let now = DateTime::now();
@@ -997,6 +1052,102 @@ pub(super) mod tests {
             false
         ));
         assert_eq!(item.notification_queue.len(), 3);
+    }
+
+    /// Patch 11: an event item that has to discard events reports it with one
+    /// EventQueueOverflowEventType event (OPC 10000-4, 5.13.1.5), past its where clause
+    /// (7.22.3), in addition to its queue size, first out when the oldest are discarded.
+    #[test]
+    fn an_event_queue_overflow_is_reported_by_one_event_past_the_where_clause() {
+        use opcua_nodes::{BaseEventType, DefaultTypeTree};
+        use opcua_types::{
+            ByteString, ContentFilterBuilder, EventFilter, ExtensionObject, ObjectId,
+            ObjectTypeId, Operand, SimpleAttributeOperand,
+        };
+
+        let type_tree = DefaultTypeTree::new();
+        let select_clauses = ["EventType", "SourceName", "Severity"]
+            .map(|name| SimpleAttributeOperand::new_value(ObjectTypeId::BaseEventType, name))
+            .to_vec();
+        // Severity >= 500: the overflow event (severity 1) passes only by bypassing it.
+        let where_clause = ContentFilterBuilder::new()
+            .gte(
+                SimpleAttributeOperand::new_value(ObjectTypeId::BaseEventType, "Severity"),
+                Operand::literal(500u16),
+            )
+            .build();
+        let raw = ExtensionObject::from_message(EventFilter {
+            select_clauses: Some(select_clauses),
+            where_clause,
+        });
+        let (_, filter) = FilterType::from_filter(raw.clone(), None, &type_tree);
+        let mut item = new_monitored_item(
+            1,
+            ReadValueId {
+                node_id: ObjectId::Server.into(),
+                attribute_id: AttributeId::EventNotifier as u32,
+                ..Default::default()
+            },
+            MonitoringMode::Reporting,
+            filter.unwrap(),
+            SamplingInterval::Zero,
+            true,
+            None,
+        );
+        item.overflow_select = super::overflow_select(&raw, &type_tree);
+        item.queue_size = 3;
+        while item.pop_notification().is_some() {}
+        let event = |n: u8, severity: u16| {
+            BaseEventType::new_now(ObjectTypeId::BaseEventType, ByteString::from(vec![n]), "")
+                .set_source_name(format!("source {n}").as_str().into())
+                .set_severity(severity)
+        };
+        let source = |n: &Notification| match n {
+            Notification::Event(e) => e.event_fields.as_ref().unwrap()[1].clone(),
+            other => panic!("not an event: {other:?}"),
+        };
+
+        // Filtered out by the where clause: neither queued nor an overflow.
+        assert!(!item.notify_event(&event(0, 100), &type_tree));
+        for n in 1..=5 {
+            assert!(item.notify_event(&event(n, 600), &type_tree));
+        }
+        // Events 1 and 2 discarded: the overflow event first, then the three newest.
+        let out: Vec<_> = std::iter::from_fn(|| item.pop_notification()).collect();
+        assert_eq!(out.len(), 4);
+        let Notification::Event(overflow) = &out[0] else {
+            panic!("not an event: {:?}", out[0]);
+        };
+        let fields = overflow.event_fields.as_ref().unwrap();
+        assert_eq!(
+            fields[0],
+            Variant::from(NodeId::from(ObjectTypeId::EventQueueOverflowEventType))
+        );
+        assert_eq!(fields[1], Variant::from("Internal/EventQueueOverflow"));
+        assert_eq!(
+            out[1..].iter().map(source).collect::<Vec<_>>(),
+            ["source 3", "source 4", "source 5"].map(Variant::from).to_vec()
+        );
+        assert!(!item.has_notifications());
+
+        // A queue that does not overflow has no overflow event.
+        for n in 6..=8 {
+            item.notify_event(&event(n, 600), &type_tree);
+        }
+        let out: Vec<_> = std::iter::from_fn(|| item.pop_notification()).collect();
+        assert_eq!(
+            out.iter().map(source).collect::<Vec<_>>(),
+            ["source 6", "source 7", "source 8"].map(Variant::from).to_vec()
+        );
+
+        // Discarding the newest: the overflow event comes last, once per overflow.
+        item.discard_oldest = false;
+        for n in 9..=14 {
+            item.notify_event(&event(n, 600), &type_tree);
+        }
+        let out: Vec<_> = std::iter::from_fn(|| item.pop_notification()).collect();
+        assert_eq!(out.len(), 4);
+        assert_eq!(source(&out[3]), Variant::from("Internal/EventQueueOverflow"));
     }
 
     #[test]
