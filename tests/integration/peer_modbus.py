@@ -236,7 +236,7 @@ class Peer:
 
 # The gateway configuration of a partner press served by this peer (`--port`): one
 # counter, polled every 100 ms, with a short timeout so that a stopped peer is seen quickly.
-PRESS_CONFIG = """
+PRESS_DEVICE = """
 [[devices]]
 name = "press"
 station = "Partners"
@@ -244,7 +244,8 @@ protocol = "modbus"
 address = "127.0.0.1:{port}"
 poll_ms = 100
 timeout_ms = 500
-
+"""
+PRESS_CONFIG = PRESS_DEVICE + """
   [[devices.tags]]
   name = "Cycles"
   register = "holding:4"

@@ -11,19 +11,11 @@ from asyncua import ua
 from asyncua.common.events import select_clauses_from_evtype
 
 from fabrique_testlib import connect, wait_for
-from peer_modbus import PeerProcess, encode, free_port
+from peer_modbus import PRESS_DEVICE, PeerProcess, encode, free_port
 from test_alarms import condition_id_through_base_event_type
 from test_events import Collector
 
-LIMITED_CONFIG = """
-[[devices]]
-name = "press"
-station = "Partners"
-protocol = "modbus"
-address = "127.0.0.1:{port}"
-poll_ms = 100
-timeout_ms = 500
-
+LIMITED_CONFIG = PRESS_DEVICE + """
   [[devices.tags]]
   name = "OilTemperature"
   register = "holding:10"

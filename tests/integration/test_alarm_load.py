@@ -77,6 +77,18 @@ class DataChanges:
         self.rounds.setdefault(node.nodeid.Identifier, []).append(int(value))
 
 
+def base_fields(*names: str) -> list[ua.SimpleAttributeOperand]:
+    """Select clauses for fields of BaseEventType, in this order."""
+    return [
+        ua.SimpleAttributeOperand(
+            TypeDefinitionId=ua.NodeId(ua.ObjectIds.BaseEventType),
+            BrowsePath=[ua.QualifiedName(name, 0)],
+            AttributeId=ua.AttributeIds.Value,
+        )
+        for name in names
+    ]
+
+
 def level(message: str) -> str:
     """The level named by a limit alarm's message (`Synthetic alarm: HighHigh ...`)."""
     for name in ("HighHigh", "High"):
@@ -97,14 +109,7 @@ async def test_every_alarm_change_reaches_an_event_subscription_beside_a_data_su
         event_sub = await opc.client.create_subscription(100, alarms)
         limit_type = opc.client.get_node(ua.NodeId(ua.ObjectIds.ExclusiveLimitAlarmType))
         evfilter = ua.EventFilter()
-        evfilter.SelectClauses = [
-            ua.SimpleAttributeOperand(
-                TypeDefinitionId=ua.NodeId(ua.ObjectIds.BaseEventType),
-                BrowsePath=[ua.QualifiedName(name, 0)],
-                AttributeId=ua.AttributeIds.Value,
-            )
-            for name in ("EventId", "SourceName", "Message", "Time")
-        ]
+        evfilter.SelectClauses = base_fields("EventId", "SourceName", "Message", "Time")
         evfilter.WhereClause = of_type(limit_type.nodeid)
         await event_sub.subscribe_events(opc.client.get_node(ua.ObjectIds.Server), limit_type, evfilter, queuesize=100)
 
@@ -161,14 +166,7 @@ async def test_an_event_item_whose_queue_overflows_gets_an_event_queue_overflow_
         sub = await opc.client.create_subscription(1000, got)
         limit_type = opc.client.get_node(ua.NodeId(ua.ObjectIds.ExclusiveLimitAlarmType))
         evfilter = ua.EventFilter()
-        evfilter.SelectClauses = [
-            ua.SimpleAttributeOperand(
-                TypeDefinitionId=ua.NodeId(ua.ObjectIds.BaseEventType),
-                BrowsePath=[ua.QualifiedName(name, 0)],
-                AttributeId=ua.AttributeIds.Value,
-            )
-            for name in ("EventId", "EventType", "SourceNode", "SourceName", "Message")
-        ]
+        evfilter.SelectClauses = base_fields("EventId", "EventType", "SourceNode", "SourceName", "Message")
         # Only limit alarms pass the where clause; the overflow event bypasses it.
         evfilter.WhereClause = of_type(limit_type.nodeid)
         await sub.subscribe_events(opc.client.get_node(ua.ObjectIds.Server), limit_type, evfilter, queuesize=5)
